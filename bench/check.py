@@ -1,0 +1,62 @@
+"""Exact inputs and the element-for-element check against ``MPI_Allreduce``.
+
+Inputs are small integers stored in the benchmark dtype, so the sum over any number of ranks
+(well below 2**24 / 17) is exact in every order and every algorithm must match the MPI
+library bit for bit.
+"""
+
+from __future__ import annotations
+
+from distbench.runtime import namespace_of
+
+CHUNK = 1 << 20  # elements per step when filling or comparing (bounds temporary memory)
+
+
+def fill_exact(buf, rank: int, offset: int = 0) -> None:
+    """Fill 1-D ``buf`` with integers in [-8, 8] that depend on ``rank`` and position.
+
+    Element ``i`` gets ``((i + offset) * 7 + rank * 13) % 17 - 8``; works in chunks of
+    :data:`CHUNK` elements, so the temporary memory stays small for any buffer size.
+    """
+    xp = namespace_of(buf)
+    n = buf.shape[0]
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        idx = xp.arange(start + offset, stop + offset, dtype=xp.int64)
+        idx *= 7
+        idx += rank * 13
+        xp.remainder(idx, 17, out=idx)
+        idx -= 8
+        buf[start:stop] = idx.astype(buf.dtype, copy=False)
+
+
+def count_wrong(comm, sendbuf, result, scratch=None, op=None) -> int:
+    """Elements of ``result`` that differ from ``MPI_Allreduce(sendbuf)``, summed over ranks.
+
+    The reference is computed chunk by chunk with the library's ``Allreduce`` (exact inputs make
+    the chunked sum equal the whole one), so the check needs only a chunk of extra memory.
+    ``scratch`` may supply that chunk (1-D, same dtype/module, at least min(CHUNK, n) long).
+    Collective: every rank must call it. Returns the total over all ranks (int).
+    """
+    from mpi4py import MPI
+
+    xp = namespace_of(result)
+    op = MPI.SUM if op is None else op
+    n = result.shape[0]
+    if scratch is None:
+        scratch = xp.empty(max(1, min(CHUNK, n)), dtype=result.dtype)
+    wrong = 0
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        ref = scratch[: stop - start]
+        comm.Allreduce(sendbuf[start:stop], ref, op)
+        wrong += int(xp.count_nonzero(result[start:stop] != ref))
+    return int(comm.allreduce(wrong, op=MPI.SUM))
+
+
+def unchanged(buf, rank: int) -> bool:
+    """True when ``buf`` still holds :func:`fill_exact`'s values for ``rank``."""
+    xp = namespace_of(buf)
+    ref = xp.empty_like(buf)
+    fill_exact(ref, rank)
+    return bool(xp.array_equal(ref, buf))

@@ -1,0 +1,246 @@
+"""Communicator proxies: byte counting (tests, wire bytes) and host staging (GPU without
+GPU-aware MPI).
+
+Both wrap an ``mpi4py.MPI.Comm`` and forward everything they do not override, so a collective
+written against mpi4py's buffer API runs unchanged on top of them. Communicators derived from a
+proxy (``Split``, ``Split_type``, ``Dup``) are proxies of the same kind sharing its state, so
+traffic inside sub-communicators (the hierarchical algorithm) is seen too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+
+def _nbytes(buf) -> int:
+    """Bytes in an mpi4py buffer argument (an array, or ``[array, datatype]``)."""
+    if isinstance(buf, (list, tuple)):
+        buf = buf[0]
+    return int(getattr(buf, "nbytes", 0))
+
+
+class CommProxy:
+    """Forwards every attribute to the wrapped communicator ``comm``."""
+
+    _derive = ("Split", "Split_type", "Dup", "Create", "Create_group")
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def __getattr__(self, name):
+        attr = getattr(self.comm, name)
+        if name in self._derive:
+
+            def derived(*args, **kwargs):
+                sub = attr(*args, **kwargs)
+                return self._child(sub)
+
+            return derived
+        return attr
+
+    def _child(self, sub):
+        """A proxy of the same kind around derived communicator ``sub`` (sharing state)."""
+        return type(self)(sub)
+
+
+class CountingComm(CommProxy):
+    """Counts bytes this rank sends through point-to-point and collective calls.
+
+    ``bytes_sent`` counts the send buffers of ``Send/Isend/Ssend/Sendrecv`` (point-to-point
+    payload leaving this rank); ``bytes_recv`` the receive buffers of ``Recv/Irecv/Sendrecv``
+    (their capacity, which the algorithms size exactly); ``collective_bytes`` the send buffer
+    this rank contributes to ``Allreduce/Allgather/Allgatherv/Bcast/Reduce/Gather``;
+    ``calls`` how often each method ran.
+    """
+
+    def __init__(self, comm, _state=None):
+        super().__init__(comm)
+        self._state = _state if _state is not None else {
+            "bytes_sent": 0, "bytes_recv": 0, "collective_bytes": 0, "calls": Counter()
+        }
+
+    def _child(self, sub):
+        return CountingComm(sub, self._state)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._state["bytes_sent"]
+
+    @property
+    def bytes_recv(self) -> int:
+        return self._state["bytes_recv"]
+
+    @property
+    def collective_bytes(self) -> int:
+        return self._state["collective_bytes"]
+
+    @property
+    def calls(self) -> Counter:
+        return self._state["calls"]
+
+    def reset(self) -> None:
+        self._state.update(bytes_sent=0, bytes_recv=0, collective_bytes=0)
+        self._state["calls"].clear()
+
+    def _count(self, name, sent=None, recv=None, coll=None):
+        st = self._state
+        st["calls"][name] += 1
+        if sent is not None:
+            st["bytes_sent"] += _nbytes(sent)
+        if recv is not None:
+            st["bytes_recv"] += _nbytes(recv)
+        if coll is not None:
+            st["collective_bytes"] += _nbytes(coll)
+
+    def Send(self, buf, dest, tag=0):
+        self._count("Send", sent=buf)
+        return self.comm.Send(buf, dest, tag)
+
+    def Ssend(self, buf, dest, tag=0):
+        self._count("Ssend", sent=buf)
+        return self.comm.Ssend(buf, dest, tag)
+
+    def Isend(self, buf, dest, tag=0):
+        self._count("Isend", sent=buf)
+        return self.comm.Isend(buf, dest, tag)
+
+    def Recv(self, buf, source=-1, tag=-1, status=None):
+        self._count("Recv", recv=buf)
+        return self.comm.Recv(buf, source, tag, status)
+
+    def Irecv(self, buf, source=-1, tag=-1):
+        self._count("Irecv", recv=buf)
+        return self.comm.Irecv(buf, source, tag)
+
+    def Sendrecv(self, sendbuf, dest, sendtag=0, recvbuf=None, source=-1, recvtag=-1,
+                 status=None):
+        self._count("Sendrecv", sent=sendbuf, recv=recvbuf)
+        return self.comm.Sendrecv(sendbuf, dest, sendtag, recvbuf, source, recvtag, status)
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        self._count("Allreduce", coll=sendbuf)
+        return self.comm.Allreduce(sendbuf, recvbuf, *([op] if op is not None else []))
+
+    def Allgather(self, sendbuf, recvbuf):
+        self._count("Allgather", coll=sendbuf)
+        return self.comm.Allgather(sendbuf, recvbuf)
+
+    def Allgatherv(self, sendbuf, recvbuf):
+        self._count("Allgatherv", coll=sendbuf)
+        return self.comm.Allgatherv(sendbuf, recvbuf)
+
+    def Bcast(self, buf, root=0):
+        self._count("Bcast", coll=buf if self.comm.Get_rank() == root else None)
+        return self.comm.Bcast(buf, root)
+
+    def Reduce(self, sendbuf, recvbuf, op=None, root=0):
+        self._count("Reduce", coll=sendbuf)
+        args = [op] if op is not None else []
+        return self.comm.Reduce(sendbuf, recvbuf, *args, root=root)
+
+
+class HostStagingComm(CommProxy):
+    """Stages device buffers through host memory for an MPI library that is not GPU-aware.
+
+    Every buffer argument that is not a host (NumPy) array is copied into a reusable host
+    buffer before a send, and copied back to the device after a receive. ``backend`` supplies
+    the copies (:meth:`distbench.runtime.Backend.to_host` / ``to_device``) and the host
+    allocation (page-locked with CuPy). With ``force=True`` NumPy buffers are staged too, which
+    is how the host tests exercise this path without a GPU.
+
+    ``staged_bytes`` counts bytes copied each way (``"to_host"``, ``"to_device"``).
+
+    Raises:
+        TypeError: a nonblocking call (``Isend``/``Irecv``) with a buffer that needs staging:
+            the copy back after completion would need a request wrapper, and no distbench
+            kernel issues nonblocking calls on device buffers.
+    """
+
+    def __init__(self, comm, backend, force: bool = False, _shared=None):
+        super().__init__(comm)
+        self.backend = backend
+        self.force = force
+        self._shared = _shared if _shared is not None else {
+            "pool": {}, "staged": Counter()
+        }
+
+    def _child(self, sub):
+        return HostStagingComm(sub, self.backend, self.force, self._shared)
+
+    @property
+    def staged_bytes(self) -> Counter:
+        return self._shared["staged"]
+
+    def _needs(self, buf) -> bool:
+        return buf is not None and (self.force or not isinstance(buf, np.ndarray))
+
+    def _host(self, slot: str, buf) -> np.ndarray:
+        """A host array shaped like ``buf`` backed by the reusable buffer ``slot``."""
+        pool = self._shared["pool"]
+        nbytes = int(buf.nbytes)
+        if slot not in pool or pool[slot].nbytes < nbytes:
+            pool[slot] = self.backend.host_empty(max(nbytes, 1))
+        return pool[slot][:nbytes].view(np.dtype(buf.dtype.str)).reshape(buf.shape)
+
+    def _out(self, slot, buf):
+        if not self._needs(buf):
+            return buf
+        host = self._host(slot, buf)
+        self.backend.to_host(buf, out=host)
+        self._shared["staged"]["to_host"] += host.nbytes
+        return host
+
+    def _in(self, slot, buf):
+        return self._host(slot, buf) if self._needs(buf) else buf
+
+    def _back(self, host, buf):
+        if host is not buf:
+            self.backend.to_device(host, buf)
+            self._shared["staged"]["to_device"] += host.nbytes
+
+    def Send(self, buf, dest, tag=0):
+        return self.comm.Send(self._out("send", buf), dest, tag)
+
+    def Recv(self, buf, source=-1, tag=-1, status=None):
+        host = self._in("recv", buf)
+        self.comm.Recv(host, source, tag, status)
+        self._back(host, buf)
+
+    def Sendrecv(self, sendbuf, dest, sendtag=0, recvbuf=None, source=-1, recvtag=-1,
+                 status=None):
+        host = self._in("recv", recvbuf)
+        self.comm.Sendrecv(self._out("send", sendbuf), dest, sendtag, host, source, recvtag,
+                           status)
+        self._back(host, recvbuf)
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        host = self._in("recv", recvbuf)
+        args = [op] if op is not None else []
+        self.comm.Allreduce(self._out("send", sendbuf), host, *args)
+        self._back(host, recvbuf)
+
+    def Bcast(self, buf, root=0):
+        if self.comm.Get_rank() == root:
+            host = self._out("send", buf)
+            self.comm.Bcast(host, root)
+        else:
+            host = self._in("recv", buf)
+            self.comm.Bcast(host, root)
+            self._back(host, buf)
+
+    def Allgather(self, sendbuf, recvbuf):
+        host = self._in("recv", recvbuf)
+        self.comm.Allgather(self._out("send", sendbuf), host)
+        self._back(host, recvbuf)
+
+    def Isend(self, buf, dest, tag=0):
+        if self._needs(buf):
+            raise TypeError("Isend on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")
+        return self.comm.Isend(buf, dest, tag)
+
+    def Irecv(self, buf, source=-1, tag=-1):
+        if self._needs(buf):
+            raise TypeError("Irecv on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")
+        return self.comm.Irecv(buf, source, tag)

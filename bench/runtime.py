@@ -1,0 +1,239 @@
+"""MPI world, rank-0 output, the array backend (NumPy or CuPy) and GPU-aware-MPI detection.
+
+The array backend is chosen in exactly one place, :func:`array_module`; everything else asks a
+:class:`Backend` (from :func:`get_backend`) or the array itself (:func:`namespace_of`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+# Environment variables set by MPI launchers; when none is present and the world has one rank,
+# distbench was started without mpirun (a "singleton").
+_LAUNCHER_ENV = (
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "MPI_LOCALNRANKS",
+    "SLURM_STEP_ID",
+    "HYDRA_CONTROL_FD",
+)
+
+
+class DistbenchError(Exception):
+    """A failure the user should see as one line (``Error: ...``); exit code 1."""
+
+
+class UsageError(DistbenchError):
+    """Bad input; exit code 2."""
+
+
+def mpi():
+    """Return ``mpi4py.MPI`` (imported lazily so ``--help``, ``report`` and ``model`` need no MPI)."""
+    from mpi4py import MPI
+
+    return MPI
+
+
+def world():
+    """The world communicator (``MPI.COMM_WORLD``)."""
+    return mpi().COMM_WORLD
+
+
+def launched_by_mpirun() -> bool:
+    """True when a launcher's environment variables are present."""
+    return any(k in os.environ for k in _LAUNCHER_ENV)
+
+
+def node_comm(comm):
+    """Ranks sharing this node's memory (``Split_type(COMM_TYPE_SHARED)``); caller frees it."""
+    MPI = mpi()
+    return comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+
+
+def local_rank_and_size(comm) -> tuple[int, int]:
+    """This rank's index among the ranks of its node, and their number."""
+    for rank_key, size_key in (
+        ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+        ("SLURM_LOCALID", None),
+    ):
+        if rank_key in os.environ and (size_key is None or size_key in os.environ):
+            if size_key is not None:
+                return int(os.environ[rank_key]), int(os.environ[size_key])
+    nc = node_comm(comm)
+    try:
+        return nc.Get_rank(), nc.Get_size()
+    finally:
+        nc.Free()
+
+
+def eprint(*args: Any) -> None:
+    """Print to stderr and flush (any rank; used for errors)."""
+    print(*args, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- array backends
+
+
+def array_module(device: str) -> ModuleType:
+    """The array namespace for ``device`` (``"cpu"`` -> numpy, ``"gpu"`` -> cupy).
+
+    This is the one place the backend is chosen.
+
+    Raises:
+        UsageError: ``device`` is not cpu/gpu, or gpu is asked for and CuPy is not installed or
+            sees no CUDA device.
+    """
+    if device == "cpu":
+        return np
+    if device != "gpu":
+        raise UsageError(f"unknown device {device!r} (choose cpu or gpu)")
+    try:
+        import cupy
+    except ImportError:
+        raise UsageError(
+            "--device gpu needs CuPy: pip install 'distbench[gpu]' (cupy-cuda12x)"
+        ) from None
+    try:
+        ndev = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise UsageError(f"--device gpu: CuPy found no usable CUDA device ({exc})") from None
+    if ndev < 1:
+        raise UsageError("--device gpu: CuPy found no CUDA device")
+    return cupy
+
+
+def namespace_of(array) -> ModuleType:
+    """The array module of ``array`` (numpy or cupy), so one kernel serves both backends."""
+    if isinstance(array, np.ndarray):
+        return np
+    mod = type(array).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def mpix_query_cuda_support() -> bool | None:
+    """Ask the MPI library whether it is CUDA-aware (Open MPI's ``MPIX_Query_cuda_support``).
+
+    Looks the symbol up, via ctypes, in the libmpi this process has loaded. Returns True/False
+    from the library, or None when the library has no such function (MPICH, or not Open MPI).
+    """
+    mpi()  # make sure libmpi is loaded
+    candidates: list[str | None] = [None]
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "/libmpi" in line}
+        candidates += sorted(p for p in paths if os.path.basename(p).startswith("libmpi.so"))
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+            fn = lib.MPIX_Query_cuda_support
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int
+        fn.argtypes = []
+        return bool(fn())
+    return None
+
+
+@dataclass
+class Backend:
+    """An array backend: module, device, and how buffers reach MPI.
+
+    Attributes:
+        name: ``"numpy"`` or ``"cupy"``.
+        xp: the array module.
+        device_id: CUDA device index this rank uses, or None on the host.
+        gpu_aware: whether device buffers are passed to MPI directly; when False (and on a
+            GPU) every MPI call goes through :class:`distbench.comm.HostStagingComm`.
+    """
+
+    name: str
+    xp: ModuleType
+    device_id: int | None = None
+    gpu_aware: bool = False
+    gpu_aware_detected: bool | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.name == "cupy"
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the host)."""
+        if self.on_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def to_host(self, array, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy ``array`` into host memory (``out`` if given)."""
+        if not self.on_gpu:
+            if out is None:
+                return np.array(array, copy=True)
+            np.copyto(out, array)
+            return out
+        return array.get(out=out)
+
+    def to_device(self, host: np.ndarray, out) -> None:
+        """Copy host array ``host`` into backend array ``out`` (same shape and dtype)."""
+        if not self.on_gpu:
+            np.copyto(out, host)
+        else:
+            out.set(host)
+
+    def host_empty(self, nbytes: int) -> np.ndarray:
+        """A host byte buffer of ``nbytes`` (page-locked on a GPU backend, for fast copies)."""
+        if self.on_gpu:
+            import cupyx
+
+            return cupyx.empty_pinned((nbytes,), dtype=np.uint8)
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def wrap_comm(self, comm):
+        """``comm`` itself when MPI can take this backend's buffers, else a host-staging proxy."""
+        if self.on_gpu and not self.gpu_aware:
+            from distbench.comm import HostStagingComm
+
+            return HostStagingComm(comm, self)
+        return comm
+
+
+def get_backend(device: str = "cpu", gpu_aware: str = "auto", comm=None) -> Backend:
+    """Build the backend for ``device`` (cpu|gpu), picking the GPU by node-local rank.
+
+    Args:
+        device: ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy).
+        gpu_aware: ``"auto"`` (ask the MPI library), ``"yes"`` or ``"no"``.
+        comm: communicator used to find the local rank (default: world).
+
+    Raises:
+        UsageError: see :func:`array_module`; or ``gpu_aware`` not auto/yes/no.
+    """
+    if gpu_aware not in ("auto", "yes", "no"):
+        raise UsageError(f"--gpu-aware must be auto, yes or no, not {gpu_aware!r}")
+    xp = array_module(device)
+    if xp is np:
+        return Backend("numpy", np)
+    comm = comm if comm is not None else world()
+    local_rank, _ = local_rank_and_size(comm)
+    ndev = xp.cuda.runtime.getDeviceCount()
+    dev = local_rank % ndev
+    xp.cuda.Device(dev).use()
+    detected = mpix_query_cuda_support()
+    aware = {"yes": True, "no": False}.get(gpu_aware, bool(detected))
+    props = xp.cuda.runtime.getDeviceProperties(dev)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend("cupy", xp, dev, aware, detected, {"gpu": name, "gpus_on_node": ndev})

@@ -1,0 +1,68 @@
+"""Pieces every hand-written AllReduce shares: the reduction ufunc, block partitions and
+reusable scratch buffers.
+
+Scratch buffers are cached per (array module, dtype, slot) and grow only, so a timed loop
+touches the same already-faulted pages every iteration instead of allocating per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpi4py import MPI
+
+from distbench.runtime import namespace_of
+
+_WORKSPACE: dict = {}
+
+
+def reduce_ufunc(op, xp):
+    """The elementwise ufunc of ``xp`` for MPI reduction ``op`` (SUM, PROD, MAX or MIN).
+
+    Raises:
+        ValueError: any other op (the hand-written algorithms reduce commutative ops only).
+    """
+    table = {MPI.SUM: xp.add, MPI.PROD: xp.multiply, MPI.MAX: xp.maximum, MPI.MIN: xp.minimum}
+    for key, fn in table.items():
+        if op == key:
+            return fn
+    raise ValueError(f"unsupported reduction op {op!r}: use SUM, PROD, MAX or MIN")
+
+
+def block_bounds(count: int, parts: int) -> np.ndarray:
+    """Offsets of ``parts`` near-equal contiguous blocks of ``count`` elements.
+
+    Returns an int64 array of length ``parts + 1``; block ``i`` is ``[b[i], b[i+1])``. The first
+    ``count % parts`` blocks hold one element more (sizes differ by at most one).
+    """
+    base, extra = divmod(count, parts)
+    sizes = np.full(parts, base, dtype=np.int64)
+    sizes[:extra] += 1
+    bounds = np.zeros(parts + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    return bounds
+
+
+def workspace(like, count: int, slot: str = "tmp"):
+    """A scratch 1-D array of ``count`` elements with ``like``'s dtype and array module.
+
+    Contents are undefined. The same memory is returned for the same slot until a larger
+    request grows it. Call :func:`clear_workspace` to release everything.
+    """
+    xp = namespace_of(like)
+    key = (xp.__name__, like.dtype.str, slot)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < count:
+        buf = xp.empty(max(count, 1), dtype=like.dtype)
+        _WORKSPACE[key] = buf
+    return buf[:count]
+
+
+def clear_workspace() -> None:
+    """Drop every cached scratch buffer (the harness calls this between message sizes)."""
+    _WORKSPACE.clear()
+
+
+def copy_into(dst, src) -> None:
+    """``dst[...] = src`` for arrays of either module (both of the same module)."""
+    namespace_of(dst).copyto(dst, src)
