@@ -22,8 +22,9 @@ def reduce_ufunc(op, xp):
     Raises:
         ValueError: any other op (the hand-written algorithms reduce commutative ops only).
     """
-    table = {MPI.SUM: xp.add, MPI.PROD: xp.multiply, MPI.MAX: xp.maximum, MPI.MIN: xp.minimum}
-    for key, fn in table.items():
+    table = ((MPI.SUM, xp.add), (MPI.PROD, xp.multiply), (MPI.MAX, xp.maximum),
+             (MPI.MIN, xp.minimum))
+    for key, fn in table:
         if op == key:
             return fn
     raise ValueError(f"unsupported reduction op {op!r}: use SUM, PROD, MAX or MIN")

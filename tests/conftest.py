@@ -2,10 +2,10 @@
 
 * ``pytest``: serial tests; tests marked ``mpi`` are skipped by pytest-mpi.
 * ``mpirun -n N python -m pytest --with-mpi --only-mpi``: every rank runs the MPI tests.
-  Only rank 0 prints pytest's report; another rank prints just its own failures (to stderr,
-  prefixed with its rank). A test failing on any rank is failed on every rank (the outcome is
-  agreed with an Allreduce after each test), so the run's exit code sees it and ranks stay in
-  step. A watchdog aborts the whole job when one MPI test runs past ``MPI_TEST_TIMEOUT``
+  Only rank 0 prints pytest's report. A test that fails on any rank prints that rank's
+  failure (to stderr, prefixed with its rank) and aborts the whole job with exit code 1: the
+  other ranks may be blocked inside the test waiting for it, and a failure must fail the run
+  rather than hang it. A watchdog aborts the whole job when one MPI test runs past ``MPI_TEST_TIMEOUT``
   seconds (default 120), so a deadlock ends the run instead of hanging CI.
 """
 
@@ -30,11 +30,11 @@ def _world():
     return MPI.COMM_WORLD
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     if not _under_mpi(config):
         return
     rank = _world().Get_rank()
-    config._distbench_rank = rank
     if rank != 0:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -46,28 +46,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     config = item.config
-    if not _under_mpi(config) or item.get_closest_marker("mpi") is None:
+    if not _under_mpi(config) or item.get_closest_marker("mpi") is None or not report.failed:
         return
-    if report.when != "call":
-        if report.failed:
-            _tell(config, report)
-        return
+    # The other ranks may be blocked inside this test waiting for this one: end the job now.
     comm = _world()
-    failed_here = 1 if report.failed else 0
-    failed_ranks = comm.allreduce(failed_here << comm.Get_rank())
-    if failed_here:
-        _tell(config, report)
-    elif failed_ranks and not report.skipped:
-        ranks = [r for r in range(comm.Get_size()) if failed_ranks >> r & 1]
-        report.outcome = "failed"
-        report.longrepr = f"failed on rank(s) {ranks}; see their output"
-
-
-def _tell(config, report):
-    rank = getattr(config, "_distbench_rank", 0)
-    if rank != 0:
-        sys.stderr.write(f"[rank {rank}] FAILED {report.nodeid}\n{report.longreprtext}\n")
-        sys.stderr.flush()
+    sys.stderr.write(
+        f"[rank {comm.Get_rank()}] FAILED {report.nodeid} ({report.when})\n"
+        f"{report.longreprtext}\n[rank {comm.Get_rank()}] aborting the MPI job\n"
+    )
+    sys.stderr.flush()
+    comm.Abort(1)
 
 
 @pytest.fixture(autouse=True)
