@@ -55,8 +55,26 @@ def count_wrong(comm, sendbuf, result, scratch=None, op=None) -> int:
 
 
 def unchanged(buf, rank: int) -> bool:
-    """True when ``buf`` still holds :func:`fill_exact`'s values for ``rank``."""
+    """True when ``buf`` still holds :func:`fill_exact`'s values for ``rank`` (local check)."""
     xp = namespace_of(buf)
     ref = xp.empty_like(buf)
     fill_exact(ref, rank)
     return bool(xp.array_equal(ref, buf))
+
+
+def count_changed(comm, buf, rank: int, scratch=None) -> int:
+    """Elements of ``buf`` no longer equal to :func:`fill_exact`'s values for ``rank``, summed
+    over ranks (collective); the check that an algorithm left its sendbuf untouched."""
+    from mpi4py import MPI
+
+    xp = namespace_of(buf)
+    n = buf.shape[0]
+    if scratch is None:
+        scratch = xp.empty(max(1, min(CHUNK, n)), dtype=buf.dtype)
+    changed = 0
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        ref = scratch[: stop - start]
+        fill_exact(ref, rank, offset=start)
+        changed += int(xp.count_nonzero(buf[start:stop] != ref))
+    return int(comm.allreduce(changed, op=MPI.SUM))

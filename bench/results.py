@@ -1,0 +1,257 @@
+"""Result records, environment metadata, and their JSON/CSV files (DESIGN.md sections 3, 4).
+
+A run writes ``<parent>/<UTC time>-<benchmark>/results.json`` (``{"benchmark", "environment",
+"config", "records"}``) and ``results.csv`` (one row per record). Both are rewritten atomically
+(temporary file + ``os.replace``) every time records are appended, so an aborted run keeps what
+it measured, and a run folder is created exclusively, so an earlier run is never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from distbench import __version__
+
+SCHEMA = 1
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    if not (here / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(comm, backend=None, argv: list[str] | None = None, extra: dict | None = None
+                ) -> dict:
+    """Everything needed to interpret and reproduce a run (collective over ``comm``).
+
+    Keys: distbench version, git commit, MPI library version string, mpi4py/numpy/cupy
+    versions, Python, OS, CPU, ranks, nodes, ranks per node, hostnames, device, backend,
+    command line, UTC start time, and the emulated cluster (``DISTBENCH_EMULATED``) if any.
+    """
+    import numpy
+    from mpi4py import MPI
+
+    hosts = comm.allgather(MPI.Get_processor_name()) if comm is not None else [
+        socket.gethostname()]
+    per_host = Counter(hosts)
+    env = {
+        "distbench": __version__,
+        "git_commit": _git_commit(),
+        "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+        "mpi_version": "{}.{}".format(*MPI.Get_version()),
+        "mpi4py": _version("mpi4py"),
+        "numpy": numpy.__version__,
+        "cupy": next((v for d in ("cupy", "cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x")
+                      if (v := _version(d))), None),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "ranks": comm.Get_size() if comm is not None else 1,
+        "nodes": len(per_host),
+        "ranks_per_node": sorted(set(per_host.values())),
+        "hostnames": sorted(per_host),
+        "device": "cpu",
+        "command": " ".join(argv) if argv else " ".join(["distbench", *sys.argv[1:]]),
+        "start_utc": utc_now().isoformat(timespec="seconds"),
+    }
+    if backend is not None:
+        env["device"] = "gpu" if backend.on_gpu else "cpu"
+        env["backend"] = backend.name
+        if backend.on_gpu:
+            env.update(backend.info)
+            env["gpu_aware_mpi"] = backend.gpu_aware
+            env["gpu_aware_detected"] = backend.gpu_aware_detected
+    emulated = os.environ.get("DISTBENCH_EMULATED")
+    if emulated:
+        try:
+            env["emulated"] = json.loads(emulated)
+        except ValueError:
+            env["emulated"] = emulated
+    if extra:
+        env.update(extra)
+    return env
+
+
+def env_line(env: dict) -> str:
+    """One-line summary of an environment for table footers."""
+    mpi = env.get("mpi_library", "MPI").split(",")[0]
+    nodes = env.get("nodes", 1)
+    parts = [mpi, f"{env.get('ranks')} ranks on {nodes} node{'s' if nodes != 1 else ''}"
+             f" ({', '.join(env.get('hostnames', [])[:4])})",
+             f"{env.get('device', 'cpu')}", f"numpy {env.get('numpy')}",
+             f"mpi4py {env.get('mpi4py')}"]
+    if env.get("emulated"):
+        em = env["emulated"]
+        if isinstance(em, dict):
+            parts.append(f"emulated {em.get('nodes')}x{em.get('ranks_per_node')} "
+                         f"link {em.get('link')}")
+    if env.get("git_commit"):
+        parts.append(f"git {env['git_commit'][:12]}")
+    return " · ".join(parts)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def new_run_dir(parent: str | os.PathLike, benchmark: str, when: _dt.datetime | None = None
+                ) -> Path:
+    """Create and return ``parent/<UTC>-<benchmark>`` (``-2``, ``-3``... if taken)."""
+    when = when or utc_now()
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{when.strftime('%Y%m%dT%H%M%SZ')}-{benchmark}"
+    for i in range(1, 1000):
+        path = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a new run folder under {parent}")
+
+
+def csv_text(records: list[dict]) -> str:
+    """Records as CSV text: header = union of keys in first-seen order; lists joined by ';'."""
+    fields: dict[str, None] = {}
+    for rec in records:
+        fields.update(dict.fromkeys(rec))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                         for k, v in rec.items()})
+    return buf.getvalue()
+
+
+class RunWriter:
+    """Accumulates one run's records and keeps its files up to date (rank 0 writes).
+
+    Args:
+        comm: communicator (None for a single process); only its rank 0 touches files, and the
+            run folder's path is broadcast so every rank knows it.
+        benchmark: name used in the folder and the JSON.
+        parent: folder under which the run folder is created (``--output``), or an existing
+            run folder when ``exact=True`` (a suite writes several benchmarks into one).
+        config: the parsed options.
+        env: :func:`environment`'s dict.
+    """
+
+    def __init__(self, comm, benchmark: str, parent, config: dict, env: dict,
+                 exact: bool = False):
+        self.comm = comm
+        self.is_root = comm is None or comm.Get_rank() == 0
+        self.benchmark = benchmark
+        self.config = config
+        self.env = env
+        self.records: list[dict] = []
+        path = None
+        if self.is_root:
+            if exact:
+                path = Path(parent)
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path = new_run_dir(parent, benchmark)
+        if comm is not None and comm.Get_size() > 1:
+            path = comm.bcast(str(path) if path else None, root=0)
+        self.path = Path(path)
+        self.stem = "results" if not exact else f"{benchmark}"
+        if self.is_root:
+            self._write()
+
+    @property
+    def json_path(self) -> Path:
+        return self.path / f"{self.stem}.json"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.path / f"{self.stem}.csv"
+
+    def document(self) -> dict:
+        return {"schema": SCHEMA, "benchmark": self.benchmark, "environment": self.env,
+                "config": self.config, "records": self.records}
+
+    def append(self, records: list[dict]) -> None:
+        """Add records and rewrite both files atomically (no-op off rank 0)."""
+        if not self.is_root:
+            return
+        self.records.extend(records)
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write(self.json_path, json.dumps(self.document(), indent=1, default=str) + "\n")
+        atomic_write(self.csv_path, csv_text(self.records))
+
+
+def load_run(path: str | os.PathLike) -> list[dict]:
+    """Load the JSON document(s) of a run folder (or one JSON file).
+
+    Returns a list of documents (a suite folder holds one per benchmark).
+
+    Raises:
+        FileNotFoundError: no results JSON at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+    docs = []
+    for f in files:
+        with open(f) as fh:
+            doc = json.load(fh)
+        if isinstance(doc, dict) and "records" in doc:
+            docs.append(doc)
+    if not docs:
+        raise FileNotFoundError(f"no distbench results (*.json with records) in {path}")
+    return docs
