@@ -114,11 +114,13 @@ def _csv_list(value: str) -> list[str]:
               help="Compare every algorithm's result with MPI_Allreduce (untimed).")
 @click.option("--output", type=click.Path(file_okay=False), default="results",
               show_default=True, help="Parent folder of the run folder <UTC>-allreduce/.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, hidden=True,
+              help="Write allreduce.json/.csv into this exact folder (make bench's suite).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON on stdout "
               "(the table goes to stderr).")
 @click.option("--quiet", is_flag=True, help="No table, no progress bar.")
 def allreduce_command(algos, min_bytes, max_bytes, factor, iters, warmup, dtype, device,
-                      gpu_aware, ranks_per_node, inner, check, output, as_json, quiet):
+                      gpu_aware, ranks_per_node, inner, check, output, run_dir, as_json, quiet):
     """Sweep AllReduce algorithms over message sizes against MPI_Allreduce.
 
     Reports t_avg/t_min/t_max over ranks, p99 of the per-iteration completion time, algbw,
@@ -130,7 +132,7 @@ def allreduce_command(algos, min_bytes, max_bytes, factor, iters, warmup, dtype,
     names = require_known(_csv_list(algos))
     require_known([inner])
     cfg = SweepConfig(names, min_bytes, max_bytes, factor, iters, warmup, dtype, device,
-                      gpu_aware, ranks_per_node, inner, check, output, as_json, quiet)
+                      gpu_aware, ranks_per_node, inner, check, output, as_json, quiet, run_dir)
     validate_sweep(cfg)
     from dataclasses import asdict
 

@@ -48,6 +48,7 @@ class SweepConfig:
     output: str = "results"
     json: bool = False
     quiet: bool = False
+    run_dir: str | None = None
 
     def sizes(self) -> list[int]:
         out, s = [], self.min_bytes
@@ -135,7 +136,8 @@ def run_sweep(cfg: SweepConfig, comm, argv: list[str]) -> int:
     fns_by_name = {n: get_allreduce(n, ranks_per_node=cfg.ranks_per_node, inner=cfg.inner)
                    for n in names}
     env = environment(comm, backend, argv)
-    writer = RunWriter(comm, "allreduce", cfg.output, asdict(cfg), env)
+    writer = RunWriter(comm, "allreduce", cfg.run_dir or cfg.output, asdict(cfg), env,
+                       exact=cfg.run_dir is not None)
     sync = backend.synchronize if backend.on_gpu else None
     sizes = cfg.sizes()
     any_wrong = 0
