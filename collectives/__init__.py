@@ -11,11 +11,24 @@ from __future__ import annotations
 import functools
 import inspect
 
-from distbench.collectives import naive, native
+from distbench.collectives import (
+    hierarchical,
+    naive,
+    native,
+    rabenseifner,
+    recursive_doubling,
+    ring,
+    tree,
+)
 
 ALLREDUCE = {
     "native": native.allreduce,
     "naive": naive.allreduce,
+    "ring": ring.allreduce,
+    "tree": tree.allreduce,
+    "recursive_doubling": recursive_doubling.allreduce,
+    "rabenseifner": rabenseifner.allreduce,
+    "hierarchical": hierarchical.allreduce,
 }
 
 BASELINE = "native"
