@@ -162,10 +162,10 @@ def _register_commands() -> None:
 
 def _parse(argv: list[str]):
     """Run click on ``argv``; return (Job or exit code, error message or None)."""
+    if not argv:
+        argv = ["--help"]
     try:
         result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelp:
-        return 0, None
     except click.UsageError as exc:
         return 2, exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
     except click.exceptions.Abort:
