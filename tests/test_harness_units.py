@@ -1,0 +1,150 @@
+"""Serial unit tests of the harness: sizes, timing loop, metrics, results files, backends."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+import pytest
+
+from distbench.check import count_changed, fill_exact
+from distbench.cli import Size
+from distbench.harness import SweepConfig, validate_sweep
+from distbench.metrics import algbw, busbw_allreduce, stats_from_matrix
+from distbench.results import RunWriter, csv_text, new_run_dir
+from distbench.runtime import Backend, UsageError, array_module, get_backend, namespace_of
+from distbench.timing import adaptive_iters, time_interleaved
+
+
+class FakeComm:
+    """Single-rank stand-in for the pieces of a communicator the timing loop uses."""
+
+    def __init__(self):
+        self.barriers = 0
+
+    def Barrier(self):
+        self.barriers += 1
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def allreduce(self, x, op=None):
+        return x
+
+
+@pytest.mark.parametrize("text,value", [("8", 8), ("64K", 65536), ("16M", 16 << 20),
+                                        ("1G", 1 << 30), ("4KiB", 4096), ("2mb", 2 << 20)])
+def test_size_suffixes_are_powers_of_1024(text, value):
+    assert Size().convert(text, None, None) == value
+
+
+@pytest.mark.parametrize("text", ["abc", "-8", "0", "1.5M", "K"])
+def test_size_rejects_malformed(text):
+    with pytest.raises(click.BadParameter):
+        Size().convert(text, None, None)
+
+
+def test_sweep_sizes_and_validation():
+    cfg = SweepConfig(["native"], 8, 64, 2)
+    assert cfg.sizes() == [8, 16, 32, 64]
+    assert SweepConfig(["native"], 8, 100, 4).sizes() == [8, 32]
+    for bad in (SweepConfig(["native"], 64, 8), SweepConfig(["native"], 8, 64, 1),
+                SweepConfig(["native"], 6, 64, dtype="float64"),
+                SweepConfig(["native"], 8, 64, iters=0)):
+        with pytest.raises(UsageError):
+            validate_sweep(bad)
+
+
+def test_time_interleaved_alternates_blocks_and_counts_iterations():
+    comm, calls = FakeComm(), []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = time_interleaved(comm, fns, {"a": 20, "b": 10}, warmup=3, rounds=5)
+    assert len(times["a"]) == 20 and len(times["b"]) == 10
+    assert np.all(times["a"] >= 0)
+    timed = calls[6:]  # after 3 warm-up calls each
+    assert calls[:6] == ["a"] * 3 + ["b"] * 3
+    # five rounds; round r starts with a when r is even, with b when odd; blocks of 4 and 2
+    expected = []
+    for r in range(5):
+        blocks = [["a"] * 4, ["b"] * 2]
+        expected += sum(blocks if r % 2 == 0 else blocks[::-1], [])
+    assert timed == expected
+    assert comm.barriers == 6 + 30  # one untimed barrier before every call
+
+
+def test_adaptive_iters_caps_by_budget_and_keeps_a_minimum():
+    assert adaptive_iters(1e-6, 1000, 0.12) == 1000
+    assert adaptive_iters(0.01, 100, 0.12) == 11
+    assert adaptive_iters(1.0, 100, 0.12) == 5
+
+
+def test_stats_over_ranks_and_iterations():
+    # 2 ranks x 4 iterations, seconds
+    allt = np.array([[1, 2, 3, 4], [4, 4, 1, 1]], dtype=float) * 1e-6
+    st = stats_from_matrix(allt)
+    assert st["t_min_us"] == pytest.approx(2.5) and st["t_max_us"] == pytest.approx(2.5)
+    assert st["t_avg_us"] == pytest.approx(2.5)
+    # completion = per-iteration max over ranks = [4, 4, 3, 4]
+    assert st["p50_us"] == pytest.approx(4.0)
+    assert st["p99_us"] == pytest.approx(4.0)
+    allt = np.array([[1, 1], [3, 3]], dtype=float) * 1e-6
+    st = stats_from_matrix(allt)
+    assert (st["t_min_us"], st["t_avg_us"], st["t_max_us"]) == pytest.approx((1, 2, 3))
+
+
+def test_algbw_busbw():
+    assert algbw(1_000_000, 1e-3) == pytest.approx(1.0)
+    assert busbw_allreduce(1.0, 4) == pytest.approx(1.5)
+    assert busbw_allreduce(2.0, 2) == pytest.approx(2.0)
+    assert busbw_allreduce(3.0, 1) == 0.0
+
+
+def test_run_dir_never_overwritten_and_files_rewritten_per_append(tmp_path):
+    a = new_run_dir(tmp_path, "allreduce")
+    b = new_run_dir(tmp_path, "allreduce")
+    assert a != b and a.exists() and b.exists()
+    w = RunWriter(None, "allreduce", tmp_path, {"x": 1}, {"ranks": 1})
+    doc = json.loads(w.json_path.read_text())
+    assert doc["records"] == [] and doc["config"] == {"x": 1}
+    w.append([{"bytes": 8, "t": 1.0}])
+    assert len(json.loads(w.json_path.read_text())["records"]) == 1
+    w.append([{"bytes": 16, "t": 2.0, "extra": [1, 2]}])
+    assert len(json.loads(w.json_path.read_text())["records"]) == 2
+    assert w.csv_path.read_text().splitlines() == ["bytes,t,extra", "8,1.0,", "16,2.0,1;2"]
+    assert not [p for p in w.path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_csv_text_union_of_fields():
+    assert csv_text([{"a": 1}, {"b": 2}]).splitlines() == ["a,b", "1,", ",2"]
+
+
+def test_fill_exact_is_small_integers_and_count_changed():
+    buf = np.empty(5000, dtype=np.float32)
+    fill_exact(buf, 3)
+    assert buf.min() >= -8 and buf.max() <= 8 and np.all(buf == np.round(buf))
+    part = np.empty(100, dtype=np.float32)
+    fill_exact(part, 3, offset=4000)
+    assert np.array_equal(part, buf[4000:4100])
+    assert count_changed(FakeComm(), buf, 3) == 0
+    buf[[7, 4999]] += 1
+    assert count_changed(FakeComm(), buf, 3) == 2
+
+
+def test_backend_choice_and_clean_gpu_error():
+    assert array_module("cpu") is np
+    assert namespace_of(np.zeros(1)) is np
+    with pytest.raises(UsageError):
+        array_module("tpu")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(UsageError, match="CuPy"):
+            get_backend("gpu")
+    with pytest.raises(UsageError):
+        get_backend("cpu", gpu_aware="maybe")
+    b = get_backend("cpu")
+    assert isinstance(b, Backend) and not b.on_gpu and b.wrap_comm("c") == "c"
