@@ -1,0 +1,65 @@
+"""Serial tests of the shared collective helpers: block partitions, scratch workspaces, the
+reduction ufunc table and the power-of-two folding arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distbench.collectives import _util
+from distbench.collectives._util import block_bounds, clear_workspace, reduce_ufunc, workspace
+from distbench.collectives.recursive_doubling import pow2_floor, real_rank
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 16])
+def test_block_bounds_partition(parts):
+    for count in [0, 1, parts - 1, parts, parts + 1, 1009, (1 << 20) + 3]:
+        b = block_bounds(count, parts)
+        assert b.dtype == np.int64 and b.shape == (parts + 1,)
+        assert b[0] == 0 and b[-1] == count
+        sizes = np.diff(b)
+        base, extra = divmod(count, parts)
+        # near-equal: the first count % parts blocks hold one element more
+        assert np.array_equal(sizes[:extra], np.full(extra, base + 1))
+        assert np.array_equal(sizes[extra:], np.full(parts - extra, base))
+
+
+def test_workspace_reuses_and_grows():
+    clear_workspace()
+    like = np.zeros(4, dtype=np.float32)
+    a = workspace(like, 100)
+    assert a.shape == (100,) and a.dtype == np.float32
+    b = workspace(like, 60)
+    assert np.shares_memory(a, b) and b.shape == (60,), "same slot, smaller: same memory"
+    other = workspace(like, 60, slot="node")
+    assert not np.shares_memory(a, other), "slots are distinct buffers"
+    wider = workspace(np.zeros(1, dtype=np.float64), 60)
+    assert wider.dtype == np.float64 and not np.shares_memory(a, wider)
+    big = workspace(like, 1000)
+    assert big.shape == (1000,) and not np.shares_memory(a, big), "grown: a new buffer"
+    assert np.shares_memory(workspace(like, 10), big), "the grown buffer is kept"
+    assert workspace(like, 0).shape == (0,)
+    clear_workspace()
+    assert not _util._WORKSPACE
+    assert not np.shares_memory(workspace(like, 10), big), "cleared: fresh memory"
+    clear_workspace()
+
+
+def test_reduce_ufunc_table():
+    from mpi4py import MPI
+
+    assert reduce_ufunc(MPI.SUM, np) is np.add
+    assert reduce_ufunc(MPI.PROD, np) is np.multiply
+    assert reduce_ufunc(MPI.MAX, np) is np.maximum
+    assert reduce_ufunc(MPI.MIN, np) is np.minimum
+    with pytest.raises(ValueError, match="unsupported reduction op"):
+        reduce_ufunc(MPI.BAND, np)
+
+
+def test_power_of_two_folding():
+    assert [pow2_floor(p) for p in range(1, 10)] == [1, 2, 2, 4, 4, 4, 4, 8, 8]
+    for p in range(1, 20):
+        rem = p - pow2_floor(p)
+        members = sorted(real_rank(q, rem) for q in range(pow2_floor(p)))
+        # the group is the odd ranks below 2 rem and every rank from 2 rem on
+        assert members == [r for r in range(p) if r >= 2 * rem or r % 2 == 1]
