@@ -158,6 +158,9 @@ _ARGV: list[str] = []
 
 def _register_commands() -> None:
     """Attach the subcommands that live in their benchmark's module."""
+    from distbench.model_cmd import model_command
+
+    cli.add_command(model_command)
 
 
 def _parse(argv: list[str]):

@@ -1,0 +1,324 @@
+"""``distbench model``: each AllReduce algorithm's textbook time at any rank count, the best one
+per size and the crossover sizes, from given or fitted alpha, beta, gamma; and the check of
+the model against a run it was not fitted on (:func:`distbench.model.model_check`).
+
+Offline (no MPI). The row builders here are shared with ``distbench report``'s markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict
+
+import click
+import numpy as np
+from distbench.cost import ALGORITHMS, LINEAR, CostParams, best_and_crossovers, gbps, predict
+from distbench.report import fmt_bytes, fmt_num, print_table
+from distbench.runtime import UsageError
+
+DEFAULTS = {"alpha": 2.0, "beta_gbps": 12.5, "gamma_gbps": 5.0}
+
+
+def sizes(lo: int, hi: int, factor: int) -> list[int]:
+    """lo, lo*factor, ... <= hi (bytes)."""
+    out = []
+    while lo <= hi:
+        out.append(lo)
+        lo *= factor
+    return out
+
+
+def load_docs(paths) -> list[dict]:
+    """The result documents of run folders or JSON files (UsageError if one has none)."""
+    from distbench.results import load_run
+
+    docs = []
+    for path in paths:
+        try:
+            docs.extend(load_run(path))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+    return docs
+
+
+def _bw(x: float) -> str:
+    return "-" if math.isinf(x) else fmt_num(x)
+
+
+def fit_rows(fits) -> list[list[str]]:
+    """Table rows of :class:`~distbench.model.LineFit` (Hockney fits per algorithm and p)."""
+    return [[f.algorithm, str(f.ranks), f.dtype or "-", fmt_num(f.alpha_us),
+             fmt_num(f.bandwidth_gbps), f"{f.r2:.4f}", str(f.points)] for f in fits]
+
+
+FIT_COLUMNS = [("algorithm", "left"), ("p", "right"), ("dtype", "left"), ("alpha us", "right"),
+               ("1/beta GB/s", "right"), ("R^2", "right"), ("points", "right")]
+
+COST_COLUMNS = [("algorithm", "left"), ("alpha us", "right"), ("1/beta GB/s", "right"),
+                ("1/gamma GB/s", "right"), ("fitted on p", "left"), ("points", "right"),
+                ("rms rel. error", "right"), ("note", "left")]
+
+
+def cost_rows(fits: dict) -> list[list[str]]:
+    """Table rows of :class:`~distbench.model.CostFit` per algorithm."""
+    return [[a, fmt_num(f.params.alpha * 1e6), _bw(gbps(f.params.beta)),
+             _bw(gbps(f.params.gamma)), ",".join(map(str, f.ranks)), str(f.points),
+             f"{100 * f.rms_rel_error:.1f} %", f.note or ""] for a, f in fits.items()]
+
+
+def check_table(rows) -> tuple[list, list[list[str]], list[list[str]]]:
+    """Model check rows -> (columns, per-size rows "measured / predicted (error)", summary rows
+    per algorithm: median and max |error|)."""
+    algos = list(dict.fromkeys(r.algorithm for r in rows))
+    by = {(r.nbytes, r.algorithm): r for r in rows}
+    out = []
+    for n in sorted({r.nbytes for r in rows}):
+        cells = [fmt_bytes(n)]
+        for a in algos:
+            r = by.get((n, a))
+            cells.append("-" if r is None else f"{fmt_num(r.measured_us)} / "
+                         f"{fmt_num(r.predicted_us)} ({100 * r.error:+.0f} %)")
+        out.append(cells)
+    summary = []
+    for a in algos:
+        err = np.abs([r.error for r in rows if r.algorithm == a])
+        summary.append([a, f"{100 * np.median(err):.0f} %", f"{100 * err.max():.0f} %",
+                        str(err.size)])
+    return [("size", "right")] + [(a, "right") for a in algos], out, summary
+
+
+CHECK_SUMMARY_COLUMNS = [("algorithm", "left"), ("median |error|", "right"),
+                         ("max |error|", "right"), ("sizes", "right")]
+
+
+def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, sizes_b,
+                     ranks_per_node: int | None, inner: str):
+    """Predicted times at ``p`` ranks: (columns, rows with the best marked bold, crossovers
+    [(bytes, from, to)] among the algorithms other than native, records for --json)."""
+    k = ranks_per_node
+    curves = {}
+    for a in algos:
+        kk = k if (a == "hierarchical" or (k is not None and k < p)) else None
+        if a == "hierarchical" and kk is None:
+            kk = p
+        curves[a] = (lambda x, a=a, kk=kk: predict(a, params[a], x, p, kk, inner))
+    n = np.asarray(sizes_b, dtype=np.float64)
+    times = np.array([curves[a](n) for a in algos])
+    best = np.argmin(times, axis=0)
+    rows, records = [], []
+    for j, nb in enumerate(sizes_b):
+        cells = [fmt_bytes(nb)]
+        for i, a in enumerate(algos):
+            txt = fmt_num(times[i, j] * 1e6)
+            cells.append(f"[bold green]{txt}[/]" if i == best[j] else txt)
+            records.append({"ranks": p, "bytes": nb, "algorithm": a,
+                            "predicted_us": float(times[i, j] * 1e6)})
+        cells.append(algos[best[j]])
+        rows.append(cells)
+    flat = {a: c for a, c in curves.items() if a != "native"}
+    cross = best_and_crossovers(flat, min(sizes_b), max(sizes_b)) if len(flat) > 1 else []
+    columns = [("size", "right")] + [(f"{a} us", "right") for a in algos] + [("best", "left")]
+    return columns, rows, cross, records
+
+
+def _params_from_options(opts, algos) -> tuple[dict[str, CostParams], str]:
+    """Per-algorithm parameters and a caption saying where they come from."""
+    inter = {k: opts[k] for k in ("alpha_inter", "beta_inter_gbps")}
+    given = [k for k in ("alpha", "beta_gbps") if opts[k] is not None]
+    if opts["fit_runs"]:
+        if given:
+            raise UsageError("give either --from RUN or --alpha/--beta-gbps, not both")
+        return None, "fitted"
+    vals = {k: DEFAULTS[k] if opts[k] is None else opts[k] for k in DEFAULTS}
+    if vals["alpha"] < 0 or vals["beta_gbps"] <= 0 or vals["gamma_gbps"] <= 0:
+        raise UsageError("--alpha must be >= 0 and bandwidths > 0")
+    p = CostParams.from_units(vals["alpha"], vals["beta_gbps"], vals["gamma_gbps"],
+                              inter["alpha_inter"], inter["beta_inter_gbps"])
+    caption = (f"alpha {vals['alpha']:g} us, 1/beta {vals['beta_gbps']:g} GB/s, 1/gamma "
+               f"{vals['gamma_gbps']:g} GB/s")
+    if inter["alpha_inter"] is not None or inter["beta_inter_gbps"] is not None:
+        caption += (f"; between nodes alpha' {fmt_num(p.vector[3] * 1e6)} us, 1/beta' "
+                    f"{fmt_num(gbps(p.vector[4]))} GB/s")
+    return dict.fromkeys(algos, p), caption
+
+
+def run_model(opts: dict) -> int:
+    """The ``model`` command's work (single process). Returns the exit code."""
+    from distbench.model import allreduce_points, fit_cost_model, model_check
+
+    algos = list(ALGORITHMS) if opts["algos"] == ["all"] else opts["algos"]
+    params, caption = _params_from_options(opts, algos)
+    gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
+    out = {"fits": {}, "predictions": [], "crossovers": [], "check": []}
+    json_mode = opts["json"]
+    if params is None:
+        docs = load_docs(opts["fit_runs"])
+        points = allreduce_points(docs)
+        fits = {}
+        for a in algos:
+            if len({q.nbytes for q in points if q.algorithm == a}) >= 2:
+                fits[a] = fit_cost_model(points, a, gamma)
+        if not fits:
+            raise UsageError("the --from runs have no allreduce records at two or more sizes "
+                             "of the chosen algorithms")
+        algos = list(fits)
+        params = {a: CostParams(f.params.alpha, f.params.beta, f.params.gamma,
+                                None if opts["alpha_inter"] is None else
+                                opts["alpha_inter"] * 1e-6,
+                                None if opts["beta_inter_gbps"] is None else
+                                1.0 / (opts["beta_inter_gbps"] * 1e9))
+                  for a, f in fits.items()}
+        out["fits"] = {a: {**asdict(f.params), "ranks": list(f.ranks), "points": f.points,
+                           "rms_rel_error": f.rms_rel_error, "note": f.note}
+                       for a, f in fits.items()}
+        caption = "per-algorithm parameters fitted on " + ", ".join(opts["fit_runs"])
+        if not json_mode:
+            print_table("Alpha-beta-gamma fit per algorithm (textbook formula, all rank "
+                        "counts of the runs)", COST_COLUMNS, cost_rows(fits))
+    if opts["measured"]:
+        if not opts["fit_runs"]:
+            raise UsageError("--measured needs --from RUN (the runs the model is fitted on)")
+        fits, rows = model_check(load_docs(opts["fit_runs"]), load_docs([opts["measured"]]),
+                                 gamma)
+        if not rows:
+            raise UsageError(f"no allreduce records of the fitted algorithms in "
+                             f"{opts['measured']}")
+        out["check"] = [{**asdict(r), "error": r.error} for r in rows]
+        if not json_mode:
+            cols, table, summary = check_table(rows)
+            p_meas = sorted({r.ranks for r in rows})
+            print_table(f"Model vs measurement at p = {','.join(map(str, p_meas))}: measured / "
+                        "predicted us (error)", cols, table)
+            print_table("Prediction error per algorithm", CHECK_SUMMARY_COLUMNS, summary,
+                        caption="error = predicted / measured - 1; model fitted on "
+                        + ", ".join(opts["fit_runs"]))
+    ranks = opts["ranks"]
+    grid = sizes(opts["min_bytes"], opts["max_bytes"], opts["factor"])
+    for p in ranks:
+        k = _ranks_per_node(opts, p)
+        cols, rows, cross, recs = prediction_table(params, algos, p, grid, k, opts["inner"])
+        out["predictions"].extend(recs)
+        out["crossovers"].extend({"ranks": p, "bytes": b, "below": lo, "above": hi}
+                                 for b, lo, hi in cross)
+        if json_mode:
+            continue
+        where = f"{p // k} nodes of {k}" if k else "one node"
+        cap = caption + "; fastest in bold. Crossovers: " + (
+            "; ".join(f"{lo} -> {hi} at {fmt_bytes(int(round(b)))}" for b, lo, hi in cross)
+            or "none in this size range")
+        print_table(f"Predicted AllReduce time, p = {p:,} ({where})", cols, rows, caption=cap)
+    if json_mode:
+        json.dump(out, sys.stdout, indent=1, default=_jsonable)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    return str(x)
+
+
+def _ranks_per_node(opts, p: int) -> int | None:
+    if opts["nodes"] is not None:
+        if p % opts["nodes"]:
+            raise UsageError(f"--nodes {opts['nodes']} does not divide --ranks {p}")
+        return p // opts["nodes"]
+    if opts["ranks_per_node"] is not None:
+        if p % opts["ranks_per_node"]:
+            raise UsageError(f"--ranks-per-node {opts['ranks_per_node']} does not divide "
+                             f"--ranks {p}")
+        return opts["ranks_per_node"]
+    return None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--ranks takes comma-separated integers, not {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise UsageError("--ranks must be integers >= 1")
+    return vals
+
+
+def _model_options(fn):
+    from distbench.cli import Size
+
+    opts = [
+        click.option("--from", "fit_runs", multiple=True, type=click.Path(exists=True),
+                     help="Fit each algorithm's alpha, beta, gamma on these allreduce runs "
+                     "(repeat for several rank counts)."),
+        click.option("--measured", type=click.Path(exists=True), default=None,
+                     help="Compare the model fitted on --from with this run (e.g. fit on "
+                     "p = 2, 3, check p = 4)."),
+        click.option("--alpha", type=float, default=None,
+                     help=f"Latency per message in us [default: {DEFAULTS['alpha']}]."),
+        click.option("--beta-gbps", type=float, default=None,
+                     help=f"Link bandwidth 1/beta in GB/s [default: {DEFAULTS['beta_gbps']}]."),
+        click.option("--gamma-gbps", type=float, default=None,
+                     help="Reduction speed 1/gamma in GB/s (bytes reduced per second) "
+                     f"[default: {DEFAULTS['gamma_gbps']}; with --from: fitted]."),
+        click.option("--alpha-inter", type=float, default=None,
+                     help="Latency between nodes in us [default: --alpha]."),
+        click.option("--beta-inter-gbps", type=float, default=None,
+                     help="Bandwidth between nodes in GB/s [default: --beta-gbps]."),
+        click.option("--ranks", "ranks", default="4,1024,1048576", show_default=True,
+                     help="Comma-separated rank counts p."),
+        click.option("--nodes", type=int, default=None, help="Nodes q (k = p/q per node)."),
+        click.option("--ranks-per-node", type=int, default=None,
+                     help="Ranks per node k [default: all ranks on one node]."),
+        click.option("--inner", type=click.Choice([*LINEAR, "native"]), default="ring",
+                     show_default=True, help="Leaders' algorithm of hierarchical."),
+        click.option("--algo", "algos", default="all", show_default=True,
+                     help="Comma-separated algorithms, or 'all'."),
+        click.option("-b", "--min-bytes", type=Size(), default="8", show_default=True),
+        click.option("-e", "--max-bytes", type=Size(), default="128M", show_default=True),
+        click.option("-f", "--step-factor", "factor", type=int, default=4, show_default=True),
+        click.option("--json", is_flag=True, help="Print the fits, predictions, crossovers "
+                     "and check as JSON instead of tables."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+@click.command("model")
+@_model_options
+def model_command(**opts):
+    """Alpha-beta (Hockney) model: each algorithm's textbook time, the fastest per size and the
+    crossover sizes, for any rank count.
+
+    Parameters are given (--alpha, --beta-gbps, --gamma-gbps) or fitted on measured runs
+    (--from RUN ...); --measured RUN checks the fitted model against a run at another p.
+    Formulas: Thakur, Rabenseifner & Gropp 2005; Patarasuk & Yuan 2009 (see distbench.cost).
+    """
+    from distbench.runtime import UsageError as _UE
+
+    opts["ranks"] = _int_list(opts["ranks"])
+    algos = [a.strip() for a in opts["algos"].split(",") if a.strip()]
+    unknown = [a for a in algos if a not in (*ALGORITHMS, "all")]
+    if unknown or not algos:
+        raise _UE(f"unknown algorithm {unknown[0] if unknown else ''!r} (choose from "
+                  f"{', '.join(ALGORITHMS)} or all)")
+    opts["algos"] = algos
+    opts["fit_runs"] = list(opts["fit_runs"])
+    if opts["min_bytes"] > opts["max_bytes"]:
+        raise _UE(f"--min-bytes ({opts['min_bytes']}) is larger than --max-bytes "
+                  f"({opts['max_bytes']})")
+    if opts["factor"] < 2:
+        raise _UE(f"--step-factor must be an integer >= 2, not {opts['factor']}")
+    if opts["nodes"] is not None and opts["ranks_per_node"] is not None:
+        raise _UE("give --nodes or --ranks-per-node, not both")
+    for key in ("nodes", "ranks_per_node"):
+        if opts[key] is not None and opts[key] < 1:
+            raise _UE(f"--{key.replace('_', '-')} must be >= 1")
+    for key in ("alpha_inter", "beta_inter_gbps", "gamma_gbps"):
+        if opts[key] is not None and (opts[key] < 0 or math.isnan(opts[key])
+                                      or (key != "alpha_inter" and opts[key] == 0)):
+            raise _UE(f"--{key.replace('_', '-')} must be > 0")
+    from distbench.cli import Job
+
+    return Job("model", dict(opts), lambda _comm: run_model(opts), needs_mpi=False)

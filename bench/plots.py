@@ -1,0 +1,179 @@
+"""PNG plots of distbench runs (matplotlib's Agg renderer, no display needed).
+
+Each function draws one figure from result records (``distbench.results.load_run`` documents)
+and writes it with :func:`save`; it returns the file's path. Figures are built on
+``matplotlib.figure.Figure`` directly, never through pyplot's global state, so no GUI backend
+is loaded (``savefig`` renders PNG with Agg) and nothing leaks between calls. Colours are fixed
+per series name so an algorithm has the same colour in every plot; the baselines (``native``,
+the dense exchange ``none``) are black and dashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from distbench.cost import ALGORITHMS
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+BASELINES = ("native", "none")
+DPI = 110
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf"]
+_KNOWN = [*ALGORITHMS, "fp16", "qsgd", "sign", "topk", "randk", "sync", "local", "async"]
+
+
+def color(name: str) -> str:
+    """A stable colour per series name (black for the baselines)."""
+    base = name.split(" ")[0].split("(")[0]
+    if base in BASELINES:
+        return "black"
+    idx = _KNOWN.index(base) if base in _KNOWN else sum(map(ord, base))
+    return _PALETTE[idx % len(_PALETTE)]
+
+
+def style(name: str) -> dict:
+    """Line keyword arguments for a series: dashed for the baselines, markers for the rest."""
+    base = name.split(" ")[0]
+    if base in BASELINES:
+        return {"color": "black", "linestyle": "--", "linewidth": 1.6, "marker": None}
+    return {"color": color(name), "linestyle": "-", "linewidth": 1.3, "marker": "o",
+            "markersize": 3}
+
+
+def _bytes_label(x, _pos=None) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if x >= scale:
+            v = x / scale
+            return f"{v:.0f}{unit}" if abs(v - round(v)) < 1e-9 else f"{v:.3g}{unit}"
+    return f"{x:.0f}" if x >= 1 else f"{x:.2g}"
+
+
+def _bytes_axis(ax, axis: str = "x") -> None:
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=2, numticks=14))
+    target.set_major_formatter(FuncFormatter(_bytes_label))
+    target.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG (``DPI`` dots per inch)."""
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _series(records: Sequence[dict], key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for rec in records:
+        out.setdefault(str(rec[key]), []).append(rec)
+    return out
+
+
+def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None) -> None:
+    names = sorted(series, key=lambda n: (n not in BASELINES, order.index(n) if order and
+                                          n in order else 99, n))
+    for name in names:
+        pts = sorted((r[x], r[y]) for r in series[name] if r.get(y) is not None
+                     and r.get(x) is not None)
+        if pts:
+            xy = np.array(pts, dtype=np.float64)
+            ax.plot(xy[:, 0], xy[:, 1], label=name, **style(name))
+
+
+def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str) -> Path:
+    """busbw (``metric="busbw_gbps"``) or latency (``"t_max_us"``) vs message size, log-log,
+    one line per algorithm, native dashed."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    _draw(ax, _series(records, "algorithm"), "bytes", metric, list(ALGORITHMS))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    _bytes_axis(ax)
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel({"busbw_gbps": "bus bandwidth (GB/s)", "t_max_us": "time t_max (us)"}
+                  .get(metric, metric))
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return save(fig, path)
+
+
+def model_check_plot(rows, path: Path, title: str) -> Path:
+    """Measured (markers) and predicted (lines) time vs size per algorithm, log-log; ``rows``
+    are :class:`distbench.model.CheckRow`."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for algo in dict.fromkeys(r.algorithm for r in rows):
+        pts = sorted((r.nbytes, r.measured_us, r.predicted_us) for r in rows
+                     if r.algorithm == algo)
+        xs, meas, pred = np.array(pts, dtype=np.float64).T
+        c = color(algo)
+        ax.plot(xs, pred, color=c, linestyle="--" if algo == "native" else "-", linewidth=1.2,
+                label=f"{algo} model")
+        ax.plot(xs, meas, color=c, linestyle="none", marker="o", markersize=4)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    _bytes_axis(ax)
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("time p50 (us): dots measured, lines predicted")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return save(fig, path)
+
+
+def panels(records: Sequence[dict], path: Path, key: str, x: str, ys: Sequence[tuple],
+           title: str, xlabel: str, logx: bool = True, bytes_x: bool = True,
+           order: Sequence[str] | None = None) -> Path:
+    """One row of panels sharing the x axis: for each ``(field, label, log_y)`` in ``ys`` a
+    panel of ``field`` vs ``x``, one line per value of ``key``."""
+    fig = Figure(figsize=(4.2 * len(ys), 3.8), layout="constrained")
+    series = _series(records, key)
+    for i, (field, label, logy) in enumerate(ys):
+        ax = fig.add_subplot(1, len(ys), i + 1)
+        _draw(ax, series, x, field, list(order) if order else None)
+        if logx:
+            ax.set_xscale("log", base=2 if bytes_x else 10)
+            if bytes_x:
+                _bytes_axis(ax)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tuple],
+                cols: Sequence[tuple], title: str) -> Path:
+    """A grid of panels: row i plots field ``rows[i] = (field, label, log_y)`` against column
+    j's x field ``cols[j] = (field, label, log_x)``, one line per value of ``key`` (used for
+    SGD: loss and accuracy vs step, bytes sent and wall time)."""
+    fig = Figure(figsize=(4.0 * len(cols), 3.3 * len(rows)), layout="constrained")
+    series = _series(records, key)
+    for i, (yf, ylabel, logy) in enumerate(rows):
+        for j, (xf, xlabel, logx) in enumerate(cols):
+            ax = fig.add_subplot(len(rows), len(cols), i * len(cols) + j + 1)
+            _draw(ax, series, xf, yf)
+            if logx:
+                ax.set_xscale("symlog" if xf == "step" else "log")
+            if logy:
+                ax.set_yscale("log")
+            if i == len(rows) - 1:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            ax.grid(True, which="major", alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+__all__ = ["allreduce_plot", "model_check_plot", "panels", "grid_panels", "color", "style",
+           "save"]
