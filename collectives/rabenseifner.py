@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from distbench.collectives._util import block_bounds, copy_into, reduce_ufunc, workspace
+from distbench.collectives._util import copy_into, reduce_ufunc, workspace
 from distbench.collectives.recursive_doubling import fold_in, fold_out, pow2_floor, real_rank
+from distbench.collectives.ring import cached_bounds
 from distbench.runtime import namespace_of
 
 TAG = 0x5241  # "RA"
@@ -59,7 +60,7 @@ def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
     rem = size - pof2
     newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
     if newrank >= 0:
-        bounds = block_bounds(count, pof2).tolist()
+        bounds = cached_bounds(count, pof2)
         tmp = workspace(recvbuf, bounds[pof2 // 2])  # the first (largest) half: largest receive
         # Reduce-scatter by recursive halving: [lo, hi) is the block range still being reduced.
         lo, hi = 0, pof2

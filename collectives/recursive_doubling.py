@@ -94,7 +94,10 @@ def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
         return
     pof2 = pow2_floor(size)
     rem = size - pof2
-    newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
+    if rem:
+        newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
+    else:  # no fold: skip its calls, this is the short-message path
+        newrank, acc = comm.Get_rank(), sendbuf
     if newrank >= 0:
         tmp = workspace(recvbuf, recvbuf.shape[0])
         mask = 1
@@ -104,4 +107,5 @@ def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
             fn(acc, tmp, out=recvbuf)
             acc = recvbuf
             mask <<= 1
-    fold_out(comm, recvbuf, TAG)
+    if rem:
+        fold_out(comm, recvbuf, TAG)

@@ -25,6 +25,8 @@ count.
 
 from __future__ import annotations
 
+import functools
+
 from mpi4py import MPI
 
 from distbench.collectives._util import block_bounds, copy_into, reduce_ufunc, workspace
@@ -36,6 +38,14 @@ TAG = 0x5249  # "RI"
 # still in cache when it is added (measured here, 2 ranks: 1 MiB segments are 20-25 % faster
 # than whole blocks at 16-64 MiB; 256 KiB and 4 MiB are in between).
 SEGMENT_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=256)
+def cached_bounds(count: int, parts: int) -> tuple[int, ...]:
+    """:func:`~distbench.collectives._util.block_bounds` as a tuple of ints, memoized: a timed
+    loop calls with the same (count, parts) every iteration, and building the NumPy array costs
+    microseconds, as much as a small message."""
+    return tuple(block_bounds(count, parts).tolist())
 
 
 def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
@@ -56,7 +66,7 @@ def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
     if size == 1 or count == 0:
         copy_into(recvbuf, sendbuf)
         return
-    bounds = block_bounds(count, size).tolist()
+    bounds = cached_bounds(count, size)
     right, left = (rank + 1) % size, (rank - 1) % size
     # Every rank cuts every block into the same number of segments (from the largest block,
     # block 0), so sender and receiver agree on each message; a segment may be empty.
