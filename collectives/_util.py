@@ -19,6 +19,10 @@ _WORKSPACE: dict = {}
 def reduce_ufunc(op, xp):
     """The elementwise ufunc of ``xp`` for MPI reduction ``op`` (SUM, PROD, MAX or MIN).
 
+    Called as ``fn(a, b, out=c)``. For a device module (CuPy) the returned function also waits
+    for the current stream: kernels are queued asynchronously, and a GPU-aware MPI call that
+    sends ``c`` right after would otherwise read it before the kernel has written it.
+
     Raises:
         ValueError: any other op (the hand-written algorithms reduce commutative ops only).
     """
@@ -26,8 +30,18 @@ def reduce_ufunc(op, xp):
              (MPI.MIN, xp.minimum))
     for key, fn in table:
         if op == key:
-            return fn
+            return fn if xp is np else _synchronized(fn, xp)
     raise ValueError(f"unsupported reduction op {op!r}: use SUM, PROD, MAX or MIN")
+
+
+def _synchronized(fn, xp):
+    """``fn(a, b, out=c)`` followed by a wait for ``xp``'s current CUDA stream."""
+
+    def reduce_and_wait(a, b, out):
+        fn(a, b, out=out)
+        xp.cuda.get_current_stream().synchronize()
+
+    return reduce_and_wait
 
 
 def block_bounds(count: int, parts: int) -> np.ndarray:

@@ -56,6 +56,23 @@ def test_reduce_ufunc_table():
         reduce_ufunc(MPI.BAND, np)
 
 
+def test_reduce_ufunc_waits_for_the_device_stream():
+    """A device module's reduction waits for its stream (MPI may send the output next)."""
+    from types import SimpleNamespace
+
+    from mpi4py import MPI
+
+    waits = []
+    stream = SimpleNamespace(synchronize=lambda: waits.append(1))
+    fake = SimpleNamespace(add=np.add, multiply=np.multiply, maximum=np.maximum,
+                           minimum=np.minimum,
+                           cuda=SimpleNamespace(get_current_stream=lambda: stream))
+    fn = reduce_ufunc(MPI.MAX, fake)
+    out = np.empty(3)
+    fn(np.array([1.0, 5.0, 2.0]), np.array([4.0, 0.0, 2.0]), out=out)
+    assert out.tolist() == [4.0, 5.0, 2.0] and waits == [1]
+
+
 def test_power_of_two_folding():
     assert [pow2_floor(p) for p in range(1, 10)] == [1, 2, 2, 4, 4, 4, 4, 8, 8]
     for p in range(1, 20):
