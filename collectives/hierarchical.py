@@ -17,8 +17,8 @@ Cost (Hockney model, n bytes, p = q k ranks on q nodes of k ranks; alpha/beta in
 alpha'/beta' inter-node latency and time per byte, gamma reduction time per byte):
 ``T = 2 ceil(lg k) (alpha + n beta) + ceil(lg k) n gamma + T_inner(q, n; alpha', beta')``, e.g.
 with the ring inside ``T_inner = 2 (q-1) alpha' + 2 (q-1)/q n beta' + (q-1)/q n gamma``
-(Zhu, Goodell, Gropp & Thakur 2009, "Hierarchical collectives in MPICH2", EuroPVM/MPI,
-section 3; Sergeev & Del Balso 2018, "Horovod", arXiv:1802.05799, hierarchical allreduce).
+(Zhu, Goodell, Gropp & Thakur 2009, "Hierarchical collectives in MPICH2", EuroPVM/MPI;
+Sergeev & Del Balso 2018, "Horovod", arXiv:1802.05799, hierarchical allreduce).
 Only q leaders cross the (slow) inter-node network, each with its inner algorithm's traffic.
 
 Bytes sent per rank: the ``tree`` formula inside its node for the reduce and the broadcast

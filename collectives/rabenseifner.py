@@ -8,7 +8,7 @@ current block range that contains its own block q, sends the other half and adds
 receives. After lg p' steps rank q holds the full reduction of block q. The allgather reverses
 the steps (d = 1, 2, ..., p'/2): partners swap their finished ranges, doubling them each step.
 
-Non-powers of two are folded as MPICH does (Thakur, Rabenseifner & Gropp 2005, section 4.3):
+Non-powers of two are folded as MPICH does (Thakur, Rabenseifner & Gropp 2005, section 4):
 the first 2r ranks (r = p - p') pair up, even ones send their vector to the odd ones and wait,
 the p' remaining ranks run the algorithm, the odd ones send the result back
 (:func:`distbench.collectives.recursive_doubling.fold_in` / ``fold_out``).
@@ -16,7 +16,7 @@ the p' remaining ranks run the algorithm, the odd ones send the result back
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte), p a power of two: ``T = 2 lg p alpha + 2 (p-1)/p n beta + (p-1)/p n gamma``
 (Thakur, Rabenseifner & Gropp 2005, "Optimization of collective communication operations in
-MPICH", IJHPCA 19(1), section 4.3; Rabenseifner 2004, ICCS). Otherwise the fold adds
+MPICH", IJHPCA 19(1), section 4, Allreduce; Rabenseifner 2004, ICCS). Otherwise the fold adds
 ``2 alpha + 2 n beta + n gamma`` and lg p becomes floor(lg p).
 
 Bytes sent per rank q of the power-of-two group (B = block_bounds over p' blocks, in bytes):

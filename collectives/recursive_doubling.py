@@ -5,7 +5,7 @@ In step k = 0 .. lg p - 1 rank r exchanges its partial sum with rank r XOR 2^k a
 they received, so after lg p steps every rank holds the full reduction. Both partners compute
 ``a op b`` from the same two operands (commutative ops), so all ranks get bit-identical results.
 
-Non-powers of two, as MPICH does it (Thakur, Rabenseifner & Gropp 2005, section 4.1): let
+Non-powers of two, as MPICH does it (Thakur, Rabenseifner & Gropp 2005, section 4): let
 p' = 2^floor(lg p) and r = p - p'. Among the first 2r ranks, each even rank sends its vector to
 the odd rank above it and sits out; the odd ranks (new rank = rank // 2) and the ranks >= 2r
 (new rank = rank - r) run recursive doubling on p' ranks; finally each odd rank < 2r sends the
@@ -15,7 +15,7 @@ extra steps and are shared with ``rabenseifner``.
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = lg p (alpha + n beta + n gamma)`` for p a power of two (Thakur, Rabenseifner &
 Gropp 2005, "Optimization of collective communication operations in MPICH", IJHPCA 19(1),
-section 4.1); otherwise ``T = (floor(lg p) + 2)(alpha + n beta) + (floor(lg p) + 1) n gamma``.
+section 4); otherwise ``T = (floor(lg p) + 2)(alpha + n beta) + (floor(lg p) + 1) n gamma``.
 Latency-optimal; best for short vectors.
 
 Bytes sent per rank: ``lg p' * n`` for every rank in the power-of-two group, plus ``n`` for each

@@ -10,7 +10,7 @@ the same traffic, which is why the ring is bandwidth-optimal.
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = 2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan 2009,
 "Bandwidth optimal all-reduce algorithms for clusters of workstations", J. Parallel Distrib.
-Comput. 69(2), section 3).
+Comput. 69(2)).
 
 Bytes sent per rank r (b_i = size of block i in bytes): ``2 n - b_{(r+1) mod p} - b_{(r+2) mod
 p}``, i.e. ``2 (p-1)/p n`` when p divides the count. No initial copy of ``sendbuf``: the first

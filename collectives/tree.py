@@ -8,10 +8,10 @@ MPICH's binomial algorithms (``MPIR_Reduce_intra_binomial``, ``MPIR_Bcast_intra_
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = 2 ceil(lg p) (alpha + n beta) + ceil(lg p) n gamma`` (Thakur, Rabenseifner &
-Gropp 2005, "Optimization of collective communication operations in MPICH", IJHPCA 19(1),
-sections 4.2 (broadcast) and 4.4 (reduce, short messages)). Latency-optimal in the number of
-rounds, but every round moves the whole vector, so it is lg p times slower than the ring for
-large n.
+Gropp 2005, "Optimization of collective communication operations in MPICH", IJHPCA 19(1): the
+binomial broadcast and binomial reduce, MPICH's short-message algorithms). Latency-optimal in
+the number of rounds, but every round moves the whole vector: its bandwidth term is
+lg p p/(p-1) times the ring's.
 
 Bytes sent per rank r: ``n`` to its parent in the reduce (every rank but 0) plus ``n`` to each
 of its children in the broadcast, i.e. ``n ([r > 0] + #{k : 2^k < lowbit(r), r + 2^k < p})``
