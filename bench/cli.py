@@ -158,9 +158,13 @@ _ARGV: list[str] = []
 
 def _register_commands() -> None:
     """Attach the subcommands that live in their benchmark's module."""
+    from distbench.compare import compare_command
     from distbench.model_cmd import model_command
+    from distbench.report_cmd import report_command
 
     cli.add_command(model_command)
+    cli.add_command(report_command)
+    cli.add_command(compare_command)
 
 
 def _parse(argv: list[str]):

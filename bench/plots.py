@@ -162,6 +162,8 @@ def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tu
             _draw(ax, series, xf, yf)
             if logx:
                 ax.set_xscale("symlog" if xf == "step" else "log")
+            if "bytes" in xf:
+                ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
             if logy:
                 ax.set_yscale("log")
             if i == len(rows) - 1:

@@ -1,0 +1,117 @@
+"""``distbench compare``: row matching, B/A ratios, spread marks, environment differences and
+the regression exit code, on runs recorded by the real benchmarks (tests/data)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from distbench.cli import main
+from distbench.compare import Match, match, parse_percent
+from distbench.report_cmd import find_docs
+from distbench.runtime import UsageError
+
+DATA = Path(__file__).parent / "data"
+P2 = DATA / "model" / "p2"
+
+
+def _cli(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", *map(str, args)])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _edited_copy(src: Path, dst: Path, edit) -> Path:
+    """Copy a run folder, applying ``edit(doc)`` to its JSON document."""
+    shutil.copytree(src, dst)
+    [path] = dst.glob("*.json")
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    return dst
+
+
+def _slow_down(factor):
+    def edit(doc):
+        for rec in doc["records"]:
+            for k in ("t_min_us", "t_avg_us", "t_max_us", "p50_us", "p99_us"):
+                rec[k] *= factor
+            rec["busbw_gbps"] /= factor
+            rec["algbw_gbps"] /= factor
+    return edit
+
+
+def test_same_run_gives_ratio_one_and_exit_zero(capsys):
+    code, out, _ = _cli(capsys, P2, P2, "--fail-on-regression", "0%")
+    assert code == 0
+    assert "Same environment" in out and "No row slower by more than 0 %" in out
+    n = len(json.loads((P2 / "allreduce.json").read_text())["records"])
+    assert f"Matched {n} rows; only in A: 0, only in B: 0" in out.replace("\n", " ")
+    assert out.count("1.000") >= 2 * n            # time and busbw ratios
+
+
+def test_two_real_runs_match_row_by_row():
+    found_a, found_b = find_docs(P2), find_docs(DATA / "compare" / "b")
+    matches, only_a, only_b = match(found_a, found_b)
+    recs_a = {(r["algorithm"], r["bytes"]): r for r in found_a[0][1]["records"]}
+    recs_b = {(r["algorithm"], r["bytes"]): r for r in found_b[0][1]["records"]}
+    assert len(matches) == len(recs_a) == len(recs_b) and only_a == only_b == 0
+    for m in matches:
+        key = (m.key[1], m.key[4])                  # algorithm, bytes
+        a, b = recs_a[key], recs_b[key]
+        assert m.time_ratio == pytest.approx(b["t_max_us"] / a["t_max_us"])
+        assert m.rate_ratio == pytest.approx(b["busbw_gbps"] / a["busbw_gbps"])
+        spread = max(a["p99_us"] / a["p50_us"], b["p99_us"] / b["p50_us"]) - 1
+        assert m.spread == pytest.approx(spread)
+
+
+def test_regression_threshold_sets_the_exit_code(tmp_path, capsys):
+    slow = _edited_copy(P2, tmp_path / "slow", _slow_down(2.0))
+    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "50%")
+    assert code == 1 and "Regression: 42 row(s) slower by more than 50 %" in out
+    assert "B/A = 2.000" in out
+    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "150")
+    assert code == 0
+    code, _, _ = _cli(capsys, slow, P2, "--fail-on-regression", "1%")   # B faster: fine
+    assert code == 0
+
+
+def test_change_is_marked_only_beyond_the_spread():
+    assert Match(("allreduce",), 100.0, 150.0, None, None, 0.2).change == "slower"
+    assert Match(("allreduce",), 100.0, 115.0, None, None, 0.2).change == ""
+    assert Match(("allreduce",), 100.0, 80.0, None, None, 0.2).change == "faster"
+    assert Match(("allreduce",), 100.0, 90.0, None, None, 0.2).change == ""
+    assert Match(("allreduce",), 100.0, 900.0, None, None, None).change == ""
+
+
+def test_environment_differences_in_the_header(tmp_path, capsys):
+    def edit(doc):
+        doc["environment"]["mpi_library"] = "MPICH Version: 4.2.0"
+        doc["environment"]["hostnames"] = ["node1"]
+    other = _edited_copy(P2, tmp_path / "other", edit)
+    code, out, _ = _cli(capsys, P2, other)
+    assert code == 0
+    assert "Environments differ" in out
+    assert "mpi_library: A = Open MPI" in out and "B = MPICH Version: 4.2.0" in out
+    assert "hostnames: A = vm | B = node1" in out
+
+
+def test_nothing_to_match_is_a_usage_error(capsys):
+    code, _, err = _cli(capsys, P2, DATA / "model" / "p4")
+    assert code == 2 and err.startswith("Error: no rows of") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("text,value", [("5%", 5.0), ("12.5", 12.5), ("0%", 0.0)])
+def test_parse_percent(text, value):
+    assert parse_percent(text) == value
+
+
+@pytest.mark.parametrize("text", ["abc", "-3%", "nan"])
+def test_parse_percent_rejects(text, capsys):
+    with pytest.raises(UsageError):
+        parse_percent(text)
+    code, _, err = _cli(capsys, P2, P2, "--fail-on-regression", text)
+    assert code == 2 and "--fail-on-regression" in err
