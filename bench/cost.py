@@ -6,25 +6,31 @@ algorithm's time is linear in (alpha, beta, gamma) with coefficients that depend
 rank count p, so :func:`coefficients` returns those coefficients as arrays (broadcast over n and
 p: a million ranks is one more element, not a loop) and :func:`predict` multiplies them out.
 
-Formulas (n bytes, p ranks, lg = log2, p' = 2^floor(lg p), f = 1 if p is not a power of two):
+Formulas (n bytes, p ranks, lg = log2, p' = 2^floor(lg p), f = 1 if p is not a power of two).
+Sources: Thakur, Rabenseifner & Gropp 2005, "Optimization of collective communication
+operations in MPICH", IJHPCA 19(1) (TRG); Patarasuk & Yuan 2009, "Bandwidth optimal all-reduce
+algorithms for clusters of workstations", JPDC 69(2); Zhu, Goodell, Gropp & Thakur 2009,
+"Hierarchical collectives in MPICH2", EuroPVM/MPI.
 
 =====================  =========================================================================
-naive                  ``2 (p-1) (alpha + n beta) + (p-1) n gamma`` (linear reduce + broadcast)
-ring                   ``2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan
-                       2009, section 3), plus ``(p-1)(ceil(n/p / S) - 1) alpha`` for the
-                       reduce-scatter's segments of S = 1 MiB (``ring.SEGMENT_BYTES``)
-tree                   ``2 ceil(lg p) (alpha + n beta) + ceil(lg p) n gamma`` (binomial reduce
-                       + broadcast; Thakur, Rabenseifner & Gropp 2005, sections 4.2, 4.4)
+naive                  ``2 (p-1) (alpha + n beta) + (p-1) n gamma`` (linear reduce + broadcast,
+                       the baseline TRG improve upon)
+ring                   ``2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan),
+                       plus ``(p-1)(ceil(n/p / S) - 1) alpha`` for the reduce-scatter's
+                       segments of S = 1 MiB (``ring.SEGMENT_BYTES``)
+tree                   ``2 ceil(lg p) (alpha + n beta) + ceil(lg p) n gamma`` (TRG's binomial
+                       reduce, then binomial broadcast)
 recursive_doubling     ``lg p' (alpha + n beta + n gamma) + f (2 alpha + 2 n beta + n gamma)``
-                       (TRG 2005 section 4.1; the f term is MPICH's non-power-of-two fold)
+                       (TRG; the f term is MPICH's non-power-of-two fold)
 rabenseifner           ``2 lg p' alpha + 2 (p'-1)/p' n beta + (p'-1)/p' n gamma`` + the same
-                       fold (TRG 2005 section 4.3)
+                       fold (TRG: recursive-halving reduce-scatter + recursive-doubling
+                       allgather)
 hierarchical           ``2 ceil(lg k) (alpha + n beta) + ceil(lg k) n gamma + T_inner(q, n)``
-                       on q nodes of k ranks, T_inner with the inter-node alpha', beta' (Zhu et
-                       al. 2009, section 3)
+                       on q nodes of k ranks, T_inner with the inter-node alpha', beta' (Zhu
+                       et al.)
 native                 the fastest of recursive_doubling, rabenseifner and ring at each (n, p):
-                       the textbook algorithms MPICH and Open MPI's ``coll/tuned`` select among,
-                       assuming the library picks the best one
+                       the textbook algorithms MPICH (TRG) and Open MPI's ``coll/tuned`` select
+                       among, assuming the library picks the best one
 =====================  =========================================================================
 
 These are the formulas in the docstrings of ``distbench.collectives.*``. On q > 1 nodes the flat

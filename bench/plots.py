@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from distbench.cost import ALGORITHMS
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
 
 BASELINES = ("native", "none")
 DPI = 110
@@ -51,11 +51,29 @@ def _bytes_label(x, _pos=None) -> str:
     return f"{x:.0f}" if x >= 1 else f"{x:.2g}"
 
 
-def _bytes_axis(ax, axis: str = "x") -> None:
+def _num_label(x, _pos=None) -> str:
+    return f"{x:g}"
+
+
+def _log_axis(ax, axis: str = "x", in_bytes: bool = False) -> None:
+    """Log scale with plain tick labels (base 2 and K/M/G for bytes); no mathtext, which
+    would take most of the drawing time."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2 if in_bytes else 10)
     target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(LogLocator(base=2, numticks=14))
-    target.set_major_formatter(FuncFormatter(_bytes_label))
-    target.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    if in_bytes:
+        target.set_major_locator(LogLocator(base=2, numticks=14))
+    target.set_major_formatter(FuncFormatter(_bytes_label if in_bytes else _num_label))
+    if in_bytes:
+        target.set_minor_formatter(NullFormatter())
+        return
+
+    def minor(x, _pos=None) -> str:
+        # label 2x and 5x when the axis spans less than ~1.5 decades (else 1 label or none)
+        lo, hi = sorted(target.get_view_interval())
+        lead = f"{x:.0e}"[0]
+        return f"{x:g}" if lo > 0 and hi / lo < 30 and lead in "25" else ""
+
+    target.set_minor_formatter(FuncFormatter(minor))
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -85,12 +103,12 @@ def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None) -> None
 def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str) -> Path:
     """busbw (``metric="busbw_gbps"``) or latency (``"t_max_us"``) vs message size, log-log,
     one line per algorithm, native dashed."""
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.8))
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
     _draw(ax, _series(records, "algorithm"), "bytes", metric, list(ALGORITHMS))
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    _bytes_axis(ax)
+    _log_axis(ax, "x", in_bytes=True)
+    _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel({"busbw_gbps": "bus bandwidth (GB/s)", "t_max_us": "time t_max (us)"}
                   .get(metric, metric))
@@ -103,7 +121,8 @@ def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str)
 def model_check_plot(rows, path: Path, title: str) -> Path:
     """Measured (markers) and predicted (lines) time vs size per algorithm, log-log; ``rows``
     are :class:`distbench.model.CheckRow`."""
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.8))
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
     for algo in dict.fromkeys(r.algorithm for r in rows):
         pts = sorted((r.nbytes, r.measured_us, r.predicted_us) for r in rows
@@ -113,9 +132,8 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
         ax.plot(xs, pred, color=c, linestyle="--" if algo == "native" else "-", linewidth=1.2,
                 label=f"{algo} model")
         ax.plot(xs, meas, color=c, linestyle="none", marker="o", markersize=4)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    _bytes_axis(ax)
+    _log_axis(ax, "x", in_bytes=True)
+    _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("time p50 (us): dots measured, lines predicted")
     ax.set_title(title, fontsize=10)
@@ -129,17 +147,16 @@ def panels(records: Sequence[dict], path: Path, key: str, x: str, ys: Sequence[t
            order: Sequence[str] | None = None) -> Path:
     """One row of panels sharing the x axis: for each ``(field, label, log_y)`` in ``ys`` a
     panel of ``field`` vs ``x``, one line per value of ``key``."""
-    fig = Figure(figsize=(4.2 * len(ys), 3.8), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(ys), 3.8))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.14, wspace=0.3)
     series = _series(records, key)
     for i, (field, label, logy) in enumerate(ys):
         ax = fig.add_subplot(1, len(ys), i + 1)
         _draw(ax, series, x, field, list(order) if order else None)
         if logx:
-            ax.set_xscale("log", base=2 if bytes_x else 10)
-            if bytes_x:
-                _bytes_axis(ax)
+            _log_axis(ax, "x", in_bytes=bytes_x)
         if logy:
-            ax.set_yscale("log")
+            _log_axis(ax, "y")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
@@ -154,18 +171,20 @@ def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tu
     """A grid of panels: row i plots field ``rows[i] = (field, label, log_y)`` against column
     j's x field ``cols[j] = (field, label, log_x)``, one line per value of ``key`` (used for
     SGD: loss and accuracy vs step, bytes sent and wall time)."""
-    fig = Figure(figsize=(4.0 * len(cols), 3.3 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(4.0 * len(cols), 3.3 * len(rows)))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.93, bottom=0.08, wspace=0.22,
+                        hspace=0.12)
     series = _series(records, key)
     for i, (yf, ylabel, logy) in enumerate(rows):
         for j, (xf, xlabel, logx) in enumerate(cols):
             ax = fig.add_subplot(len(rows), len(cols), i * len(cols) + j + 1)
             _draw(ax, series, xf, yf)
             if logx:
-                ax.set_xscale("symlog" if xf == "step" else "log")
-            if "bytes" in xf:
-                ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
+                _log_axis(ax, "x", in_bytes="bytes" in xf)
+            elif "bytes" in xf:
+                ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
             if logy:
-                ax.set_yscale("log")
+                _log_axis(ax, "y")
             if i == len(rows) - 1:
                 ax.set_xlabel(xlabel)
             if j == 0:

@@ -1,0 +1,83 @@
+"""``distbench report``: PNG plots and REPORT.md from runs recorded by the real benchmarks
+(tests/data), for single runs, several rank counts (the model check) and a suite folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distbench.cli import main
+from distbench.report_cmd import find_docs, md_table, write_report
+from PIL import Image
+
+DATA = Path(__file__).parent / "data"
+
+
+def _cli(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", *map(str, args)])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _check_png(path: Path) -> None:
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 600 and im.height >= 350
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    # a drawn plot: lines in several colours, not a blank canvas
+    assert len(np.unique(pixels, axis=0)) > 50
+
+
+def _embedded(md: str) -> set[str]:
+    return set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md))
+
+
+def test_report_of_one_run(tmp_path, capsys):
+    code, out, _ = _cli(capsys, DATA / "model" / "p2", "--out", tmp_path)
+    assert code == 0 and "REPORT.md" in out
+    md = (tmp_path / "REPORT.md").read_text()
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["allreduce_busbw_p2.png", "allreduce_latency_p2.png"]
+    assert _embedded(md) == set(pngs)
+    for p in pngs:
+        _check_png(tmp_path / p)
+    doc = find_docs(DATA / "model" / "p2")[0][1]
+    env = doc["environment"]
+    assert "## Environment" in md and env["mpi_library"] in md and env["numpy"] in md
+    # one pivot row per size, one column per algorithm; the Hockney fit per algorithm
+    algos = list(dict.fromkeys(r["algorithm"] for r in doc["records"]))
+    assert "| size | " + " | ".join(algos) + " |" in md
+    assert "Alpha-beta (Hockney) fit" in md
+    for a in algos:
+        assert re.search(rf"^\| {a} \| 2 \| float32 \| [0-9.e+-]+ \|", md, re.M), a
+    assert "Alpha-beta model" not in md          # one rank count: nothing to check against
+
+
+def test_report_with_several_rank_counts_checks_the_model(tmp_path):
+    src = tmp_path / "runs"
+    shutil.copytree(DATA / "model", src)
+    report, pngs = write_report(src)              # default: beside the results
+    assert report == src / "REPORT.md"
+    names = {p.name for p in pngs}
+    assert names == {f"allreduce_{k}_p{p}.png" for k in ("busbw", "latency")
+                     for p in (2, 3, 4)} | {"model_check_p4.png"}
+    md = report.read_text()
+    assert _embedded(md) == names
+    _check_png(src / "model_check_p4.png")
+    assert "## Alpha-beta model: fitted on p = 2, 3, checked at p = 4" in md
+    assert "oversubscribed" in md                 # 4 ranks on this 2-CPU machine
+    # predicted vs measured per size: "measured / predicted (error %)" cells
+    assert len(re.findall(r"\d / [0-9.e+]+ \([+-]\d+ %\)", md)) == 42
+
+
+def test_md_table_escapes_pipes():
+    text = md_table([("a", "left"), ("b", "right")], [["x|y", "1"]])
+    assert text.splitlines() == ["| a | b |", "| :--- | ---: |", "| x\\|y | 1 |"]
+
+
+def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
+    code, _, err = _cli(capsys, tmp_path)
+    assert code == 2 and err.startswith("Error: no distbench results") and err.count("\n") == 1
