@@ -19,6 +19,7 @@ from distbench.report import fmt_bytes, fmt_num, print_table
 from distbench.runtime import UsageError
 
 DEFAULTS = {"alpha": 2.0, "beta_gbps": 12.5, "gamma_gbps": 5.0}
+DEFAULT_RANKS = (4, 1024, 1048576)
 
 
 def sizes(lo: int, hi: int, factor: int) -> list[int]:
@@ -31,16 +32,11 @@ def sizes(lo: int, hi: int, factor: int) -> list[int]:
 
 
 def load_docs(paths) -> list[dict]:
-    """The result documents of run folders or JSON files (UsageError if one has none)."""
-    from distbench.results import load_run
+    """The result documents of run or suite folders (sub-folders included) or JSON files
+    (UsageError if a path has none)."""
+    from distbench.report_cmd import find_docs
 
-    docs = []
-    for path in paths:
-        try:
-            docs.extend(load_run(path))
-        except (FileNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
-    return docs
+    return [doc for path in paths for _label, doc in find_docs(path)]
 
 
 def _bw(x: float) -> str:
@@ -144,71 +140,77 @@ def _params_from_options(opts, algos) -> tuple[dict[str, CostParams], str]:
     return dict.fromkeys(algos, p), caption
 
 
-def run_model(opts: dict) -> int:
-    """The ``model`` command's work (single process). Returns the exit code."""
+def _fit(opts, algos, gamma):
+    """(fits per algorithm, model-check rows) from --from (and --measured) runs."""
     from distbench.model import allreduce_points, fit_cost_model, model_check
 
+    docs = load_docs(opts["fit_runs"])
+    rows = []
+    if opts["measured"]:
+        fits, rows = model_check(docs, load_docs([opts["measured"]]), gamma)
+        fits = {a: f for a, f in fits.items() if a in algos}
+        rows = [r for r in rows if r.algorithm in fits]
+        if not rows:
+            raise UsageError(f"no allreduce records of the fitted algorithms in "
+                             f"{opts['measured']}")
+    else:
+        points = allreduce_points(docs)
+        fits = {a: fit_cost_model(points, a, gamma) for a in algos
+                if len({q.nbytes for q in points if q.algorithm == a}) >= 2}
+    if not fits:
+        raise UsageError("the --from runs have no allreduce records at two or more sizes of "
+                         "the chosen algorithms")
+    return fits, rows
+
+
+def run_model(opts: dict) -> int:
+    """The ``model`` command's work (single process). Returns the exit code."""
     algos = list(ALGORITHMS) if opts["algos"] == ["all"] else opts["algos"]
     params, caption = _params_from_options(opts, algos)
     gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
     out = {"fits": {}, "predictions": [], "crossovers": [], "check": []}
     json_mode = opts["json"]
+    ranks = opts["ranks"] or list(DEFAULT_RANKS)
     if params is None:
-        docs = load_docs(opts["fit_runs"])
-        points = allreduce_points(docs)
-        fits = {}
-        for a in algos:
-            if len({q.nbytes for q in points if q.algorithm == a}) >= 2:
-                fits[a] = fit_cost_model(points, a, gamma)
-        if not fits:
-            raise UsageError("the --from runs have no allreduce records at two or more sizes "
-                             "of the chosen algorithms")
+        fits, rows = _fit(opts, algos, gamma)
         algos = list(fits)
-        params = {a: CostParams(f.params.alpha, f.params.beta, f.params.gamma,
-                                None if opts["alpha_inter"] is None else
-                                opts["alpha_inter"] * 1e-6,
-                                None if opts["beta_inter_gbps"] is None else
-                                1.0 / (opts["beta_inter_gbps"] * 1e9))
+        inter = (None if opts["alpha_inter"] is None else opts["alpha_inter"] * 1e-6,
+                 None if opts["beta_inter_gbps"] is None else
+                 1.0 / (opts["beta_inter_gbps"] * 1e9))
+        params = {a: CostParams(f.params.alpha, f.params.beta, f.params.gamma, *inter)
                   for a, f in fits.items()}
         out["fits"] = {a: {**asdict(f.params), "ranks": list(f.ranks), "points": f.points,
                            "rms_rel_error": f.rms_rel_error, "note": f.note}
                        for a, f in fits.items()}
+        out["check"] = [{**asdict(r), "error": r.error} for r in rows]
         caption = "per-algorithm parameters fitted on " + ", ".join(opts["fit_runs"])
+        if rows and not opts["ranks"]:
+            ranks = sorted({r.ranks for r in rows})
         if not json_mode:
             print_table("Alpha-beta-gamma fit per algorithm (textbook formula, all rank "
                         "counts of the runs)", COST_COLUMNS, cost_rows(fits))
-    if opts["measured"]:
-        if not opts["fit_runs"]:
-            raise UsageError("--measured needs --from RUN (the runs the model is fitted on)")
-        fits, rows = model_check(load_docs(opts["fit_runs"]), load_docs([opts["measured"]]),
-                                 gamma)
-        if not rows:
-            raise UsageError(f"no allreduce records of the fitted algorithms in "
-                             f"{opts['measured']}")
-        out["check"] = [{**asdict(r), "error": r.error} for r in rows]
-        if not json_mode:
+        if rows and not json_mode:
             cols, table, summary = check_table(rows)
-            p_meas = sorted({r.ranks for r in rows})
-            print_table(f"Model vs measurement at p = {','.join(map(str, p_meas))}: measured / "
-                        "predicted us (error)", cols, table)
+            p_meas = ",".join(map(str, sorted({r.ranks for r in rows})))
+            print_table(f"Model vs measurement at p = {p_meas}: measured / predicted p50 us "
+                        "(error)", cols, table)
             print_table("Prediction error per algorithm", CHECK_SUMMARY_COLUMNS, summary,
                         caption="error = predicted / measured - 1; model fitted on "
                         + ", ".join(opts["fit_runs"]))
-    ranks = opts["ranks"]
     grid = sizes(opts["min_bytes"], opts["max_bytes"], opts["factor"])
     for p in ranks:
         k = _ranks_per_node(opts, p)
-        cols, rows, cross, recs = prediction_table(params, algos, p, grid, k, opts["inner"])
+        cols, table, cross, recs = prediction_table(params, algos, p, grid, k, opts["inner"])
         out["predictions"].extend(recs)
         out["crossovers"].extend({"ranks": p, "bytes": b, "below": lo, "above": hi}
                                  for b, lo, hi in cross)
         if json_mode:
             continue
         where = f"{p // k} nodes of {k}" if k else "one node"
-        cap = caption + "; fastest in bold. Crossovers: " + (
+        cap = caption + "; fastest in bold. Crossovers among the textbook algorithms: " + (
             "; ".join(f"{lo} -> {hi} at {fmt_bytes(int(round(b)))}" for b, lo, hi in cross)
             or "none in this size range")
-        print_table(f"Predicted AllReduce time, p = {p:,} ({where})", cols, rows, caption=cap)
+        print_table(f"Predicted AllReduce time, p = {p:,} ({where})", cols, table, caption=cap)
     if json_mode:
         json.dump(out, sys.stdout, indent=1, default=_jsonable)
         sys.stdout.write("\n")
@@ -265,8 +267,9 @@ def _model_options(fn):
                      help="Latency between nodes in us [default: --alpha]."),
         click.option("--beta-inter-gbps", type=float, default=None,
                      help="Bandwidth between nodes in GB/s [default: --beta-gbps]."),
-        click.option("--ranks", "ranks", default="4,1024,1048576", show_default=True,
-                     help="Comma-separated rank counts p."),
+        click.option("--ranks", "ranks", default=None,
+                     help="Comma-separated rank counts p [default: 4,1024,1048576; with "
+                     "--measured: its p]."),
         click.option("--nodes", type=int, default=None, help="Nodes q (k = p/q per node)."),
         click.option("--ranks-per-node", type=int, default=None,
                      help="Ranks per node k [default: all ranks on one node]."),
@@ -297,7 +300,9 @@ def model_command(**opts):
     """
     from distbench.runtime import UsageError as _UE
 
-    opts["ranks"] = _int_list(opts["ranks"])
+    opts["ranks"] = None if opts["ranks"] is None else _int_list(opts["ranks"])
+    if opts["measured"] and not opts["fit_runs"]:
+        raise _UE("--measured needs --from RUN (the runs the model is fitted on)")
     algos = [a.strip() for a in opts["algos"].split(",") if a.strip()]
     unknown = [a for a in algos if a not in (*ALGORITHMS, "all")]
     if unknown or not algos:
