@@ -158,6 +158,9 @@ _ARGV: list[str] = []
 
 def _register_commands() -> None:
     """Attach the subcommands that live in their benchmark's module."""
+    from distbench.sgd_bench import sgd_command
+
+    cli.add_command(sgd_command)
     from distbench.compare import compare_command
     from distbench.model_cmd import model_command
     from distbench.report_cmd import report_command

@@ -1,0 +1,363 @@
+"""Synchronous, local and asynchronous SGD over MPI, with convergence records.
+
+* ``sync``: every step each rank computes the gradient of its own minibatch; the gradients are
+  averaged with a registered AllReduce (or a compressed exchange) and every rank applies the
+  same update (minibatch SGD with an effective batch of p * B; Dean et al. 2012, Goyal et al.
+  2017).
+* ``local``: each rank takes H local steps on its own data, then the model deltas since the
+  last average are averaged (compressed if asked): ceil(T / H) communication rounds for T steps
+  (Stich 2019, "Local SGD converges fast and communicates little"; Lin et al. 2020).
+* ``async``: a parameter server (:mod:`distbench.algorithms.sgd_async`).
+
+Every mode starts from the same parameters and draws minibatches from the same
+:class:`Sampler` streams, so the modes are compared on the same data order and seed. Wall time
+counts training only: evaluations happen with the clock stopped. ``T`` counts parameter
+updates: synchronous steps, local steps per rank, or updates applied by the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from distbench.algorithms.datasets import Dataset, shard_indices
+from distbench.algorithms.models import make_model, optimum
+from distbench.algorithms.schedules import LRSchedule
+from distbench.algorithms.sgd_exchange import MeanExchange
+from distbench.runtime import UsageError
+
+MODES = ("sync", "local", "async")
+POLICIES = ("drop", "block")
+
+
+@dataclass
+class SGDConfig:
+    """One mode's run.
+
+    Attributes:
+        mode: ``sync``, ``local`` or ``async``.
+        steps: T, parameter updates (see the module docstring).
+        batch_size: B, samples per minibatch per worker.
+        schedule: the learning-rate schedule; its ``scale`` is set per mode when ``scale_lr``.
+        scale_lr: linear scaling by the workers averaged per update (p for sync/local, 1 for
+            async), Goyal et al. 2017.
+        local_steps: H (local mode).
+        allreduce, compress, density, bits, error_feedback: the exchange
+            (:class:`~distbench.algorithms.sgd_exchange.MeanExchange`); async is dense.
+        straggler: rank -> milliseconds that rank sleeps per step (per update at the server).
+        eval_every: evaluate every this many updates (local: at the end of the round that
+            reaches it); the initial and final parameters are always evaluated.
+        max_staleness, policy, staleness_lr: async bounds (:mod:`sgd_async`).
+        partition: ``iid`` or ``label`` sharding.
+        seed: seed of the initial parameters, the minibatch order and compressors.
+    """
+
+    mode: str = "sync"
+    steps: int = 100
+    batch_size: int = 32
+    schedule: LRSchedule = field(default_factory=LRSchedule)
+    scale_lr: bool = False
+    local_steps: int = 1
+    allreduce: str = "native"
+    compress: str = "none"
+    density: float = 0.01
+    bits: int = 8
+    error_feedback: bool | None = None
+    straggler: dict = field(default_factory=dict)
+    eval_every: int = 10
+    max_staleness: int | None = None
+    policy: str = "drop"
+    staleness_lr: bool = False
+    partition: str = "iid"
+    seed: int = 0
+
+    def validate(self, size: int) -> None:
+        """Checks of the options against the rank count ``size``.
+
+        Raises:
+            UsageError: unknown mode/policy, steps/batch/local steps/eval interval < 1,
+                negative staleness bound, async with fewer than 2 ranks, a straggler rank
+                outside the job or a negative delay.
+        """
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r} (choose {', '.join(MODES)})")
+        for name, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
+                            ("--local-steps", self.local_steps),
+                            ("--eval-every", self.eval_every)):
+            if value < 1:
+                raise UsageError(f"{name} must be >= 1, not {value}")
+        if self.policy not in POLICIES:
+            raise UsageError(f"unknown staleness policy {self.policy!r} "
+                             f"(choose {', '.join(POLICIES)})")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise UsageError(f"--max-staleness must be >= 0, not {self.max_staleness}")
+        if self.mode == "async" and size < 2:
+            raise UsageError("async mode needs at least 2 ranks (a parameter server and a "
+                             "worker): launch with mpirun -n 2 or more")
+        for rank, ms in self.straggler.items():
+            if not 0 <= rank < size:
+                raise UsageError(f"--straggler rank {rank} outside 0..{size - 1}")
+            if ms < 0:
+                raise UsageError(f"--straggler delay must be >= 0 ms, not {ms}")
+
+    def workers(self, size: int) -> int:
+        """Ranks computing gradients: p, or p - 1 beside the parameter server."""
+        return size - 1 if self.mode == "async" else size
+
+    def lr(self, size: int) -> LRSchedule:
+        """The schedule with this mode's linear-scaling factor."""
+        k = (1 if self.mode == "async" else size) if self.scale_lr else 1
+        return dataclasses.replace(self.schedule, scale=float(k))
+
+
+def steps_for_epochs(epochs: float, n_train: int, batch_size: int, workers_per_update: int
+                     ) -> int:
+    """Updates T that process ``epochs`` passes over ``n_train`` samples when each update
+    consumes ``workers_per_update`` minibatches of ``batch_size``: ceil(E n / (B k))."""
+    return max(1, math.ceil(epochs * n_train / (batch_size * workers_per_update)))
+
+
+class Problem:
+    """The data (on the array module ``xp`` in ``dtype``), the model, and f* (convex model).
+
+    Args:
+        dataset: a :class:`~distbench.algorithms.datasets.Dataset`.
+        model: ``softmax`` or ``mlp``; l2, width: its options.
+        dtype: ``float32`` or ``float64`` (parameters, data and the exchanged vector).
+        xp: numpy or cupy.
+        with_optimum: compute f* by L-BFGS (convex model only; rank 0 sets it).
+    """
+
+    def __init__(self, dataset: Dataset, model: str = "softmax", l2: float | None = None,
+                 width: int = 64, dtype: str = "float32", xp=np, with_optimum: bool = True):
+        if dtype not in ("float32", "float64"):
+            raise UsageError(f"--dtype must be float32 or float64, not {dtype!r}")
+        self.dataset, self.xp, self.dtype = dataset, xp, np.dtype(dtype)
+        self.model = make_model(model, dataset.n_features, dataset.n_classes, l2, width)
+        self.X_train = xp.asarray(dataset.X_train.astype(self.dtype))
+        self.y_train = xp.asarray(dataset.y_train)
+        self.X_test = xp.asarray(dataset.X_test.astype(self.dtype))
+        self.y_test = xp.asarray(dataset.y_test)
+        self.f_star = None
+        if with_optimum and self.model.convex:
+            self.f_star = optimum(self.model, dataset.X_train, dataset.y_train)[0]
+
+    def init_params(self, seed: int):
+        return self.model.init_params(seed, self.xp, self.dtype)
+
+    def evaluate(self, theta) -> tuple[float, float, float]:
+        """(training objective, test accuracy, training accuracy) at ``theta``."""
+        loss, train_acc = self.model.evaluate(theta, self.X_train, self.y_train)
+        return loss, self.model.evaluate(theta, self.X_test, self.y_test)[1], train_acc
+
+
+class Sampler:
+    """Minibatches of one worker's shard: a fresh seeded permutation each epoch, consecutive
+    batches of B rows, the incomplete last batch of an epoch dropped.
+
+    The stream depends only on (seed, worker, workers, partition), so two modes with the same
+    worker layout see identical minibatches. Rows are gathered into preallocated (B, d) and
+    (B,) buffers with ``take(..., out=)``.
+
+    Raises:
+        UsageError: the shard holds fewer than B samples.
+    """
+
+    def __init__(self, problem: Problem, worker: int, workers: int, batch_size: int,
+                 seed: int, partition: str = "iid"):
+        xp = problem.xp
+        self.xp, self.X, self.y = xp, problem.X_train, problem.y_train
+        self.indices = shard_indices(problem.dataset.y_train, worker, workers, partition)
+        self.B = int(batch_size)
+        if self.indices.size < self.B:
+            raise UsageError(f"--batch-size {self.B} exceeds the {self.indices.size} training "
+                             f"samples of a worker's shard ({workers} workers)")
+        self.per_epoch = self.indices.size // self.B
+        self.rng = np.random.default_rng([seed, worker, workers])
+        self.Xb = xp.empty((self.B, self.X.shape[1]), dtype=self.X.dtype)
+        self.yb = xp.empty(self.B, dtype=self.y.dtype)
+        self.pos = self.per_epoch
+
+    def next(self):
+        """The next minibatch as (Xb, yb) views of the preallocated buffers."""
+        if self.pos == self.per_epoch:
+            self.order = self.xp.asarray(self.indices[self.rng.permutation(self.indices.size)])
+            self.pos = 0
+        idx = self.order[self.pos * self.B:(self.pos + 1) * self.B]
+        self.pos += 1
+        self.xp.take(self.X, idx, axis=0, out=self.Xb)
+        self.xp.take(self.y, idx, out=self.yb)
+        return self.Xb, self.yb
+
+
+@dataclass
+class SGDResult:
+    """What a mode's run returns on every rank.
+
+    Attributes:
+        theta: final parameters (identical on every rank).
+        records: evaluation rows (rank 0; empty elsewhere).
+        steps: T; rounds: communication rounds (sync: T, local: ceil(T/H), async: updates
+            received by the server, dropped ones included).
+        bytes_per_rank: bytes each rank handed to MPI to send (exact, gathered at the end).
+        wall_s: training seconds on rank 0, evaluations excluded.
+        times: this rank's seconds in sampling + gradient (``compute``), exchange (``comm``),
+            update (``update``) and straggler sleep (``sleep``).
+        staleness: taus of applied updates (async, rank 0), dropped: updates dropped.
+    """
+
+    theta: object
+    records: list
+    steps: int
+    rounds: int
+    bytes_per_rank: list
+    wall_s: float
+    times: dict
+    staleness: list = field(default_factory=list)
+    dropped: int = 0
+
+
+class Clock:
+    """Training time with evaluation pauses excluded (``time.perf_counter``, seconds)."""
+
+    def __init__(self):
+        self.total, self.start = 0.0, time.perf_counter()
+
+    def pause(self) -> float:
+        self.total += time.perf_counter() - self.start
+        return self.total
+
+    def resume(self) -> None:
+        self.start = time.perf_counter()
+
+
+def make_record(problem: Problem, cfg: SGDConfig, theta, step: int, wall_s: float,
+                rounds: int, sent: list, lr: float, staleness: tuple | None = None,
+                dropped: int = 0) -> dict:
+    """One convergence row (evaluates ``theta``; call on the evaluating rank only).
+
+    ``sent``: bytes sent so far by each rank; ``staleness``: (mean, max) of the applied
+    updates' staleness (async) or None.
+    """
+    loss, test_acc, train_acc = problem.evaluate(theta)
+    n = problem.dataset.n_train
+    k = 1 if cfg.mode == "async" else len(sent)
+    return {
+        "mode": cfg.mode, "step": step, "epoch": step * cfg.batch_size * k / n,
+        "wall_s": wall_s, "train_loss": loss,
+        "gap": None if problem.f_star is None else loss - problem.f_star,
+        "test_acc": test_acc, "train_acc": train_acc, "rounds": rounds,
+        "bytes_sent_max": int(max(sent)), "bytes_sent_mean": float(np.mean(sent)),
+        "staleness_mean": None if staleness is None else float(staleness[0]),
+        "staleness_max": None if staleness is None else int(staleness[1]),
+        "dropped": dropped if cfg.mode == "async" else None, "lr": lr,
+    }
+
+
+def _gather_sent(comm, mine: int) -> list:
+    """Every rank's byte count (collective, on the uncounted communicator)."""
+    out = np.zeros(comm.Get_size(), dtype=np.int64)
+    comm.Allgather(np.array([mine], dtype=np.int64), out)
+    return [int(v) for v in out]
+
+
+def run_sgd(comm, problem: Problem, cfg: SGDConfig, on_eval=None) -> SGDResult:
+    """Run one mode on every rank of ``comm`` (collective).
+
+    Args:
+        comm: mpi4py communicator (uncounted; the exchange wraps its own CountingComm).
+        problem: the shared :class:`Problem` (same seed and data on every rank).
+        cfg: the :class:`SGDConfig`.
+        on_eval: ``on_eval(record)`` called on rank 0 after each evaluation.
+
+    Raises:
+        UsageError: see :meth:`SGDConfig.validate` and :class:`Sampler`.
+    """
+    cfg.validate(comm.Get_size())
+    if cfg.mode == "async":
+        from distbench.algorithms.sgd_async import run_async
+
+        return run_async(comm, problem, cfg, on_eval)
+    return _run_synchronous(comm, problem, cfg, on_eval)
+
+
+def _run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResult:
+    """sync (H = 1, gradients exchanged) and local (H >= 1, model deltas exchanged)."""
+    xp, model = problem.xp, problem.model
+    rank, p = comm.Get_rank(), comm.Get_size()
+    local = cfg.mode == "local"
+    H = cfg.local_steps if local else 1
+    T = cfg.steps
+    lr = cfg.lr(p)
+    sampler = Sampler(problem, rank, p, cfg.batch_size, cfg.seed, cfg.partition)
+    theta = problem.init_params(cfg.seed)
+    grad = xp.empty_like(theta)
+    avg = xp.empty_like(theta)
+    anchor = xp.array(theta, copy=True) if local else None
+    exchange = MeanExchange(comm, model.n_params, theta, cfg.allreduce, cfg.compress,
+                            cfg.density, cfg.bits, cfg.error_feedback, cfg.seed)
+    delay = cfg.straggler.get(rank, 0) / 1000.0
+    records: list = []
+    times = {"compute": 0.0, "comm": 0.0, "update": 0.0, "sleep": 0.0}
+    pc = time.perf_counter
+
+    def evaluate(step: int, rounds: int) -> None:
+        wall = clock.pause()
+        sent = _gather_sent(comm, exchange.bytes_sent)
+        if rank == 0:
+            rec = make_record(problem, cfg, theta, step, wall, rounds, sent,
+                              lr(max(step - 1, 0)))
+            records.append(rec)
+            if on_eval is not None:
+                on_eval(rec)
+        comm.Barrier()
+        clock.resume()
+
+    comm.Barrier()
+    clock = Clock()
+    evaluate(0, 0)
+    t, rounds, next_eval = 0, 0, cfg.eval_every
+    while t < T:
+        h = min(H, T - t)
+        for _ in range(h):
+            t0 = pc()
+            Xb, yb = sampler.next()
+            model.gradient(theta, Xb, yb, grad)
+            t1 = pc()
+            if delay:
+                time.sleep(delay)
+            t2 = pc()
+            if not local:
+                exchange.mean(grad, avg)
+                t3 = pc()
+                xp.multiply(avg, lr(t), out=avg)
+                xp.subtract(theta, avg, out=theta)
+            else:
+                t3 = t2
+                xp.multiply(grad, lr(t), out=grad)
+                xp.subtract(theta, grad, out=theta)
+            t4 = pc()
+            times["compute"] += t1 - t0
+            times["sleep"] += t2 - t1
+            times["comm"] += t3 - t2
+            times["update"] += t4 - t3
+            t += 1
+        if local:
+            t0 = pc()
+            xp.subtract(theta, anchor, out=grad)
+            exchange.mean(grad, avg)
+            xp.add(anchor, avg, out=theta)
+            xp.copyto(anchor, theta)
+            times["comm"] += pc() - t0
+        rounds += 1
+        if t >= next_eval or t == T:
+            evaluate(t, rounds)
+            while next_eval <= t:
+                next_eval += cfg.eval_every
+    wall = clock.pause()
+    wall = float(comm.bcast(wall if rank == 0 else None, root=0))
+    sent = _gather_sent(comm, exchange.bytes_sent)
+    return SGDResult(theta, records, T, rounds, sent, wall, times)

@@ -1,0 +1,83 @@
+"""The exchange of synchronous and local SGD: the mean over ranks of one flat vector.
+
+Dense: a registered AllReduce (``distbench.collectives.get_allreduce(name)``) of the vector,
+then a scaling by 1/p. Compressed: :func:`distbench.collectives.compressed.compressed_exchange`
+with a compressor of :mod:`distbench.algorithms.compression`, wrapped in error feedback
+(:mod:`distbench.algorithms.error_feedback`) when asked or by default for biased compressors;
+it returns the mean of the ranks' decompressed payloads. Summable payloads go through the
+chosen AllReduce, the others through Allgather. The residual memory is per rank and lives as
+long as the exchange (one mode's run).
+
+Every call goes through a :class:`distbench.comm.CountingComm`, so :attr:`MeanExchange.bytes_sent`
+is exactly what this rank handed to MPI to send: point-to-point send buffers plus the send
+buffers it contributed to collectives (for ``native``, the whole vector per call: the library's
+internal traffic is not visible to a wrapper).
+"""
+
+from __future__ import annotations
+
+from distbench.comm import CountingComm
+from distbench.runtime import UsageError, namespace_of
+
+
+class MeanExchange:
+    """``out = (1/p) sum over ranks of send`` for contiguous 1-D vectors of n elements.
+
+    Args:
+        comm: the communicator (mpi4py or a distbench proxy); wrapped in a CountingComm.
+        n: vector length (elements).
+        like: an array of the vector's dtype and array module (NumPy or CuPy).
+        allreduce: registered AllReduce name (dense path, and the summable compressed path).
+        compress: ``none`` or a compressor name of ``distbench.algorithms.compression``.
+        density, bits: compressor options (top-k/rand-k density, QSGD bits).
+        error_feedback: None for the compressor's default (on for biased ones), or a bool.
+        seed: seed of randomized compressors (same on every rank).
+
+    Raises:
+        UsageError: unknown AllReduce or compressor, or bad compressor options.
+    """
+
+    def __init__(self, comm, n: int, like, allreduce: str = "native", compress: str = "none",
+                 density: float = 0.01, bits: int = 8, error_feedback: bool | None = None,
+                 seed: int = 0):
+        from distbench.collectives import get_allreduce
+
+        self.comm = CountingComm(comm)
+        self.size = comm.Get_size()
+        self.n = int(n)
+        self.xp = namespace_of(like)
+        self.compress = compress
+        try:
+            self.allreduce = get_allreduce(allreduce)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+        self.calls = 0
+        self._compressed = None
+        if compress != "none":
+            from distbench.collectives.compressed import compressed_exchange
+
+            self._compressed = compressed_exchange(
+                self.comm, compress, density=density, bits=bits,
+                error_feedback=error_feedback, seed=seed, allreduce=allreduce)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank handed to MPI to send through this exchange so far."""
+        return self.comm.bytes_sent + self.comm.collective_bytes
+
+    @property
+    def error_feedback(self) -> bool:
+        """Whether a residual memory is active (False on the dense path)."""
+        return bool(self._compressed is not None and self._compressed.error_feedback)
+
+    def mean(self, send, out) -> None:
+        """Write the mean over ranks of ``send`` into ``out`` (both shape (n,), same dtype);
+        collective: every rank calls it with its own ``send``. ``send`` is not modified on the
+        dense path (the compressed path may fold it into its residual memory)."""
+        self.calls += 1
+        if self._compressed is not None:
+            self._compressed(send, out)
+            return
+        self.allreduce(self.comm, send, out)
+        if self.size > 1:
+            self.xp.multiply(out, 1.0 / self.size, out=out)
