@@ -158,6 +158,9 @@ _ARGV: list[str] = []
 
 def _register_commands() -> None:
     """Attach the subcommands that live in their benchmark's module."""
+    from distbench.compress_bench import compress_command
+
+    cli.add_command(compress_command)
     from distbench.sgd_bench import sgd_command
 
     cli.add_command(sgd_command)

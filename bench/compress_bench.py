@@ -1,0 +1,419 @@
+"""``distbench compress``: what each gradient compressor costs (time), saves (bytes on the wire)
+and loses (error), measured interleaved with the dense AllReduce, and the link bandwidth below
+which it starts to pay off.
+
+Per gradient size: a sequence of ``--steps`` synthetic gradients (:class:`GradientSequence`)
+goes through every method's compressed exchange (untimed) to measure the error of the mean per
+step and of its running sum; then the exchanges of the last gradient are timed interleaved with
+the dense ``native`` and ``ring`` AllReduce (:func:`distbench.timing.time_interleaved`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import click
+import numpy as np
+
+from distbench.metrics import GB, summarize
+from distbench.report import fmt_bytes, fmt_num, print_table, progress
+from distbench.results import RunWriter, env_line, environment
+from distbench.runtime import UsageError, get_backend
+from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
+
+DENSE = ("native", "ring")  # dense baselines, when registered
+BUDGET_S = 0.6  # timed seconds per (size, method) when -n is not given
+
+
+@dataclass
+class CompressConfig:
+    """Parsed options of ``distbench compress`` (sizes in bytes of a float32 gradient)."""
+
+    methods: list = field(default_factory=list)
+    density: float = 0.01
+    bits: int = 8
+    bucket_size: int = 512
+    error_feedback: bool | None = None
+    min_bytes: int = 1 << 20
+    max_bytes: int = 100 << 20
+    factor: int = 10
+    steps: int = 8
+    iters: int | None = None
+    warmup: int = 1
+    allreduce: str = "native"
+    seed: int = 0
+    device: str = "cpu"
+    gpu_aware: str = "auto"
+    output: str = "results"
+    json: bool = False
+    quiet: bool = False
+
+    def sizes(self) -> list[int]:
+        out, s = [], self.min_bytes
+        while s <= self.max_bytes:
+            out.append(s)
+            s *= self.factor
+        return out
+
+
+def validate(cfg: CompressConfig) -> None:
+    """Checks that need no MPI. Raises UsageError with a one-line message."""
+    from distbench.algorithms.compression import COMPRESSORS
+    from distbench.algorithms.compressor import check_density
+    from distbench.collectives import ALLREDUCE
+
+    unknown = [m for m in cfg.methods if m not in COMPRESSORS]
+    if unknown or not cfg.methods:
+        raise UsageError(f"unknown method {(unknown or [''])[0]!r} (choose from "
+                         f"{', '.join(COMPRESSORS)} or all)")
+    check_density(cfg.density)
+    if cfg.bits not in (2, 4, 8):
+        raise UsageError(f"--bits must be 2, 4 or 8, not {cfg.bits}")
+    if cfg.bucket_size < 1:
+        raise UsageError(f"--bucket-size must be >= 1, not {cfg.bucket_size}")
+    if cfg.allreduce not in ALLREDUCE:
+        raise UsageError(f"unknown algorithm {cfg.allreduce!r} for --allreduce (choose from "
+                         f"{', '.join(ALLREDUCE)})")
+    if cfg.min_bytes > cfg.max_bytes:
+        raise UsageError(f"--min-bytes ({cfg.min_bytes}) is larger than --max-bytes "
+                         f"({cfg.max_bytes})")
+    if cfg.factor < 2:
+        raise UsageError(f"--step-factor must be an integer >= 2, not {cfg.factor}")
+    for s in (cfg.min_bytes, cfg.max_bytes):
+        if s % 4:
+            raise UsageError(f"size {s} B is not a multiple of float32's 4 B")
+    if cfg.max_bytes // 4 >= 1 << 31:
+        raise UsageError("gradients of 2**31 elements or more need int64 indices")
+    if cfg.steps < 1 or (cfg.iters is not None and cfg.iters < 1) or cfg.warmup < 0:
+        raise UsageError("--steps and --iters must be >= 1 and --warmup >= 0")
+
+
+def validate_mpi(cfg: CompressConfig, comm) -> None:
+    """Memory check for the largest size on this node (same verdict on all ranks)."""
+    from distbench.harness import _mem_available
+    from distbench.runtime import local_rank_and_size
+
+    _, local = local_rank_and_size(comm)
+    # 8 shared float32 vectors (sequence state, mean, reference, output, scratch) plus, per
+    # method, the running error sum, the error-feedback memory and its p buffer, and the
+    # gathered payloads of up to 4 ranks at 8 bits.
+    per_rank = cfg.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
+    avail = _mem_available() if cfg.device == "cpu" else None
+    if avail is not None and local * per_rank > avail:
+        raise UsageError(f"a {fmt_bytes(cfg.max_bytes)} gradient with {len(cfg.methods)} "
+                         f"methods needs about {fmt_bytes(local * per_rank)} on this node but "
+                         f"{fmt_bytes(avail)} is available; lower --max-bytes")
+
+
+class GradientSequence:
+    """Synthetic gradients that look like SGD's: correlated in time and heavy-tailed.
+
+    ``g_t^r = sigma * (c_t + n_t^r)`` elementwise, with per-coordinate scales ``sigma =
+    exp(1.5 z)`` (log-normal, z ~ N(0, 1): a few coordinates dominate, as in real layers), a
+    component ``c_t`` common to all ranks (the full-batch gradient) and a per-rank component
+    ``n_t^r`` (minibatch noise), both AR(1) in time:
+    ``c_{t+1} = rho c_t + sqrt(1 - rho^2) xi``, rho = 0.9 for c and 0.5 for n, xi ~ N(0, 1).
+    Marginally each coordinate is a Gaussian scale mixture with a log-normal scale, i.e.
+    heavy-tailed. Seeded from ``(seed, rank)`` (and ``seed`` for the shared parts).
+    """
+
+    RHO_COMMON, RHO_NOISE, LOG_SCALE_STD = 0.9, 0.5, 1.5
+
+    def __init__(self, xp, d: int, seed: int, rank: int):
+        self.xp, self.d = xp, d
+        self._shared = self._rng([seed, 1])
+        self._own = self._rng([seed, 2, rank])
+        self.sigma = self._normal(self._rng([seed, 0]))
+        xp.multiply(self.sigma, np.float32(self.LOG_SCALE_STD), out=self.sigma)
+        xp.exp(self.sigma, out=self.sigma)
+        self.common = self._normal(self._shared)
+        self.noise = self._normal(self._own)
+        self._tmp = xp.empty(d, dtype=np.float32)
+
+    def _rng(self, key):
+        if self.xp is np:
+            return np.random.Generator(np.random.SFC64(np.random.SeedSequence(key)))
+        return self.xp.random.default_rng(int(np.random.SeedSequence(key).generate_state(1)[0]))
+
+    def _normal(self, rng, out=None):
+        if self.xp is np:
+            return rng.standard_normal(self.d, dtype=np.float32, out=out)
+        z = rng.standard_normal(self.d, dtype=np.float32)
+        if out is None:
+            return z
+        out[...] = z
+        return out
+
+    def _advance(self, state, rng, rho: float) -> None:
+        xp = self.xp
+        self._normal(rng, out=self._tmp)
+        xp.multiply(state, np.float32(rho), out=state)
+        xp.multiply(self._tmp, np.float32(math.sqrt(1 - rho * rho)), out=self._tmp)
+        xp.add(state, self._tmp, out=state)
+
+    def next(self, out) -> None:
+        """Write this rank's next gradient into ``out`` (float32, d elements)."""
+        xp = self.xp
+        xp.add(self.common, self.noise, out=out)
+        xp.multiply(out, self.sigma, out=out)
+        self._advance(self.common, self._shared, self.RHO_COMMON)
+        self._advance(self.noise, self._own, self.RHO_NOISE)
+
+
+def _norm(xp, v) -> float:
+    return float(xp.linalg.norm(v))
+
+
+def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
+    """Run the benchmark on every rank; returns the exit code."""
+    from distbench.algorithms.compression import make_compressor
+    from distbench.algorithms.error_feedback import with_error_feedback
+    from distbench.collectives import ALLREDUCE, get_allreduce
+    from distbench.collectives._util import clear_workspace
+    from distbench.collectives.compressed import CompressedAllreduce, link_bytes
+
+    backend = get_backend(cfg.device, cfg.gpu_aware, comm)
+    xp, wcomm = backend.xp, backend.wrap_comm(comm)
+    rank, p = comm.Get_rank(), comm.Get_size()
+    root = rank == 0
+    sync = backend.synchronize if backend.on_gpu else None
+    env = environment(comm, backend, argv)
+    writer = RunWriter(comm, "compress", cfg.output, asdict(cfg), env)
+    dense = [a for a in DENSE if a in ALLREDUCE]
+    sizes = cfg.sizes()
+    rows, sections = [], []
+    with progress(len(sizes) * (cfg.steps + 1), "compress", enabled=root and not cfg.quiet) as adv:
+        for nbytes in sizes:
+            d = nbytes // 4
+            seq = GradientSequence(xp, d, cfg.seed, rank)
+            grad, mean, out = (xp.empty(d, dtype=np.float32) for _ in range(3))
+            exchanges = {}
+            for m in cfg.methods:
+                comp = make_compressor(m, density=cfg.density, bits=cfg.bits, seed=cfg.seed,
+                                       rank=rank, bucket_size=cfg.bucket_size)
+                exchanges[m] = CompressedAllreduce(
+                    wcomm, with_error_feedback(comp, cfg.error_feedback), cfg.allreduce)
+            drift = {m: xp.zeros(d, dtype=np.float32) for m in cfg.methods}
+            mean_sum = xp.zeros(d, dtype=np.float32)
+            step_err = {m: [] for m in cfg.methods}
+            sum_err = {m: [] for m in cfg.methods}
+            spent = dict.fromkeys(cfg.methods, 0.0)
+            for _ in range(cfg.steps):
+                seq.next(grad)
+                wcomm.Allreduce(grad, mean)
+                xp.divide(mean, p, out=mean)
+                xp.add(mean_sum, mean, out=mean_sum)
+                ref, ref_sum = _norm(xp, mean), _norm(xp, mean_sum)
+                for m, ex in exchanges.items():
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    ex(grad, out)
+                    spent[m] += time.perf_counter() - t0
+                    xp.subtract(out, mean, out=out)
+                    xp.add(drift[m], out, out=drift[m])
+                    step_err[m].append(_norm(xp, out) / ref if ref else 0.0)
+                    sum_err[m].append(_norm(xp, drift[m]) / ref_sum if ref_sum else 0.0)
+                adv(1, f"compress {fmt_bytes(nbytes)}: error over steps")
+            del drift, mean_sum
+            # timed: the last gradient through every method and the dense AllReduce
+            fns = {f"dense {a}": _bind(get_allreduce(a), wcomm, grad, out) for a in dense}
+            phases = {m: [] for m in cfg.methods}
+            fns.update({m: _recorder(ex, grad, out, phases[m]) for m, ex in exchanges.items()})
+            fns["copy"] = _bind_copy(xp, grad, out)
+            est = {n: estimate_seconds(comm, f, 1, sync) for n, f in fns.items()
+                   if n not in exchanges}
+            est.update({m: comm.allreduce(spent[m] / cfg.steps, op=_max()) for m in exchanges})
+            iters = {n: cfg.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
+                     for n, t in est.items()}
+            times = time_interleaved(comm, fns, iters, cfg.warmup, sync=sync)
+            stats = {n: summarize(comm, t) for n, t in times.items()}
+            split = {m: {k: summarize(comm, np.array([ph[k] for ph in phases[m][-iters[m]:]]))
+                         for k in ("compress", "exchange", "decompress")} for m in exchanges}
+            adv(1, f"compress {fmt_bytes(nbytes)}: timed")
+            if root:
+                recs = _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters,
+                                step_err, sum_err, link_bytes)
+                rows += [_row(r) for r in recs]
+                sections.append(len(rows) - 1)
+                writer.append(recs)
+            del seq, grad, mean, out, exchanges, fns
+            clear_workspace()
+    if root:
+        _emit(cfg, writer, rows, sections, env, p)
+    return 0
+
+
+def _max():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def _bind(fn, comm, send, recv):
+    return lambda: fn(comm, send, recv)
+
+
+def _bind_copy(xp, src, dst):
+    return lambda: xp.copyto(dst, src)
+
+
+def _recorder(ex, grad, out, log):
+    def call():
+        ex(grad, out)
+        log.append(ex.seconds)
+
+    return call
+
+
+def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_err, sum_err,
+             link_bytes) -> list[dict]:
+    """Result records of one size (rank 0)."""
+    d = nbytes // 4
+    dense_link = link_bytes(nbytes, p, True)
+    t_native = stats["dense native"]["t_max_us"]
+    t_ring = stats["dense ring"]["t_max_us"] if "dense ring" in stats else None
+    t_copy = stats["copy"]["t_avg_us"]
+    common = {"benchmark": "compress", "bytes": nbytes, "count": d, "dtype": "float32",
+              "ranks": p, "device": env["device"], "allreduce": cfg.allreduce}
+    recs = []
+    for a in dense:
+        st = stats[f"dense {a}"]
+        recs.append({**common, "method": f"dense {a}", "compressor": None,
+                     "error_feedback": False, "iters": iters[f"dense {a}"],
+                     **{k: v for k, v in st.items() if k != "iters"},
+                     "wire_bytes": nbytes, "link_bytes": dense_link, "compression_ratio": 1.0,
+                     "vs_native": t_native / st["t_max_us"],
+                     "vs_ring": t_ring / st["t_max_us"] if t_ring else None})
+    for m, ex in exchanges.items():
+        st, ph = stats[m], split[m]
+        comp = ex.compressor
+        wire = comp.payload_bytes(d)
+        link = link_bytes(wire, p, comp.summable)
+        added = (ph["compress"]["t_avg_us"] + ph["decompress"]["t_avg_us"]) * 1e-6
+        saved = dense_link - link
+        recs.append({
+            **common, "method": comp.describe(), "compressor": m,
+            "error_feedback": ex.error_feedback, "density": cfg.density
+            if m in ("topk", "randk") else None, "bits": cfg.bits if m == "qsgd" else None,
+            "iters": iters[m], **{k: v for k, v in st.items() if k != "iters"},
+            **{f"{k}_us": ph[k]["t_avg_us"] for k in ph},
+            "compress_x_copy": ph["compress"]["t_avg_us"] / t_copy,
+            "decompress_x_copy": ph["decompress"]["t_avg_us"] / t_copy,
+            "wire_bytes": wire, "link_bytes": link, "compression_ratio": nbytes / wire,
+            "vs_native": t_native / st["t_max_us"],
+            "vs_ring": t_ring / st["t_max_us"] if t_ring else None,
+            "step_error": step_err[m], "sum_error": sum_err[m],
+            "mean_step_error": float(np.mean(step_err[m])), "final_sum_error": sum_err[m][-1],
+            "break_even_gbps": (saved / added / GB if added > 0 else None)
+            if saved > 0 else 0.0,
+        })
+    return recs
+
+
+COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"), ("ratio", "right"),
+           ("compress us", "right"), ("exchange us", "right"), ("decompress us", "right"),
+           ("total us", "right"), ("x native", "right"), ("x ring", "right"),
+           ("err/step", "right"), ("sum err", "right"), ("break-even GB/s", "right")]
+
+
+def _row(r: dict) -> list[str]:
+    dash = "-"
+    return [fmt_bytes(r["bytes"]), r["method"], fmt_bytes(r["wire_bytes"]),
+            fmt_num(r["compression_ratio"]), fmt_num(r.get("compress_us")) if "compress_us"
+            in r else dash, fmt_num(r.get("exchange_us")) if "exchange_us" in r else dash,
+            fmt_num(r.get("decompress_us")) if "decompress_us" in r else dash,
+            fmt_num(r["t_max_us"]), f"{r['vs_native']:.2f}",
+            f"{r['vs_ring']:.2f}" if r.get("vs_ring") else dash,
+            fmt_num(r["mean_step_error"]) if "mean_step_error" in r else dash,
+            fmt_num(r["final_sum_error"]) if "final_sum_error" in r else dash,
+            fmt_num(r["break_even_gbps"]) if "break_even_gbps" in r else dash]
+
+
+def _emit(cfg, writer, rows, sections, env, p) -> None:
+    if cfg.json:
+        json.dump(writer.records, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if cfg.quiet:
+        return
+    caption = (
+        f"{env_line(env)}\nwire B/rank: payload bytes a rank contributes; ratio = dense / wire "
+        f"bytes. Times: mean over ranks (compress, exchange, decompress incl. summing the p "
+        f"payloads) and t_max of the whole exchange; x native / x ring = dense t_max / t_max "
+        f"(> 1: faster), measured interleaved.\nerr/step: mean over {cfg.steps} steps of "
+        f"||mean_hat - mean|| / ||mean||; sum err: ||sum_t (mean_hat - mean)|| / ||sum_t "
+        f"mean|| after the last step (bounded with error feedback, +EF).\nbreak-even: (dense "
+        f"ring link bytes 2(p-1)/p*S - the method's link bytes) / (compress + decompress "
+        f"time); on links slower than this the method beats a dense AllReduce. "
+        f"results: {writer.path}")
+    print_table(f"Gradient compression, {p} ranks, float32, mean over ranks",
+                COLUMNS, rows, caption, stderr=cfg.json, sections=sections)
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _size():
+    from distbench.cli import Size
+
+    return Size()
+
+
+@click.command("compress")
+@click.option("--method", "methods", default="all", show_default=True,
+              help="Comma-separated compressors (none, fp16, qsgd, sign, topk, randk) or all.")
+@click.option("--density", type=float, default=0.01, show_default=True,
+              help="Kept fraction for topk and randk, in (0, 1].")
+@click.option("--bits", type=int, default=8, show_default=True,
+              help="Bits per element for qsgd: 2, 4 or 8 (s = 2^(bits-1) - 1 levels).")
+@click.option("--bucket-size", type=int, default=512, show_default=True,
+              help="Elements per qsgd bucket (one float32 norm each).")
+@click.option("--error-feedback/--no-error-feedback", default=None,
+              help="Residual memory around every method [default: on for the biased ones: "
+                   "sign, topk, randk].")
+@click.option("-b", "--min-bytes", type=_size(), default="1M", show_default=True,
+              help="Smallest gradient, in BYTES of float32 (elements = bytes / 4; K, M, G "
+                   "suffixes are powers of 1024).")
+@click.option("-e", "--max-bytes", type=_size(), default="100M", show_default=True,
+              help="Largest gradient in bytes (100M = 25 Mi float32, about ResNet-50's).")
+@click.option("-f", "--step-factor", "factor", type=int, default=10, show_default=True,
+              help="Multiply the size by this integer (>= 2) at each step.")
+@click.option("--steps", type=int, default=8, show_default=True,
+              help="Gradients in the sequence per size (for the error columns).")
+@click.option("-n", "--iters", type=int, default=None,
+              help="Timed iterations per size and method [default: 20, capped to ~0.6 s, "
+                   "at least 3].")
+@click.option("-w", "--warmup", type=int, default=1, show_default=True,
+              help="Untimed warm-up iterations per size and method.")
+@click.option("--allreduce", default="native", show_default=True,
+              help="Registered AllReduce for summable payloads (none, fp16, randk).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the gradient sequence and the compressors.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--gpu-aware", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True)
+@click.option("--output", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Parent folder of the run folder <UTC>-compress/.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the records as JSON on stdout (the table goes to stderr).")
+@click.option("--quiet", is_flag=True, help="No table, no progress bar.")
+def compress_command(methods, density, bits, bucket_size, error_feedback, min_bytes,
+                     max_bytes, factor, steps, iters, warmup, allreduce, seed, device,
+                     gpu_aware, output, as_json, quiet):
+    """Gradient compression: bytes saved, time spent and error made by each compressor,
+    against the dense AllReduce (native and ring), and its break-even link bandwidth."""
+    from distbench.algorithms.compression import COMPRESSORS
+    from distbench.cli import _ARGV, Job
+
+    names = list(COMPRESSORS) if methods.strip() == "all" else _csv_list(methods)
+    cfg = CompressConfig(names, density, bits, bucket_size, error_feedback, min_bytes,
+                         max_bytes, factor, steps, iters, warmup, allreduce, seed, device,
+                         gpu_aware, output, as_json, quiet)
+    validate(cfg)
+    return Job("compress", asdict(cfg), lambda comm: run(cfg, comm, _ARGV),
+               validate=lambda comm: validate_mpi(cfg, comm))
