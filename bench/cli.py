@@ -171,6 +171,9 @@ def _register_commands() -> None:
     cli.add_command(model_command)
     cli.add_command(report_command)
     cli.add_command(compare_command)
+    from distbench.emulate import emulate_command
+
+    cli.add_command(emulate_command)
 
 
 def _parse(argv: list[str]):
