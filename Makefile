@@ -54,7 +54,7 @@ test-mpi:
 	@for n in 2 3 4; do \
 	  echo "== pytest under $(MPIRUN) -n $$n"; \
 	  timeout -k 10 $(TEST_TIMEOUT) $(MPIRUN) -n $$n $(call OVERSUB,$$n) $(MPIRUN_FLAGS) \
-	    $(PY) -m pytest -q --with-mpi --only-mpi tests || exit 1; \
+	    $(PY) -m pytest -q --only-mpi tests || exit 1; \
 	done
 
 lint: $(BIN)/activate
@@ -64,3 +64,51 @@ lint: $(BIN)/activate
 clean:
 	rm -rf $(VENV) build dist *.egg-info .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------------------------------------
+# make bench: the allreduce, compress and sgd suites into one folder results/<UTC>-suite/, then
+# `distbench report` on it (REPORT.md + PNGs beside the results). QUICK=1: a short first look.
+#   NP, MPIRUN, MPIRUN_FLAGS  as above;  HOSTFILE=FILE  passed to mpirun (not to srun)
+#   MODEL_NP   extra allreduce runs at these rank counts (those < NP) for the model check
+#   SUITE      the folder [results/<UTC>-suite];  *_ARGS  each benchmark's sweep options
+HOSTFILE ?=
+QUICK    ?=
+MODEL_NP ?= 2 3
+ifeq ($(origin SUITE),undefined)
+SUITE := results/$(shell date -u +%Y%m%dT%H%M%SZ)-suite
+endif
+ifeq ($(QUICK),1)
+ALLREDUCE_ARGS ?= -b 8 -e 1M -f 8
+COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --steps 3
+SGD_ARGS       ?= --steps 60 --eval-every 20
+else
+ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
+COMPRESS_ARGS  ?=
+SGD_ARGS       ?=
+endif
+HOSTFLAG = $(if $(HOSTFILE),$(if $(findstring srun,$(MPIRUN)),,$(if $(IS_OMPI),--hostfile,-f) $(HOSTFILE)),)
+# $(call LAUNCH,N): the launcher for N ranks (oversubscribe only on this host, not with a hostfile)
+LAUNCH = $(MPIRUN) -n $(1) $(if $(HOSTFILE),$(HOSTFLAG),$(call OVERSUB,$(1))) $(MPIRUN_FLAGS)
+
+.PHONY: bench bench-quick bench-run
+
+bench: install
+	@$(MAKE) --no-print-directory bench-run SUITE=$(SUITE)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench QUICK=1
+
+# The suite without the install step (what `bench` runs; CI calls it with tiny *_ARGS).
+bench-run:
+	@mkdir -p $(SUITE) && echo "== distbench suite -> $(SUITE)"
+	$(call LAUNCH,$(NP)) $(BIN)/distbench allreduce $(ALLREDUCE_ARGS) --run-dir $(SUITE)
+	@for n in $(MODEL_NP); do \
+	  if [ $$n -lt $(NP) ]; then \
+	    echo "== allreduce at $$n ranks for the model check"; \
+	    $(call LAUNCH,$$n) $(BIN)/distbench allreduce $(ALLREDUCE_ARGS) --quiet \
+	      --run-dir $(SUITE)/model-p$$n || exit 1; \
+	  fi; \
+	done
+	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --run-dir $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --run-dir $(SUITE)
+	$(BIN)/distbench report $(SUITE)

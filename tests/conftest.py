@@ -1,7 +1,8 @@
 """Test set-up for both ways the suite runs (DESIGN.md section 6).
 
 * ``pytest``: serial tests; tests marked ``mpi`` are skipped by pytest-mpi.
-* ``mpirun -n N python -m pytest --with-mpi --only-mpi``: every rank runs the MPI tests.
+* ``mpirun -n N python -m pytest --only-mpi``: every rank runs the MPI tests (pytest-mpi's
+  ``--only-mpi`` alone; combined with ``--with-mpi`` it would run the serial tests too).
   Only rank 0 prints pytest's report. A test that fails on any rank prints that rank's
   failure (to stderr, prefixed with its rank) and aborts the whole job with exit code 1: the
   other ranks may be blocked inside the test waiting for it, and a failure must fail the run
@@ -21,7 +22,8 @@ MPI_TEST_TIMEOUT = float(os.environ.get("MPI_TEST_TIMEOUT", "120"))
 
 
 def _under_mpi(config) -> bool:
-    return bool(config.getoption("--with-mpi", default=False))
+    return bool(config.getoption("--with-mpi", default=False)
+                or config.getoption("--only-mpi", default=False))
 
 
 def _world():
