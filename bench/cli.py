@@ -16,8 +16,8 @@ Exit codes: 0 success, 1 failure (including wrong results), 2 usage error.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import click
 
@@ -126,8 +126,13 @@ def allreduce_command(algos, min_bytes, max_bytes, factor, iters, warmup, dtype,
     Reports t_avg/t_min/t_max over ranks, p99 of the per-iteration completion time, algbw,
     busbw, the time ratio to native (measured interleaved) and #wrong elements.
     """
-    from distbench.harness import SweepConfig, require_known, run_sweep, validate_mpi
-    from distbench.harness import validate_sweep
+    from distbench.harness import (
+        SweepConfig,
+        require_known,
+        run_sweep,
+        validate_mpi,
+        validate_sweep,
+    )
 
     names = require_known(_csv_list(algos))
     require_known([inner])

@@ -13,7 +13,6 @@ algbw and busbw.
 from __future__ import annotations
 
 import numpy as np
-from mpi4py import MPI
 
 GB = 1e9
 

@@ -10,11 +10,17 @@ import contextlib
 import os
 import shutil
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 _CONSOLES: dict[bool, Console] = {}

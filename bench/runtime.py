@@ -37,7 +37,7 @@ class UsageError(DistbenchError):
 
 
 def mpi():
-    """Return ``mpi4py.MPI`` (imported lazily so ``--help``, ``report`` and ``model`` need no MPI)."""
+    """``mpi4py.MPI``, imported lazily (``--help``, ``report`` and ``model`` need no MPI)."""
     from mpi4py import MPI
 
     return MPI

@@ -10,7 +10,7 @@ turns block by block (with the order rotated every round), so a drift of the mac
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI

@@ -8,7 +8,6 @@ touches the same already-faulted pages every iteration instead of allocating per
 from __future__ import annotations
 
 import numpy as np
-
 from mpi4py import MPI
 
 from distbench.runtime import namespace_of

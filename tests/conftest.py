@@ -6,8 +6,8 @@
   Only rank 0 prints pytest's report. A test that fails on any rank prints that rank's
   failure (to stderr, prefixed with its rank) and aborts the whole job with exit code 1: the
   other ranks may be blocked inside the test waiting for it, and a failure must fail the run
-  rather than hang it. A watchdog aborts the whole job when one MPI test runs past ``MPI_TEST_TIMEOUT``
-  seconds (default 120), so a deadlock ends the run instead of hanging CI.
+  rather than hang it. A watchdog aborts the whole job when one MPI test runs past
+  ``MPI_TEST_TIMEOUT`` seconds (default 120), so a deadlock ends the run instead of hanging CI.
 """
 
 from __future__ import annotations
