@@ -41,6 +41,7 @@ import threading
 from pathlib import Path
 
 import click
+
 from distbench.emulate_net import (
     BRIDGE,
     DEFAULT_SUBNET,
@@ -306,6 +307,9 @@ class _EmulateCommand(click.Command):
         ctx.meta["emulate.inner"] = None if split is None else args[split + 1:]
         return super().parse_args(ctx, args if split is None else args[:split])
 
+    def collect_usage_pieces(self, ctx):
+        return [self.options_metavar, "--", "SUBCOMMAND", "[ARGS]..."]
+
 
 def run_emulated(config: dict) -> int:
     """Build the cluster of ``config`` (the command's options), run ``distbench INNER`` on it,
@@ -341,9 +345,14 @@ def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, s
     """Run `distbench SUBCOMMAND ARGS` on NODES x RANKS-PER-NODE ranks of a cluster emulated
     with network namespaces and rate-limited links (needs root, ip, tc and unshare).
 
-    Usage: distbench emulate [OPTIONS] -- SUBCOMMAND [ARGS]...
+    Each node is a network namespace with its own hostname; nodes are joined by a bridge
+    through veth links that tc limits to --link in each direction (no added latency). MPI
+    uses shared memory inside a node and TCP between nodes. The cluster is torn down on
+    exit, error and Ctrl-C; the exit code is the inner job's.
 
-    Example: distbench emulate --nodes 2 --ranks-per-node 2 --link 1gbit -- allreduce -e 64M
+    \b
+    Example:
+      distbench emulate --nodes 2 --ranks-per-node 2 --link 1gbit -- allreduce -e 64M
     """
     from distbench.cli import Job
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from distbench.emulate import Cluster
 from distbench.emulate_agent import agent_argv, split_ssh_args
 from distbench.emulate_net import (
@@ -303,6 +304,40 @@ def test_signal_tears_down(tmp_path, sig):
 
 
 @needs_netns
+def test_cli_interrupted_exits_130_and_tears_down(tmp_path):
+    """Ctrl-C (SIGINT) to `distbench emulate` during a long sweep: the job ends, one error
+    line, exit 130, nothing left."""
+    links = _root_links()
+    env = {**os.environ, "OMPI_MCA_btl": os.environ.get("OMPI_MCA_btl", "^ofi")}
+    proc = subprocess.Popen(
+        [PY, "-m", "distbench", "emulate", "--nodes", "2", "--ranks-per-node", "1", "--link",
+         "100mbit", "--", "allreduce", "--algo", "native", "-b", "4M", "-e", "4M", "-n",
+         "100000", "--no-check", "--quiet", "--output", str(tmp_path)],
+        stderr=subprocess.PIPE, text=True, env=env)
+    state, deadline = None, time.monotonic() + 30
+    while state is None and time.monotonic() < deadline and proc.poll() is None:
+        for path in Path("/run/distbench-emulate").glob("*/state.json"):
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if doc["pid"] == proc.pid:
+                state = doc
+        time.sleep(0.05)
+    assert state is not None, "the cluster never came up"
+    ns_ids = _netns_ids(state["namespaces"])
+    while len(pids_in(ns_ids)) < 4 and time.monotonic() < deadline:  # mpirun, prted, 2 ranks
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Error: interrupted by SIGINT" in err
+    assert not [n for n in state["namespaces"] if (NETNS_DIR / n).exists()]
+    assert pids_in(ns_ids) == [] and _root_links() == links
+
+
+@needs_netns
 def test_leftovers_of_killed_owner_reaped_and_runs_do_not_collide():
     """SIGKILL the owner: its namespaces and ranks stay until the next cluster reaps them.
     Two live clusters on the same subnet get distinct names; 3 nodes build and go in < 1 s."""
@@ -337,3 +372,54 @@ def test_cli_allreduce_records_emulated_topology(tmp_path):
     algos = {r["algorithm"] for r in doc["records"]}
     assert "hierarchical" in algos
     assert all(r["wrong"] == 0 for r in doc["records"])
+
+
+MPICH_PYTHON = os.environ.get("DISTBENCH_TEST_MPICH_PYTHON")
+
+PLACEMENT_PLAIN = textwrap.dedent("""
+    import json, os, socket, sys, time
+    import numpy as np
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    st = os.stat("/proc/self/ns/net")
+    me = [comm.rank, [st.st_dev, st.st_ino], socket.gethostname(), node.Get_size()]
+    peer = comm.size // 2
+    buf = np.zeros(4 << 20, dtype=np.uint8)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        if comm.rank == 0:
+            comm.Send(buf, peer); comm.Recv(buf, peer)
+        elif comm.rank == peer:
+            comm.Recv(buf, 0); comm.Send(buf, 0)
+        times.append(time.perf_counter() - t)
+    ranks = comm.gather(me)
+    if comm.rank == 0:
+        rate = buf.nbytes * 8 / (min(times[1:]) / 2)
+        json.dump({"ranks": ranks, "rate": rate, "lib": MPI.Get_library_version()},
+                  open(sys.argv[1], "w"))
+""")
+
+
+@needs_netns
+@pytest.mark.skipif(not MPICH_PYTHON, reason="MPICH (hydra) path: set "
+                    "DISTBENCH_TEST_MPICH_PYTHON to a Python with mpi4py on MPICH and MPICH's "
+                    "mpiexec beside it (e.g. a venv with `pip install mpich mpi4py numpy`)")
+def test_mpich_hydra_placement_and_rate(tmp_path):
+    script, out = tmp_path / "plain.py", tmp_path / "plain.json"
+    script.write_text(PLACEMENT_PLAIN)
+    links = _root_links()
+    mpiexec = str(Path(MPICH_PYTHON).parent / "mpiexec")
+    with Cluster(2, 2, "100mbit", mpirun=mpiexec) as cluster:
+        assert cluster.family == "hydra"
+        ns_ids = _netns_ids(cluster.net.all_namespaces)
+        node_ids = [list(_netns_ids([ns]))[0] for ns in cluster.namespaces]
+        assert cluster.run([MPICH_PYTHON, str(script), str(out)], timeout=120) == 0
+    result = json.loads(out.read_text())
+    assert "MPICH" in result["lib"]
+    for rank, netns, hostname, node_size in result["ranks"]:
+        assert tuple(netns) == node_ids[rank // 2] and node_size == 2
+        assert hostname == cluster.namespaces[rank // 2]
+    assert 0.85 * 1e8 <= result["rate"] <= 1.15 * 1e8, result["rate"]
+    _assert_gone(cluster, ns_ids, links)
