@@ -187,6 +187,9 @@ def run_sweep(cfg: SweepConfig, comm, argv: list[str]) -> int:
             any_wrong += sum(w or 0 for w in wrong.values())
             del send, recv, scratch
             clear_workspace()
+    from distbench.collectives import hierarchical
+
+    hierarchical.free_groups()
     if root:
         _emit(cfg, writer, rows, sections, env)
     if any_wrong:
