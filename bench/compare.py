@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import click
+
 from distbench.report import fmt_bytes, fmt_num, print_table
 from distbench.runtime import UsageError
 
@@ -42,9 +43,8 @@ class Spec:
 SPECS = {
     "allreduce": Spec(("algorithm", "inner", "ranks_per_node", "bytes", "ranks", "dtype",
                        "device"), "t_max_us", "busbw_gbps", "busbw", "p50_us", "p99_us"),
-    "compress": Spec(("method", "options", "error_feedback", "allreduce", "bytes", "elements",
-                      "ranks", "dtype", "device"), "total_us", None, "", "total_p50_us",
-                     "total_p99_us"),
+    "compress": Spec(("method", "error_feedback", "density", "bits", "allreduce", "bytes",
+                      "ranks", "dtype", "device"), "t_max_us", None, "", "p50_us", "p99_us"),
     "sgd": Spec(("mode", "compress", "allreduce", "local_steps", "model", "dataset", "ranks",
                  "dtype", "batch_size"), "wall_s", "steps_per_s", "steps/s",
                 select=(("kind", "summary"),)),
@@ -166,16 +166,23 @@ def env_differences(found_a, found_b) -> list[tuple[str, str, str]]:
 
 
 def _describe(key: tuple) -> tuple[str, str, str]:
-    """(what, size, ranks/dtype) cells of a row key."""
-    spec = SPECS[key[0]]
-    rec = dict(zip(spec.key, key[1:], strict=True))
-    size = rec.get("bytes")
-    size_txt = fmt_bytes(size) if size else (str(rec["elements"]) + " el"
-                                             if rec.get("elements") else "-")
-    skip = {"bytes", "elements", "ranks", "dtype", "device"}
-    what = " ".join(str(v) for f, v in rec.items() if f not in skip and v not in (None, "none")
-                    and not (f == "inner" and rec.get("algorithm") != "hierarchical"))
-    return f"{key[0]} {what}", size_txt, f"{rec.get('ranks')} {rec.get('dtype') or ''}".strip()
+    """(series, size, "ranks dtype") cells of a row key."""
+    bench = key[0]
+    rec = dict(zip(SPECS[bench].key, key[1:], strict=True))
+    if bench == "allreduce":
+        what = rec["algorithm"]
+        if what == "hierarchical":
+            what += f" ({rec.get('inner')}, {rec.get('ranks_per_node') or 'node'}/node)"
+    elif bench == "compress":
+        what = rec["method"]
+    else:
+        what = rec["mode"] + (f" {rec['compress']}" if rec.get("compress") not in (None, "none")
+                              else "") + (f" H={rec['local_steps']}" if rec.get("local_steps")
+                                          else "")
+    if rec.get("allreduce") not in (None, "native") and bench != "allreduce":
+        what += f" via {rec['allreduce']}"
+    size = fmt_bytes(rec["bytes"]) if rec.get("bytes") else "-"
+    return f"{bench} {what}", size, f"{rec.get('ranks')} {rec.get('dtype') or ''}".strip()
 
 
 COLUMNS = [("benchmark / series", "left"), ("size", "right"), ("p dtype", "left"),
@@ -212,7 +219,7 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
                      "-" if m.rate_ratio is None else f"{m.rate_ratio:.3f}",
                      "-" if m.spread is None else f"±{100 * m.spread:.0f} %", m.change])
         styles.append({"slower": "red", "faster": "green"}.get(m.change))
-    caption = ("time: allreduce t_max, compress total, sgd wall; rate: allreduce busbw GB/s, "
+    caption = ("time: allreduce and compress t_max, sgd wall; rate: allreduce busbw GB/s, "
                "sgd steps/s. change: B/A beyond the runs' spread (p99/p50 - 1, or repetitions)."
                f" Matched {len(matches)} rows; only in A: {only_a}, only in B: {only_b}.")
     print_table("distbench compare: B / A", COLUMNS, rows, caption=caption, row_styles=styles)

@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from distbench.collectives.ring import SEGMENT_BYTES
 
 LINEAR = ("naive", "ring", "tree", "recursive_doubling", "rabenseifner")

@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from distbench.cost import ALGORITHMS, CostParams, coefficients, gbps, predict
 from scipy.optimize import least_squares, nnls
+
+from distbench.cost import ALGORITHMS, CostParams, coefficients, gbps, predict
 
 
 @dataclass(frozen=True)

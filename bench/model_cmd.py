@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 import click
 import numpy as np
+
 from distbench.cost import ALGORITHMS, LINEAR, CostParams, best_and_crossovers, gbps, predict
 from distbench.report import fmt_bytes, fmt_num, print_table
 from distbench.runtime import UsageError

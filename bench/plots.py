@@ -14,31 +14,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from distbench.cost import ALGORITHMS
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
 
-BASELINES = ("native", "none")
+from distbench.cost import ALGORITHMS
+
+BASELINES = ("native", "dense native", "dense ring")
 DPI = 110
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf"]
-_KNOWN = [*ALGORITHMS, "fp16", "qsgd", "sign", "topk", "randk", "sync", "local", "async"]
+            "#bcbd22", "#17becf"]
+# series that share a plot get distinct colours: algorithms, compressors, SGD modes
+_FAMILIES = ([a for a in ALGORITHMS if a != "native"],
+             ["none", "fp16", "qsgd", "sign", "topk", "randk"], ["sync", "local", "async"])
+
+
+def _base(name: str) -> str:
+    """``topk(0.01)+EF`` -> ``topk``; ``local H=4`` -> ``local``."""
+    return name.split(" ")[0].split("(")[0].split("+")[0]
 
 
 def color(name: str) -> str:
-    """A stable colour per series name (black for the baselines)."""
-    base = name.split(" ")[0].split("(")[0]
-    if base in BASELINES:
-        return "black"
-    idx = _KNOWN.index(base) if base in _KNOWN else sum(map(ord, base))
+    """A stable colour per series name (black / grey for the baselines)."""
+    if name in BASELINES:
+        return "#666666" if name == "dense ring" else "black"
+    base = _base(name)
+    idx = next((f.index(base) for f in _FAMILIES if base in f), sum(map(ord, base)))
     return _PALETTE[idx % len(_PALETTE)]
 
 
 def style(name: str) -> dict:
-    """Line keyword arguments for a series: dashed for the baselines, markers for the rest."""
-    base = name.split(" ")[0]
-    if base in BASELINES:
-        return {"color": "black", "linestyle": "--", "linewidth": 1.6, "marker": None}
+    """Line keyword arguments: dashed without markers for the baselines (native, the dense
+    AllReduce of the compression benchmark), solid with markers for the rest; a method with
+    error feedback (``+EF``) keeps its compressor's colour."""
+    if name in BASELINES:
+        return {"color": color(name), "linestyle": "--", "linewidth": 1.6, "marker": None}
     return {"color": color(name), "linestyle": "-", "linewidth": 1.3, "marker": "o",
             "markersize": 3}
 
@@ -55,13 +64,13 @@ def _num_label(x, _pos=None) -> str:
     return f"{x:g}"
 
 
-def _log_axis(ax, axis: str = "x", in_bytes: bool = False) -> None:
+def _log_axis(ax, axis: str = "x", in_bytes: bool = False, numticks: int = 8) -> None:
     """Log scale with plain tick labels (base 2 and K/M/G for bytes); no mathtext, which
     would take most of the drawing time."""
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2 if in_bytes else 10)
     target = ax.xaxis if axis == "x" else ax.yaxis
     if in_bytes:
-        target.set_major_locator(LogLocator(base=2, numticks=14))
+        target.set_major_locator(LogLocator(base=2, numticks=numticks))
     target.set_major_formatter(FuncFormatter(_bytes_label if in_bytes else _num_label))
     if in_bytes:
         target.set_minor_formatter(NullFormatter())
@@ -89,12 +98,14 @@ def _series(records: Sequence[dict], key: str) -> dict[str, list[dict]]:
     return out
 
 
-def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None) -> None:
+def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None,
+          positive: bool = False) -> None:
+    """One line per series (``positive``: drop points <= 0, for log axes)."""
     names = sorted(series, key=lambda n: (n not in BASELINES, order.index(n) if order and
                                           n in order else 99, n))
     for name in names:
-        pts = sorted((r[x], r[y]) for r in series[name] if r.get(y) is not None
-                     and r.get(x) is not None)
+        pts = sorted((r[x], r[y]) for r in series[name] if isinstance(r.get(y), (int, float))
+                     and r.get(x) is not None and (not positive or r[y] > 0))
         if pts:
             xy = np.array(pts, dtype=np.float64)
             ax.plot(xy[:, 0], xy[:, 1], label=name, **style(name))
@@ -107,7 +118,7 @@ def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
     _draw(ax, _series(records, "algorithm"), "bytes", metric, list(ALGORITHMS))
-    _log_axis(ax, "x", in_bytes=True)
+    _log_axis(ax, "x", in_bytes=True, numticks=14)
     _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel({"busbw_gbps": "bus bandwidth (GB/s)", "t_max_us": "time t_max (us)"}
@@ -132,7 +143,7 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
         ax.plot(xs, pred, color=c, linestyle="--" if algo == "native" else "-", linewidth=1.2,
                 label=f"{algo} model")
         ax.plot(xs, meas, color=c, linestyle="none", marker="o", markersize=4)
-    _log_axis(ax, "x", in_bytes=True)
+    _log_axis(ax, "x", in_bytes=True, numticks=14)
     _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("time p50 (us): dots measured, lines predicted")
@@ -143,25 +154,28 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
 
 
 def panels(records: Sequence[dict], path: Path, key: str, x: str, ys: Sequence[tuple],
-           title: str, xlabel: str, logx: bool = True, bytes_x: bool = True,
+           title: str, xlabel: str, ncols: int | None = None,
            order: Sequence[str] | None = None) -> Path:
-    """One row of panels sharing the x axis: for each ``(field, label, log_y)`` in ``ys`` a
-    panel of ``field`` vs ``x``, one line per value of ``key``."""
-    fig = Figure(figsize=(4.2 * len(ys), 3.8))
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.14, wspace=0.3)
+    """Panels of ``field`` vs the byte size ``x`` (log-log) for each ``(field, label)`` in
+    ``ys``, one line per value of ``key``, ``ncols`` panels per row (default: all in one).
+    Fields with "bytes" in their name get byte tick labels; points <= 0 are left out."""
+    ncols = ncols or len(ys)
+    nrows = -(-len(ys) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.4))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92 if nrows > 1 else 0.88,
+                        bottom=0.08 if nrows > 1 else 0.14, wspace=0.25, hspace=0.3)
     series = _series(records, key)
-    for i, (field, label, logy) in enumerate(ys):
-        ax = fig.add_subplot(1, len(ys), i + 1)
-        _draw(ax, series, x, field, list(order) if order else None)
-        if logx:
-            _log_axis(ax, "x", in_bytes=bytes_x)
-        if logy:
-            _log_axis(ax, "y")
-        ax.set_xlabel(xlabel)
+    for i, (field, label) in enumerate(ys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _draw(ax, series, x, field, list(order) if order else None, positive=True)
+        _log_axis(ax, "x", in_bytes=True)
+        _log_axis(ax, "y", in_bytes="bytes" in field)
+        if i >= len(ys) - ncols:
+            ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
 

@@ -22,6 +22,7 @@ import datetime as _dt
 from pathlib import Path
 
 import click
+
 from distbench.report import fmt_bytes, fmt_num
 from distbench.runtime import UsageError
 
@@ -71,11 +72,15 @@ def md_table(columns, rows) -> str:
 
 
 def fmt_env(v) -> str:
+    """An environment value as one line of text (lists joined, control characters such as
+    the NUL some MPI libraries end their version string with removed)."""
     if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={x}" for k, x in v.items())
-    return "-" if v is None else str(v)
+        text = ", ".join(map(str, v))
+    elif isinstance(v, dict):
+        text = ", ".join(f"{k}={x}" for k, x in v.items())
+    else:
+        text = "-" if v is None else str(v)
+    return "".join(c for c in text if c.isprintable()).strip()
 
 
 def _doc_name(label: str, doc: dict) -> str:
@@ -175,6 +180,37 @@ def model_check_md(found, out: Path) -> tuple[str, list[Path]]:
     return text, [png]
 
 
+COMPRESS_COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"),
+                    ("ratio", "right"), ("compress us", "right"), ("exchange us", "right"),
+                    ("decompress us", "right"), ("t_max us", "right"), ("x native", "right"),
+                    ("err/step", "right"), ("sum err", "right"), ("break-even GB/s", "right")]
+
+
+def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    from distbench.plots import panels
+
+    recs = doc["records"]
+    env = doc.get("environment", {})
+    title = f"Gradient compression, {env.get('ranks', '?')} ranks, float32"
+    png = panels(recs, out / f"compress_{tag}.png", "method", "bytes",
+                 [("wire_bytes", "wire bytes per rank"), ("t_max_us", "time t_max (us)"),
+                  ("mean_step_error", "error per step ||mean^ - mean|| / ||mean||"),
+                  ("final_sum_error", "error of the sum over steps")],
+                 title, "gradient size (bytes)", ncols=2)
+    rows = [[fmt_bytes(r["bytes"]), r["method"], fmt_bytes(int(r["wire_bytes"])),
+             fmt_num(r.get("compression_ratio")), fmt_num(r.get("compress_us")),
+             fmt_num(r.get("exchange_us")), fmt_num(r.get("decompress_us")),
+             fmt_num(r.get("t_max_us")), fmt_num(r.get("vs_native")),
+             fmt_num(r.get("mean_step_error")), fmt_num(r.get("final_sum_error")),
+             fmt_num(r.get("break_even_gbps"))] for r in recs]
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", "", f"![compression]({png.name})", "",
+             "Dense AllReduce dashed. ratio = dense / wire bytes; x native = t_max(dense "
+             "native) / t_max; break-even: the link bandwidth below which the method beats "
+             "the dense ring AllReduce.", "", md_table(COMPRESS_COLUMNS, rows)]
+    return "\n".join(lines), [png]
+
+
 def _series_name(rec: dict) -> str:
     name = str(rec.get("mode"))
     if rec.get("compress") not in (None, "none"):
@@ -243,7 +279,8 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
         seen[bench + tag] = seen.get(bench + tag, 0) + 1
         if seen[bench + tag] > 1:
             tag += f"_{seen[bench + tag]}"
-        maker = {"allreduce": allreduce_md, "sgd": sgd_md}.get(bench)
+        maker = {"allreduce": allreduce_md, "sgd": sgd_md,
+                 "compress": compress_md}.get(bench)
         if maker is None or not doc["records"]:
             sections.append(f"## {_doc_name(label, doc)}\n\n{len(doc['records'])} records "
                             "(no plots for this benchmark).")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from distbench.cli import main
 from distbench.compare import Match, match, parse_percent
 from distbench.report_cmd import find_docs

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from distbench.cli import main
 from distbench.cost import ALGORITHMS, CostParams, best_and_crossovers, coefficients, predict
 from distbench.model import allreduce_points, fit_cost_model, fit_line, hockney_fits, model_check

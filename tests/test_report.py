@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distbench.cli import main
-from distbench.report_cmd import find_docs, md_table, write_report
 from PIL import Image
+
+from distbench.cli import main
+from distbench.report_cmd import find_docs, fmt_env, md_table, write_report
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,7 +47,8 @@ def test_report_of_one_run(tmp_path, capsys):
         _check_png(tmp_path / p)
     doc = find_docs(DATA / "model" / "p2")[0][1]
     env = doc["environment"]
-    assert "## Environment" in md and env["mpi_library"] in md and env["numpy"] in md
+    assert "## Environment" in md and fmt_env(env["mpi_library"]) in md and env["numpy"] in md
+    assert "\x00" not in md
     # one pivot row per size, one column per algorithm; the Hockney fit per algorithm
     algos = list(dict.fromkeys(r["algorithm"] for r in doc["records"]))
     assert "| size | " + " | ".join(algos) + " |" in md
