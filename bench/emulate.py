@@ -45,13 +45,14 @@ import click
 from distbench.emulate_net import (
     BRIDGE,
     DEFAULT_SUBNET,
+    LINK_MTU,
     NODE_IFACE,
     STATE_ROOT,
-    TBF_BURST_BYTES,
     Network,
     check_requirements,
     parse_rate,
     parse_subnet,
+    tbf_burst_bytes,
 )
 from distbench.runtime import DistbenchError, UsageError, eprint, launched_by_mpirun
 
@@ -207,8 +208,10 @@ class Cluster:
         return {
             "nodes": self.nodes, "ranks_per_node": self.ranks_per_node,
             "link": self.link.lower(), "link_bit_per_s": self.rate_bits,
-            "shaping": (f"tc tbf rate {self.link.lower()} burst {TBF_BURST_BYTES} B, each "
-                        "direction of each node link; no added latency") if shaped else "none",
+            "shaping": (f"tc tbf rate {self.link.lower()} burst "
+                        f"{tbf_burst_bytes(self.rate_bits)} B, each direction of each node "
+                        "link; no added latency") if shaped else "none",
+            "mtu": LINK_MTU,
             "subnet": str(self.subnet), "bridge": f"{BRIDGE} in netns {self.net.switch}",
             "hosts": list(self.namespaces), "addresses": list(self.addresses),
             "mpi_launcher": self.family,

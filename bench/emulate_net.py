@@ -14,9 +14,13 @@ interface name or address; only the namespace names carry the run ID. Deleting t
 deletes the links and the bridge with them.
 
 Each direction of each node link is limited by a token bucket (``tc qdisc ... tbf rate R burst
-32768``): a small burst keeps measured rates at the set rate (a 256 KiB burst lets a ping-pong
-exceed it). This kernel has ``tbf`` and ``htb`` but no ``netem``, so links add no latency beyond
-the veth's own (a few microseconds).
+B``) with a small burst, ``B = max(32 KiB, R x 100 us)``: a large burst lets a short exchange go
+at memory speed (a 256 KiB burst lets a 4 MiB ping-pong beat a 1 Gbit/s limit), while above
+about 2.6 Gbit/s a 32 KiB bucket refills too often for this host to keep up (10gbit reached only
+3.5 Gbit/s; with R x 100 us = 125 kB it reaches 8-9 Gbit/s). Links use jumbo frames (MTU 9000,
+as HPC Ethernet usually does), which cuts the per-packet CPU cost of TCP between namespaces
+that share the host's cores. This kernel has ``tbf`` and ``htb`` but no ``netem``, so links add
+no latency beyond the veth's own (a few microseconds).
 
 Bookkeeping: ``/run/distbench-emulate/ID/state.json`` lists the run's namespaces and owner PID
 and is held under an exclusive ``flock`` for the life of the run. The kernel drops the lock when
@@ -46,7 +50,9 @@ STATE_ROOT = Path("/run/distbench-emulate")
 NETNS_DIR = Path("/run/netns")
 PREFIX = "dbe"
 DEFAULT_SUBNET = "10.213.0.0/24"
-TBF_BURST_BYTES = 32 * 1024
+TBF_MIN_BURST_BYTES = 32 * 1024
+TBF_BURST_SECONDS = 100e-6
+LINK_MTU = 9000
 TBF_LATENCY = "50ms"
 BRIDGE = "br0"
 NODE_IFACE = "eth0"
@@ -74,6 +80,12 @@ def parse_rate(text: str) -> int | None:
     if bits < 1000:
         raise UsageError(f"link rate {text!r} is below 1kbit")
     return bits
+
+
+def tbf_burst_bytes(rate_bits: int) -> int:
+    """Token-bucket size in bytes for a link of ``rate_bits`` bits/s: max(32 KiB, 100 us of
+    traffic) (see the module doc for why)."""
+    return max(TBF_MIN_BURST_BYTES, int(rate_bits / 8 * TBF_BURST_SECONDS))
 
 
 def parse_subnet(text: str, nodes: int) -> ipaddress.IPv4Network:
@@ -349,10 +361,10 @@ class Network:
     def _build(self) -> None:
         ip, tc, sw = self.tools["ip"], self.tools["tc"], self.switch
         _tool([ip, "-batch", "-"], [f"netns add {n}" for n in self.all_namespaces])
-        lines = [f"link add {BRIDGE} type bridge", f"link set {BRIDGE} up"]
+        lines = [f"link add {BRIDGE} mtu {LINK_MTU} type bridge", f"link set {BRIDGE} up"]
         for i, ns in enumerate(self.namespaces):
-            lines += [f"link add n{i} type veth peer name {NODE_IFACE} netns {ns}",
-                      f"link set n{i} master {BRIDGE} up"]
+            lines += [f"link add n{i} mtu {LINK_MTU} type veth peer name {NODE_IFACE} "
+                      f"mtu {LINK_MTU} netns {ns}", f"link set n{i} master {BRIDGE} up"]
         _tool([ip, "-n", sw, "-batch", "-"], lines)
         plen = self.subnet.prefixlen
         for ns, addr in zip(self.namespaces, self.addresses, strict=True):
@@ -360,7 +372,7 @@ class Network:
                                                   f"link set {NODE_IFACE} up", "link set lo up"])
         if self.rate_bits is None:
             return
-        tbf = (f"root tbf rate {self.rate_bits}bit burst {TBF_BURST_BYTES} "
+        tbf = (f"root tbf rate {self.rate_bits}bit burst {tbf_burst_bytes(self.rate_bits)} "
                f"latency {TBF_LATENCY}")
         _tool([tc, "-n", sw, "-batch", "-"],
               [f"qdisc replace dev n{i} {tbf}" for i in range(self.nodes)])
