@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
 from distbench.collectives._util import block_bounds
 from distbench.runtime import UsageError
 

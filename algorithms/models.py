@@ -24,6 +24,7 @@ import abc
 import math
 
 import numpy as np
+
 from distbench.runtime import UsageError, namespace_of
 
 MODELS = ("softmax", "mlp")
@@ -52,82 +53,95 @@ class FlatModel(abc.ABC):
         for _, shape in self.shapes:
             self.offsets.append(self.offsets[-1] + math.prod(shape))
         self.n_params = self.offsets[-1]
+        # [start, stop) of each weight matrix in the flat vector (the L2 term's blocks)
+        self.weight_slices = [(a, b) for (_, shape), a, b in zip(
+            self.shapes, self.offsets[:-1], self.offsets[1:], strict=True) if len(shape) == 2]
+        self._views: dict = {}
         self._ws: dict = {}
 
     # ------------------------------------------------------------------ layout and buffers
     def views(self, vector) -> dict:
-        """Name -> reshaped view of flat ``vector`` (shape (n_params,)); no copies."""
-        return {name: vector[a:b].reshape(shape) for (name, shape), a, b
-                in zip(self.shapes, self.offsets[:-1], self.offsets[1:], strict=True)}
+        """Name -> reshaped view of flat ``vector`` (shape (n_params,)); no copies.
+
+        Cached per vector object (the hot path asks for the same few vectors every step).
+        """
+        hit = self._views.get(id(vector))
+        if hit is not None and hit[0] is vector:
+            return hit[1]
+        v = {name: vector[a:b].reshape(shape) for (name, shape), a, b
+             in zip(self.shapes, self.offsets[:-1], self.offsets[1:], strict=True)}
+        if len(self._views) >= 32:
+            self._views.clear()
+        self._views[id(vector)] = (vector, v)  # holding the vector keeps its id unique
+        return v
 
     def weights(self) -> list[str]:
         """Names of the blocks the L2 term applies to (the matrices)."""
         return [name for name, shape in self.shapes if len(shape) == 2]
 
-    def _buf(self, key: str, shape, like, dtype=None):
-        xp = namespace_of(like)
-        dt = like.dtype if dtype is None else dtype
-        full = (key, tuple(shape), xp.__name__, np.dtype(dt).str)
-        buf = self._ws.get(full)
-        if buf is None:
-            buf = xp.empty(shape, dtype=dt)
-            self._ws[full] = buf
-        return buf
-
-    def _rows(self, n: int, like):
-        """Cached ``arange(n)`` (int64) of ``like``'s array module (row indices)."""
-        xp = namespace_of(like)
-        key = ("rows", n, xp.__name__)
-        rows = self._ws.get(key)
-        if rows is None:
-            rows = self._ws[key] = xp.arange(n, dtype=np.int64)
-        return rows
+    def _work(self, n: int, like) -> dict:
+        """Workspaces for a batch of ``n`` rows, allocated once per (n, array type, dtype):
+        logits ``z`` (n, C), row max ``m`` and sum ``s`` (n, 1), row indices ``rows``, and
+        hidden-layer arrays ``h``, ``dh`` (n, width) and ``mask`` for the MLP."""
+        key = (n, type(like), like.dtype)
+        ws = self._ws.get(key)
+        if ws is None:
+            xp, dt = namespace_of(like), like.dtype
+            ws = {"z": xp.empty((n, self.n_classes), dtype=dt),
+                  "m": xp.empty((n, 1), dtype=dt), "s": xp.empty((n, 1), dtype=dt),
+                  "rows": xp.arange(n, dtype=np.int64), "l2": xp.empty(self.n_params, dt)}
+            width = getattr(self, "width", 0)
+            if width:
+                ws.update(h=xp.empty((n, width), dtype=dt), dh=xp.empty((n, width), dtype=dt),
+                          mask=xp.empty((n, width), dtype=bool))
+            self._ws[key] = ws
+        return ws
 
     def zeros(self, xp=np, dtype=np.float64):
         """A zero parameter vector (shape (n_params,)) of ``xp`` and ``dtype``."""
         return xp.zeros(self.n_params, dtype=dtype)
 
     # ------------------------------------------------------------------ objective pieces
-    def _xent_backward(self, Z, y, want_loss: bool = True) -> float | None:
+    def _xent_backward(self, Z, y, ws, scale: float = 1.0,
+                       want_loss: bool = True) -> float | None:
         """Cross-entropy of logits ``Z`` (n, C) against labels ``y`` (n,), summed over rows
         (None when ``want_loss`` is False: no device-to-host transfer on the hot path).
 
-        Overwrites ``Z`` with d(sum CE)/dZ = softmax(Z) - onehot(y) (in place).
+        Overwrites ``Z`` with ``scale`` * d(sum CE)/dZ = scale (softmax(Z) - onehot(y)).
         """
         xp = namespace_of(Z)
-        n = Z.shape[0]
-        rows = self._rows(n, Z)
-        m = self._buf("m", (n, 1), Z)
-        s = self._buf("s", (n, 1), Z)
-        xp.max(Z, axis=1, keepdims=True, out=m)
+        rows, m, s = ws["rows"], ws["m"], ws["s"]
+        Z.max(axis=1, keepdims=True, out=m)
         xp.subtract(Z, m, out=Z)
         total = None
         if want_loss:
             total = -float(Z[rows, y].sum())
         xp.exp(Z, out=Z)
-        xp.sum(Z, axis=1, keepdims=True, out=s)
+        Z.sum(axis=1, keepdims=True, out=s)
         if want_loss:
             total += float(xp.log(s).sum())
+        if scale != 1.0:
+            xp.multiply(s, 1.0 / scale, out=s)
         xp.divide(Z, s, out=Z)
-        Z[rows, y] -= 1
+        Z[rows, y] -= scale
         return total
 
-    def _add_l2(self, theta, grad) -> None:
+    def _add_l2(self, theta, grad, tmp) -> None:
+        """``grad += l2 * theta`` on the weight blocks (``tmp``: scratch of theta's size)."""
         if self.l2 == 0:
             return
-        tv, gv = self.views(theta), self.views(grad)
         xp = namespace_of(theta)
-        for name in self.weights():
-            tmp = self._buf("l2_" + name, tv[name].shape, theta)
-            xp.multiply(tv[name], self.l2, out=tmp)
-            xp.add(gv[name], tmp, out=gv[name])
+        for a, b in self.weight_slices:
+            t = tmp[a:b]
+            xp.multiply(theta[a:b], self.l2, out=t)
+            xp.add(grad[a:b], t, out=grad[a:b])
 
     def l2_term(self, theta) -> float:
         """(l2/2) * sum of squared weight-matrix entries (float)."""
         if self.l2 == 0:
             return 0.0
-        tv = self.views(theta)
-        return 0.5 * self.l2 * sum(float((tv[k] * tv[k]).sum()) for k in self.weights())
+        return 0.5 * self.l2 * sum(float((theta[a:b] * theta[a:b]).sum())
+                                   for a, b in self.weight_slices)
 
     # ------------------------------------------------------------------ public interface
     def gradient(self, theta, X, y, out) -> None:
@@ -155,10 +169,11 @@ class FlatModel(abc.ABC):
         total, correct = 0.0, 0
         for a in range(0, n, EVAL_CHUNK):
             b = min(n, a + EVAL_CHUNK)
-            Z = self._buf("eval_z", (b - a, self.n_classes), theta)
+            ws = self._work(b - a, theta)
+            Z = ws["z"]
             self.logits(theta, X[a:b], Z)
             correct += int(xp.count_nonzero(xp.argmax(Z, axis=1) == y[a:b]))
-            total += self._xent_backward(Z, y[a:b])
+            total += self._xent_backward(Z, y[a:b], ws)
         return total / n + self.l2_term(theta), correct / n
 
     def init_params(self, seed: int, xp=np, dtype=np.float64):
@@ -185,14 +200,14 @@ class Softmax(FlatModel):
     def loss_grad(self, theta, X, y, out, want_loss: bool = True) -> float | None:
         xp = namespace_of(theta)
         n = X.shape[0]
-        Z = self._buf("z", (n, self.n_classes), theta)
+        ws = self._work(n, theta)
+        Z = ws["z"]
         self.logits(theta, X, Z)
-        total = self._xent_backward(Z, y, want_loss)
-        xp.multiply(Z, 1.0 / n, out=Z)
+        total = self._xent_backward(Z, y, ws, 1.0 / n, want_loss)
         g = self.views(out)
         xp.matmul(X.T, Z, out=g["W"])
-        xp.sum(Z, axis=0, out=g["b"])
-        self._add_l2(theta, out)
+        Z.sum(axis=0, out=g["b"])
+        self._add_l2(theta, out, ws["l2"])
         return total / n + self.l2_term(theta) if want_loss else None
 
 
@@ -228,7 +243,7 @@ class MLP(FlatModel):
     def logits(self, theta, X, out) -> None:
         xp = namespace_of(theta)
         v = self.views(theta)
-        H = self._buf("eval_h", (X.shape[0], self.width), theta)
+        H = self._work(X.shape[0], theta)["h"]
         self._hidden(theta, X, H)
         xp.matmul(H, v["W2"], out=out)
         xp.add(out, v["b2"], out=out)
@@ -237,23 +252,20 @@ class MLP(FlatModel):
         xp = namespace_of(theta)
         n = X.shape[0]
         v, g = self.views(theta), self.views(out)
-        H = self._buf("h", (n, self.width), theta)
-        Z = self._buf("z", (n, self.n_classes), theta)
+        ws = self._work(n, theta)
+        H, Z, dH, mask = ws["h"], ws["z"], ws["dh"], ws["mask"]
         self._hidden(theta, X, H)
         xp.matmul(H, v["W2"], out=Z)
         xp.add(Z, v["b2"], out=Z)
-        total = self._xent_backward(Z, y, want_loss)
-        xp.multiply(Z, 1.0 / n, out=Z)
+        total = self._xent_backward(Z, y, ws, 1.0 / n, want_loss)
         xp.matmul(H.T, Z, out=g["W2"])
-        xp.sum(Z, axis=0, out=g["b2"])
-        dH = self._buf("dh", (n, self.width), theta)
-        mask = self._buf("mask", (n, self.width), theta, dtype=bool)
+        Z.sum(axis=0, out=g["b2"])
         xp.matmul(Z, v["W2"].T, out=dH)
         xp.greater(H, 0, out=mask)
         xp.multiply(dH, mask, out=dH)
         xp.matmul(X.T, dH, out=g["W1"])
-        xp.sum(dH, axis=0, out=g["b1"])
-        self._add_l2(theta, out)
+        dH.sum(axis=0, out=g["b1"])
+        self._add_l2(theta, out, ws["l2"])
         return total / n + self.l2_term(theta) if want_loss else None
 
 
@@ -282,8 +294,9 @@ def optimum(model: FlatModel, X: np.ndarray, y: np.ndarray, tol: float = 1e-10,
         ValueError: the model is not convex (the MLP has no unique optimum to report).
         DistbenchError: L-BFGS ends with a gradient norm above ``sqrt(tol)`` (f* unreliable).
     """
-    from distbench.runtime import DistbenchError
     from scipy.optimize import minimize
+
+    from distbench.runtime import DistbenchError
 
     if not model.convex:
         raise ValueError(f"f* is only defined here for convex models, not {model.name}")

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from distbench.algorithms.datasets import Dataset, shard_indices
 from distbench.algorithms.models import make_model, optimum
 from distbench.algorithms.schedules import LRSchedule
@@ -188,8 +189,8 @@ class Sampler:
             self.pos = 0
         idx = self.order[self.pos * self.B:(self.pos + 1) * self.B]
         self.pos += 1
-        self.xp.take(self.X, idx, axis=0, out=self.Xb)
-        self.xp.take(self.y, idx, out=self.yb)
+        self.X.take(idx, axis=0, out=self.Xb)
+        self.y.take(idx, out=self.yb)
         return self.Xb, self.yb
 
 
@@ -204,8 +205,9 @@ class SGDResult:
             received by the server, dropped ones included).
         bytes_per_rank: bytes each rank handed to MPI to send (exact, gathered at the end).
         wall_s: training seconds on rank 0, evaluations excluded.
-        times: this rank's seconds in sampling + gradient (``compute``), exchange (``comm``),
-            update (``update``) and straggler sleep (``sleep``).
+        times: this rank's training seconds split into ``compute`` (sampling + gradient;
+            the server's updates in async), ``comm`` (exchange, or waiting for messages),
+            ``sleep`` (straggler delay) and ``other`` (updates and the loop itself).
         staleness: taus of applied updates (async, rank 0), dropped: updates dropped.
     """
 
@@ -301,7 +303,6 @@ def _run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResu
                             cfg.density, cfg.bits, cfg.error_feedback, cfg.seed)
     delay = cfg.straggler.get(rank, 0) / 1000.0
     records: list = []
-    times = {"compute": 0.0, "comm": 0.0, "update": 0.0, "sleep": 0.0}
     pc = time.perf_counter
 
     def evaluate(step: int, rounds: int) -> None:
@@ -320,44 +321,44 @@ def _run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResu
     clock = Clock()
     evaluate(0, 0)
     t, rounds, next_eval = 0, 0, cfg.eval_every
+    compute = comm_s = sleep = 0.0
+    nxt, gradient, mean, mul, sub = sampler.next, model.gradient, exchange.mean, \
+        xp.multiply, xp.subtract
     while t < T:
-        h = min(H, T - t)
-        for _ in range(h):
+        # sync: one step per round, gradients exchanged; local: h steps, then the deltas
+        for _ in range(min(H, T - t)):
             t0 = pc()
-            Xb, yb = sampler.next()
-            model.gradient(theta, Xb, yb, grad)
+            Xb, yb = nxt()
+            gradient(theta, Xb, yb, grad)
             t1 = pc()
+            compute += t1 - t0
             if delay:
                 time.sleep(delay)
-            t2 = pc()
-            if not local:
-                exchange.mean(grad, avg)
-                t3 = pc()
-                xp.multiply(avg, lr(t), out=avg)
-                xp.subtract(theta, avg, out=theta)
+                t0, t1 = t1, pc()
+                sleep += t1 - t0
+            if local:
+                mul(grad, lr(t), out=grad)
+                sub(theta, grad, out=theta)
             else:
-                t3 = t2
-                xp.multiply(grad, lr(t), out=grad)
-                xp.subtract(theta, grad, out=theta)
-            t4 = pc()
-            times["compute"] += t1 - t0
-            times["sleep"] += t2 - t1
-            times["comm"] += t3 - t2
-            times["update"] += t4 - t3
+                mean(grad, avg, lr(t))  # avg = lr * mean of the gradients
+                comm_s += pc() - t1
+                sub(theta, avg, out=theta)
             t += 1
         if local:
             t0 = pc()
-            xp.subtract(theta, anchor, out=grad)
-            exchange.mean(grad, avg)
+            sub(theta, anchor, out=grad)
+            mean(grad, avg)
             xp.add(anchor, avg, out=theta)
             xp.copyto(anchor, theta)
-            times["comm"] += pc() - t0
+            comm_s += pc() - t0
         rounds += 1
         if t >= next_eval or t == T:
             evaluate(t, rounds)
             while next_eval <= t:
                 next_eval += cfg.eval_every
-    wall = clock.pause()
-    wall = float(comm.bcast(wall if rank == 0 else None, root=0))
+    mine = clock.pause()
+    times = {"compute": compute, "comm": comm_s, "sleep": sleep,
+             "other": mine - compute - comm_s - sleep}
+    wall = float(comm.bcast(mine if rank == 0 else None, root=0))
     sent = _gather_sent(comm, exchange.bytes_sent)
     return SGDResult(theta, records, T, rounds, sent, wall, times)

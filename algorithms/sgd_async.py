@@ -37,6 +37,7 @@ import collections
 import time
 
 import numpy as np
+
 from distbench.algorithms.sgd import Clock, Sampler, SGDResult, make_record
 from distbench.comm import CountingComm
 from distbench.runtime import DistbenchError, mpi, namespace_of
@@ -115,7 +116,7 @@ class _Server:
         self.delay = cfg.straggler.get(0, 0) / 1000.0
         self.next_eval = cfg.eval_every
         self.records: list = []
-        self.times = {"compute": 0.0, "comm": 0.0, "update": 0.0, "sleep": 0.0}
+        self.times = {"compute": 0.0, "comm": 0.0, "sleep": 0.0, "other": 0.0}
 
     # -- messages
     def dispatch(self, i: int) -> None:
@@ -155,7 +156,7 @@ class _Server:
         t1 = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)
-        self.times["update"] += t1 - t0
+        self.times["compute"] += t1 - t0
         self.times["sleep"] += time.perf_counter() - t1
         if self.v >= self.next_eval or self.v == self.cfg.steps:
             self.evaluate(eta)
@@ -225,6 +226,7 @@ class _Server:
                 if self.v < T:
                     self.dispatch(i)
         wall = self.clock.pause()
+        self.times["other"] = wall - sum(self.times.values())
         self.shutdown()
         return {"theta": self.theta, "records": self.records, "wall": wall,
                 "rounds": self.rounds, "times": self.times, "taus": self.taus,
@@ -256,7 +258,7 @@ def _worker(cc, problem, cfg) -> dict:
     theta = xp.empty(n, dtype=dtype)
     grad = xp.empty(n, dtype=dtype)
     delay = cfg.straggler.get(rank, 0) / 1000.0
-    times = {"compute": 0.0, "comm": 0.0, "update": 0.0, "sleep": 0.0}
+    times = {"compute": 0.0, "comm": 0.0, "sleep": 0.0, "other": 0.0}
     pc = time.perf_counter
     rreq = cc.Irecv(rmsg.buf, source=0, tag=TAG_PARAMS)
     sreq = MPI.REQUEST_NULL

@@ -70,14 +70,17 @@ class MeanExchange:
         """Whether a residual memory is active (False on the dense path)."""
         return bool(self._compressed is not None and self._compressed.error_feedback)
 
-    def mean(self, send, out) -> None:
-        """Write the mean over ranks of ``send`` into ``out`` (both shape (n,), same dtype);
-        collective: every rank calls it with its own ``send``. ``send`` is not modified on the
-        dense path (the compressed path may fold it into its residual memory)."""
+    def mean(self, send, out, scale: float = 1.0) -> None:
+        """Write ``scale`` times the mean over ranks of ``send`` into ``out`` (both shape (n,),
+        same dtype); collective: every rank calls it with its own ``send``. ``send`` is not
+        modified (error feedback keeps its own copy). ``scale`` lets SGD fold its learning
+        rate into the one pass that divides by p."""
         self.calls += 1
         if self._compressed is not None:
             self._compressed(send, out)
+            if scale != 1.0:
+                self.xp.multiply(out, scale, out=out)
             return
         self.allreduce(self.comm, send, out)
-        if self.size > 1:
-            self.xp.multiply(out, 1.0 / self.size, out=out)
+        if self.size > 1 or scale != 1.0:
+            self.xp.multiply(out, scale / self.size, out=out)

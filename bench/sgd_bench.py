@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 import click
+
 from distbench.cli import Job
 from distbench.runtime import UsageError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from distbench.algorithms.datasets import load_dataset
 from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd, steps_for_epochs

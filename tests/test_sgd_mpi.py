@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from distbench.algorithms.datasets import load_dataset
 from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd
@@ -152,19 +153,21 @@ def test_async_bytes_sent_and_clean_shutdown(digits):
 def test_async_staleness_bound(digits, policy, S):
     comm = _world()
     problem = Problem(digits, "softmax", dtype="float32", with_optimum=False)
-    # rank 1 is slow, so the others' updates pile up while it computes
-    cfg = SGDConfig("async", steps=40, batch_size=8, eval_every=40, max_staleness=S,
-                    policy=policy, straggler={1: 2.0})
+    # rank 1 is slow, so the others' updates pile up while it computes (a blocked run is
+    # nearly sequential, so it gets fewer steps and a shorter delay)
+    T, delay = (40, 2.0) if policy == "block" else (200, 5.0)
+    cfg = SGDConfig("async", steps=T, batch_size=8, eval_every=T, max_staleness=S,
+                    policy=policy, straggler={1: delay})
     res = run_sgd(comm, problem, cfg)
     if comm.Get_rank() != 0:
         return
-    assert len(res.staleness) == 40 and max(res.staleness) <= S
+    assert len(res.staleness) == T and max(res.staleness) <= S
     if policy == "block":
-        assert res.dropped == 0 and res.rounds in range(40, 40 + comm.Get_size())
+        assert res.dropped == 0 and res.rounds in range(T, T + comm.Get_size())
         if S == 0:
             assert set(res.staleness) == {0}
     else:
-        assert res.rounds == 40 + res.dropped
+        assert res.rounds == T + res.dropped
         assert res.dropped > 0  # the straggler's gradients arrive too stale
 
 
@@ -172,11 +175,12 @@ def test_async_staleness_bound(digits, policy, S):
 def test_async_without_bound_sees_staleness(digits):
     comm = _world()
     problem = Problem(digits, "softmax", dtype="float32", with_optimum=False)
-    cfg = SGDConfig("async", steps=40, batch_size=8, eval_every=40, straggler={1: 2.0})
+    cfg = SGDConfig("async", steps=200, batch_size=8, eval_every=200, straggler={1: 5.0})
     res = run_sgd(comm, problem, cfg)
     if comm.Get_rank() == 0:
         assert max(res.staleness) >= 2 and res.records[-1]["staleness_max"] == max(
             res.staleness)
+        assert res.dropped == 0 and res.rounds == 200
 
 
 @pytest.mark.mpi(min_size=4)
