@@ -19,8 +19,8 @@ Every compressor ``C`` (GRACE's Compressor role) has
 Payload arrays are preallocated and owned by the compressor: the next ``compress`` call
 overwrites them (``none`` returns a view of ``x`` itself). Temporaries come from
 :func:`distbench.collectives._util.workspace`. On NumPy the kernels stream over cache-sized
-chunks of ``CHUNK`` elements (a Python loop over chunks, never over elements); on CuPy they
-run on the whole vector at once.
+blocks of ``block`` elements (default ``CHUNK``; a Python loop over blocks, never over
+elements); on CuPy they run on the whole vector at once.
 
 Registered in :data:`COMPRESSORS`; build one with :func:`make_compressor`.
 """
@@ -32,7 +32,6 @@ import math
 import numpy as np
 
 from distbench.algorithms.compressor import (
-    CHUNK,
     Compressor,
     as_flat,
     blocks,
@@ -115,9 +114,10 @@ class Sign(Compressor):
         d = x.shape[0]
         scale = self._buf(xp, "scale", 1, np.float32)
         neg = workspace(xp.empty(0, dtype=bool), d, "sign.neg")
-        tmp = workspace(x, min(d, CHUNK) if xp is np else d, "sign.abs")
+        step = self.width(d, xp)
+        tmp = workspace(x, min(d, step), "sign.abs")
         l1 = 0.0
-        for a, b in blocks(d, xp):
+        for a, b in blocks(d, xp, step):
             t = tmp[: b - a]
             xp.abs(x[a:b], out=t)
             l1 += total(xp, t)
@@ -131,7 +131,7 @@ class Sign(Compressor):
         xp = namespace_of(out)
         scale, bits = payload
         d = out.shape[0]
-        step = CHUNK if xp is np else max(d, 8)
+        step = self.width(d, xp, 8)
         un = workspace(xp.empty(0, dtype=np.uint8), min(d, step) + 8, "sign.unpack")
         for a, b in blocks(d, xp, step):  # step is a multiple of 8: byte-aligned blocks
             u = un[: b - a]
@@ -139,6 +139,20 @@ class Sign(Compressor):
             # bit 1 -> -scale, bit 0 -> +scale:  out = scale - 2 scale bit
             xp.multiply(u, scale * np.float32(-2.0), out=out[a:b])
             xp.add(out[a:b], scale, out=out[a:b])
+
+
+def largest(xp, mag, k: int):
+    """Positions of k largest entries of the 1-D array ``mag`` (any order; ties arbitrary).
+
+    Selection, never a sort: the k-th largest value theta comes from ``partition``
+    (introselect, O(n), the algorithm behind ``argpartition``, but moving values only); then
+    every entry above theta and the first entries equal to theta. Returns int64 positions.
+    """
+    n = mag.shape[0]
+    theta = xp.partition(mag, n - k)[n - k]
+    above = xp.flatnonzero(mag > theta)
+    ties = xp.flatnonzero(mag == theta)[: k - above.shape[0]]
+    return xp.concatenate((above, ties))
 
 
 class TopK(Compressor):
@@ -152,10 +166,9 @@ class TopK(Compressor):
     sample of 65536 magnitudes, set about four standard deviations below the sample's k/d
     quantile so that at least k entries reach it with high probability; the entries at or
     above it are collected block by block (index and signed value, while the block is in
-    cache) and ``argpartition`` picks the k largest among them. If fewer than k reached the
-    threshold, a lower sample quantile is tried, then one ``argpartition`` of all d
-    magnitudes. Every path returns exactly a set of k largest magnitudes (ties broken
-    arbitrarily).
+    cache) and :func:`largest` picks the k largest among them. If fewer than k reached the
+    threshold, a lower sample quantile is tried, then :func:`largest` of all d magnitudes.
+    Every path returns exactly a set of k largest magnitudes (ties broken arbitrarily).
     """
 
     name = "topk"
@@ -190,7 +203,7 @@ class TopK(Compressor):
         if found is None:
             mag = workspace(x, d, "topk.abs")
             xp.abs(x, out=mag)
-            picked = xp.argpartition(mag, d - k)[d - k:]
+            picked = largest(xp, mag, k)
             indices[...] = picked
             values[...] = x[picked]
         else:
@@ -209,7 +222,7 @@ class TopK(Compressor):
             idx, val = self._at_least(x, xp, d, thr)
             n = idx.shape[0]
             if n >= k:
-                sel = xp.argpartition(xp.abs(val), n - k)[n - k:]
+                sel = largest(xp, xp.abs(val), k)
                 return idx[sel], val[sel]
             if r == m:
                 break
@@ -217,10 +230,11 @@ class TopK(Compressor):
 
     def _at_least(self, x, xp, d: int, thr):
         """Indices (int64) and values of the entries with ``|x| >= thr``, block by block."""
-        tmp = workspace(x, min(d, CHUNK) if xp is np else d, "topk.abs")
+        step = self.width(d, xp)
+        tmp = workspace(x, min(d, step), "topk.abs")
         hit = workspace(xp.empty(0, dtype=bool), tmp.shape[0], "topk.hit")
         idx, val = [], []
-        for a, b in blocks(d, xp):
+        for a, b in blocks(d, xp, step):
             t, h, xb = tmp[: b - a], hit[: b - a], x[a:b]
             xp.abs(xb, out=t)
             xp.greater_equal(t, thr, out=h)

@@ -13,11 +13,15 @@ where ``l = floor(s |v_i| / nu)`` and ``tau_i = s |v_i| / nu - l``. It is unbias
 ``bits`` bits.
 
 Implementation (no loop over elements): per bucket ``t = x * s 2^16 / nu`` (float32), plus a
-uniform 16-bit integer ``r``; ``code = floor((t + r) / 2^16)`` equals ``sign * xi`` in
-distribution, since stochastic rounding of the signed value ``s x_i / nu`` to the integer grid
-rounds its magnitude exactly as QSGD does. The dither has 2^-16 resolution, so the
-expectation is exact up to 2^-17 of a level, below float32's own rounding of ``t``. ``nu`` is
-the bucket's float32 L2 norm rounded up by the error bound of its float32 computation,
+dither ``r``, 16 random bits read as a signed integer (uniform on [-2^15, 2^15)); then
+``code = round((t + r) / 2^16)``. Rounding with a uniform dither of one grid step is
+stochastic rounding: ``code = l + 1`` with probability ``tau`` for ``s |x_i| / nu = l + tau``
+(sign included, since rounding the signed value ``s x_i / nu`` this way rounds its magnitude
+exactly as QSGD does), so the code is ``sign * xi`` in distribution; the dither's 2^-16 steps
+make the probabilities, and the mean, exact up to 2^-16 of a level. The rounding itself is
+one float32 addition of ``M = 1.5 * 2^39``, whose unit in the last place is 2^16: the low
+byte of the sum's bit pattern is the code in two's complement. ``nu`` is the bucket's float32
+L2 norm rounded up by the error bound of its float32 computation,
 ``(1 + max((n + 8) 2^-23, 2^-14))``, so ``|t| < s 2^16`` holds in floating point and every
 code stays in [-s, s]; QSGD's guarantees hold for any nu >= ||v||_2.
 
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.algorithms.compressor import CHUNK, Compressor, as_flat, blocks
+from distbench.algorithms.compressor import Compressor, as_flat, blocks
 from distbench.collectives._util import workspace
 from distbench.runtime import UsageError, namespace_of
 
 F = 1 << 16  # dither resolution: 16 random bits per element
+MAGIC = np.float32(1.5 * 2.0**39)  # x + MAGIC rounds x to a multiple of F (ulp(MAGIC) = F)
 
 
 def bucket_sq_norms(xp, xb, out) -> None:
@@ -84,27 +89,32 @@ class QSGD(Compressor):
         self._bitgen = np.random.SFC64(self.seed_seq)
         self._generic_rng = None
         self.host_raw_bits = True  # False: draw floats through the generic (CuPy) path
-        rows = max(1, CHUNK // self.bucket_size)
-        while (rows * self.bucket_size) % 4:
-            rows += 1
-        self.step = rows * self.bucket_size  # block length: whole buckets, whole code bytes
 
     def describe(self) -> str:
         return f"{self.name}({self.bits}b)"
+
+    def _step(self, d: int, xp) -> int:
+        """Block length: whole buckets and a multiple of 4 (whole code bytes at 2 bits)."""
+        if xp is not np:
+            return max(d, 1)
+        rows = max(1, self.block // self.bucket_size)
+        while (rows * self.bucket_size) % 4:
+            rows += 1
+        return rows * self.bucket_size
 
     def payload_bytes(self, d: int) -> int:
         return 4 * (-(-d // self.bucket_size)) + (d * self.bits + 7) // 8
 
     def _dither(self, xp, n: int):
-        """n uniform integers in [0, 2^16) (uint16)."""
+        """n uniform integers in [-2^15, 2^15) (int16)."""
         if xp is np and self.host_raw_bits:
-            return self._bitgen.random_raw((n + 3) // 4).view(np.uint16)[:n]
+            return self._bitgen.random_raw((n + 3) // 4).view(np.int16)[:n]
         if self._generic_rng is None:
             seed = int(self.seed_seq.generate_state(1)[0])
             self._generic_rng = xp.random.default_rng(seed)
         u = self._generic_rng.random(n, dtype=xp.float32)
-        xp.multiply(u, np.float32(F), out=u)
-        return u.astype(xp.uint16)
+        xp.multiply(u, np.float32(F), out=u)  # [0, 2^16), truncated below
+        return u.astype(xp.uint16).view(xp.int16)
 
     def compress(self, x) -> tuple:
         x = as_flat(x)
@@ -112,11 +122,12 @@ class QSGD(Compressor):
         d, bsz = x.shape[0], self.bucket_size
         norms = self._buf(xp, "norms", -(-d // bsz), np.float32)
         codes = self._buf(xp, "codes", (d * self.bits + 7) // 8, np.uint8)
-        width = min(d, self.step) if xp is np else d
+        step = self._step(d, xp)
+        width = min(d, step)
         t = workspace(norms, width, "qsgd.t")
         scale = workspace(norms, -(-width // bsz), "qsgd.scale")
         q8 = workspace(codes, width + 4, "qsgd.q8")
-        for a, b in blocks(d, xp, self.step):
+        for a, b in blocks(d, xp, step):
             n = b - a
             nrm = norms[a // bsz: -(-b // bsz)]
             tb = t[:n]
@@ -130,13 +141,14 @@ class QSGD(Compressor):
                 xp.divide(np.float32(self.s * F), xp.where(nb > 0, nb, np.float32(1)), out=sc)
                 xp.multiply(xb, sc[:, None], out=tb[lo:hi].reshape(rows, cols))
             xp.add(tb, self._dither(xp, n), out=tb)
-            xp.multiply(tb, np.float32(1.0 / F), out=tb)
+            xp.add(tb, MAGIC, out=tb)  # bits of tb: those of MAGIC + round(tb / F)
+            bits = tb.view(np.int32)
             if self.bits == 8:
-                xp.floor(tb, out=codes[a:b].view(np.int8), casting="unsafe")
+                xp.copyto(codes[a:b].view(np.int8), bits, casting="unsafe")  # low byte
                 continue
             c = q8[: n + (-n) % (8 // self.bits)]  # whole bytes; a is a multiple of 4
             c[n:] = 0
-            xp.floor(tb, out=c[:n].view(np.int8), casting="unsafe")
+            xp.copyto(c[:n].view(np.int8), bits, casting="unsafe")
             xp.add(c[:n], np.uint8(self.s), out=c[:n])  # code + s in [0, 2s] (uint8 wraps)
             first = a * self.bits // 8
             self._pack(xp, c, codes[first: first + c.shape[0] * self.bits // 8])
@@ -186,9 +198,9 @@ class QSGD(Compressor):
         norms, codes = payload
         xp = namespace_of(out)
         d, bsz = out.shape[0], self.bucket_size
-        width = min(d, self.step) if xp is np else d
-        f = workspace(norms, -(-width // bsz), "qsgd.f")
-        for a, b in blocks(d, xp, self.step):
+        step = self._step(d, xp)
+        f = workspace(norms, -(-min(d, step) // bsz), "qsgd.f")
+        for a, b in blocks(d, xp, step):
             n = b - a
             if self.bits == 8:
                 levels = codes[a:b].view(np.int8)
