@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distbench.algorithms.datasets import Dataset, shard_indices
+from distbench.algorithms.datasets import PARTITIONS, Dataset, shard_indices
 from distbench.algorithms.models import make_model, optimum
 from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd_exchange import MeanExchange
@@ -75,13 +75,12 @@ class SGDConfig:
     partition: str = "iid"
     seed: int = 0
 
-    def validate(self, size: int) -> None:
-        """Checks of the options against the rank count ``size``.
+    def check_options(self) -> None:
+        """Checks that need no rank count.
 
         Raises:
-            UsageError: unknown mode/policy, steps/batch/local steps/eval interval < 1,
-                negative staleness bound, async with fewer than 2 ranks, a straggler rank
-                outside the job or a negative delay.
+            UsageError: unknown mode/policy/partition, steps/batch/local steps/eval interval
+                < 1, negative staleness bound or straggler delay.
         """
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r} (choose {', '.join(MODES)})")
@@ -95,14 +94,26 @@ class SGDConfig:
                              f"(choose {', '.join(POLICIES)})")
         if self.max_staleness is not None and self.max_staleness < 0:
             raise UsageError(f"--max-staleness must be >= 0, not {self.max_staleness}")
+        if self.partition not in PARTITIONS:
+            raise UsageError(f"unknown partition {self.partition!r} "
+                             f"(choose {', '.join(PARTITIONS)})")
+        if any(ms < 0 for ms in self.straggler.values()):
+            raise UsageError("--straggler delays must be >= 0 ms")
+
+    def validate(self, size: int) -> None:
+        """All checks, including those against the rank count ``size``.
+
+        Raises:
+            UsageError: see :meth:`check_options`; async with fewer than 2 ranks; a straggler
+                rank outside the job.
+        """
+        self.check_options()
         if self.mode == "async" and size < 2:
             raise UsageError("async mode needs at least 2 ranks (a parameter server and a "
                              "worker): launch with mpirun -n 2 or more")
-        for rank, ms in self.straggler.items():
+        for rank in self.straggler:
             if not 0 <= rank < size:
                 raise UsageError(f"--straggler rank {rank} outside 0..{size - 1}")
-            if ms < 0:
-                raise UsageError(f"--straggler delay must be >= 0 ms, not {ms}")
 
     def workers(self, size: int) -> int:
         """Ranks computing gradients: p, or p - 1 beside the parameter server."""

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 import click
+import numpy as np
 
 from distbench.cli import Job
 from distbench.runtime import UsageError
@@ -85,34 +86,22 @@ def parse_straggler(values) -> dict:
 
 def validate(cfg: SGDBenchConfig) -> None:
     """Checks that need neither MPI nor the data. Raises UsageError."""
-    from distbench.algorithms.schedules import LRSchedule
-    from distbench.algorithms.sgd import MODES, POLICIES
+    from distbench.algorithms.sgd import MODES
     from distbench.collectives import ALLREDUCE
 
-    for m in cfg.modes or []:
-        if m not in MODES:
-            raise UsageError(f"unknown mode {m!r} (choose from {', '.join(MODES)})")
     if cfg.modes is not None and not cfg.modes:
         raise UsageError("--mode needs at least one of " + ", ".join(MODES))
     if cfg.epochs is not None and cfg.steps is not None:
         raise UsageError("give --epochs or --steps, not both")
     if cfg.epochs is not None and not cfg.epochs > 0:
         raise UsageError(f"--epochs must be > 0, not {cfg.epochs}")
-    for name in ("steps", "batch_size", "local_steps", "eval_every"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
+    for mode in cfg.modes or ["sync"]:  # mode names, steps, batch, H, schedule, staleness
+        mode_cfg(cfg, mode, 2, cfg.batch_size).check_options()
     if cfg.allreduce not in ALLREDUCE:
         raise UsageError(f"unknown algorithm {cfg.allreduce!r} (choose from "
                          f"{', '.join(ALLREDUCE)})")
-    if cfg.staleness_policy not in POLICIES:
-        raise UsageError(f"unknown staleness policy {cfg.staleness_policy!r}")
-    if cfg.max_staleness is not None and cfg.max_staleness < 0:
-        raise UsageError(f"--max-staleness must be >= 0, not {cfg.max_staleness}")
     if cfg.target_acc is not None and not 0 < cfg.target_acc <= 1:
         raise UsageError(f"--target-acc must be in (0, 1], not {cfg.target_acc}")
-    LRSchedule(cfg.lr, cfg.schedule, cfg.decay_factor, cfg.decay_every or 1, cfg.t0 or 1.0,
-               1.0, cfg.warmup)
     if cfg.width < 1:
         raise UsageError(f"--width must be >= 1, not {cfg.width}")
     if cfg.l2 is not None and cfg.l2 < 0:
@@ -149,10 +138,10 @@ def validate_mpi(cfg: SGDBenchConfig, data: dict, comm) -> None:
     dataset = ensure_dataset(cfg, data, comm)
     size = comm.Get_size()
     for mode in modes_for(cfg, size):
-        mode_cfg(cfg, mode, size, dataset.n_train).validate(size)
-        workers = size - 1 if mode == "async" else size
-        smallest = int(min(shard_bounds(dataset.n_train, workers)[1:]
-                           - shard_bounds(dataset.n_train, workers)[:-1]))
+        mcfg = mode_cfg(cfg, mode, size, dataset.n_train)
+        mcfg.validate(size)
+        workers = mcfg.workers(size)
+        smallest = int(np.diff(shard_bounds(dataset.n_train, workers)).min())
         if smallest < cfg.batch_size:
             raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {smallest} training "
                              f"samples of a worker's shard in {mode} mode ({workers} workers)")
@@ -163,8 +152,7 @@ def mode_cfg(cfg: SGDBenchConfig, mode: str, size: int, n_train: int):
     from distbench.algorithms.schedules import LRSchedule
     from distbench.algorithms.sgd import SGDConfig, steps_for_epochs
 
-    workers = (size - 1 if mode == "async" else size) if size > 1 else 1
-    per_update = 1 if mode == "async" else workers
+    per_update = 1 if mode == "async" else size
     if cfg.steps is not None:
         steps = cfg.steps
     else:
@@ -326,7 +314,7 @@ def _emit(cfg, writer, summaries, env, problem, dataset, size) -> None:
     caption = (f"{env_line(env)}\n{dataset.name}: {dataset.n_train} train / "
                f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
                f"f* = {fstar}; batch {cfg.batch_size}/worker, lr {cfg.lr:g} "
-               f"({cfg.schedule}), allreduce {cfg.allreduce}, compress {cfg.compress}; "
+               f"({cfg.schedule}), allreduce {cfg.allreduce}, compress {cfg.compress} (sync, local); "
                f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
                f"evaluation\ntarget: {target or 'none (--target-loss/--target-acc)'}; "
                f"results: {writer.path}")
