@@ -4,8 +4,26 @@ which it starts to pay off.
 
 Per gradient size: a sequence of ``--steps`` synthetic gradients (:class:`GradientSequence`)
 goes through every method's compressed exchange (untimed) to measure the error of the mean per
-step and of its running sum; then the exchanges of the last gradient are timed interleaved with
-the dense ``native`` and ``ring`` AllReduce (:func:`distbench.timing.time_interleaved`).
+step and the drift of its running sum; then the exchanges of the last gradient are timed
+interleaved with the dense ``native`` and ``ring`` AllReduce and a plain copy of the gradient
+(:func:`distbench.timing.time_interleaved`).
+
+Metrics per method (records; the table shows most of them):
+
+* ``wire_bytes``: payload bytes a rank contributes per exchange; ``compression_ratio`` =
+  4d / wire_bytes; ``link_bytes``: bytes a rank sends on its link for the exchange
+  (:func:`distbench.collectives.compressed.link_bytes`).
+* ``compress_us``, ``exchange_us``, ``decompress_us``: mean over ranks and iterations of the
+  phases (decompress includes summing the p payloads and dividing by p); ``t_*_us``, ``p*_us``
+  of the whole exchange as in the AllReduce benchmark; ``vs_native``/``vs_ring`` = t_max of the
+  dense AllReduce / t_max of the method (> 1: faster); ``compress_x_copy`` = compress time /
+  time of one ``copyto`` of the gradient.
+* ``step_error``: ``||mean_hat_t - mean_t|| / ||mean_t||`` per step; ``drift``:
+  ``||sum_{s<=t} (mean_hat_s - mean_s)||`` in units of the average ``||mean_s||``, per step
+  (what SGD with step size 1 would accumulate; bounded with error feedback).
+* ``break_even_gbps``: (dense ring link bytes ``2(p-1)/p * 4d`` - the method's link bytes) /
+  (compress + decompress time), in GB/s = 1e9 B/s: a bandwidth-bound dense AllReduce is slower
+  than the method on links slower than this; 0 when the method saves no bytes.
 """
 
 from __future__ import annotations
@@ -41,9 +59,9 @@ class CompressConfig:
     min_bytes: int = 1 << 20
     max_bytes: int = 100 << 20
     factor: int = 10
-    steps: int = 8
+    steps: int = 6
     iters: int | None = None
-    warmup: int = 1
+    warmup: int = 0
     allreduce: str = "native"
     seed: int = 0
     device: str = "cpu"
@@ -198,16 +216,17 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
                 exchanges[m] = CompressedAllreduce(
                     wcomm, with_error_feedback(comp, cfg.error_feedback), cfg.allreduce)
             drift = {m: xp.zeros(d, dtype=np.float32) for m in cfg.methods}
-            mean_sum = xp.zeros(d, dtype=np.float32)
             step_err = {m: [] for m in cfg.methods}
             sum_err = {m: [] for m in cfg.methods}
             spent = dict.fromkeys(cfg.methods, 0.0)
+            norms = []
             for _ in range(cfg.steps):
                 seq.next(grad)
                 wcomm.Allreduce(grad, mean)
                 xp.divide(mean, p, out=mean)
-                xp.add(mean_sum, mean, out=mean_sum)
-                ref, ref_sum = _norm(xp, mean), _norm(xp, mean_sum)
+                ref = _norm(xp, mean)
+                norms.append(ref)
+                unit = float(np.mean(norms))  # drift is measured in average gradients
                 for m, ex in exchanges.items():
                     comm.Barrier()
                     t0 = time.perf_counter()
@@ -216,9 +235,9 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
                     xp.subtract(out, mean, out=out)
                     xp.add(drift[m], out, out=drift[m])
                     step_err[m].append(_norm(xp, out) / ref if ref else 0.0)
-                    sum_err[m].append(_norm(xp, drift[m]) / ref_sum if ref_sum else 0.0)
+                    sum_err[m].append(_norm(xp, drift[m]) / unit if unit else 0.0)
                 adv(1, f"compress {fmt_bytes(nbytes)}: error over steps")
-            del drift, mean_sum
+            del drift
             # timed: the last gradient through every method and the dense AllReduce
             fns = {f"dense {a}": _bind(get_allreduce(a), wcomm, grad, out) for a in dense}
             phases = {m: [] for m in cfg.methods}
@@ -306,8 +325,8 @@ def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_er
             "wire_bytes": wire, "link_bytes": link, "compression_ratio": nbytes / wire,
             "vs_native": t_native / st["t_max_us"],
             "vs_ring": t_ring / st["t_max_us"] if t_ring else None,
-            "step_error": step_err[m], "sum_error": sum_err[m],
-            "mean_step_error": float(np.mean(step_err[m])), "final_sum_error": sum_err[m][-1],
+            "step_error": step_err[m], "drift": sum_err[m],
+            "mean_step_error": float(np.mean(step_err[m])), "final_drift": sum_err[m][-1],
             "break_even_gbps": (saved / added / GB if added > 0 else None)
             if saved > 0 else 0.0,
         })
@@ -317,7 +336,7 @@ def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_er
 COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"), ("ratio", "right"),
            ("compress us", "right"), ("exchange us", "right"), ("decompress us", "right"),
            ("total us", "right"), ("x native", "right"), ("x ring", "right"),
-           ("err/step", "right"), ("sum err", "right"), ("break-even GB/s", "right")]
+           ("err/step", "right"), ("drift", "right"), ("break-even GB/s", "right")]
 
 
 def _row(r: dict) -> list[str]:
@@ -329,7 +348,7 @@ def _row(r: dict) -> list[str]:
             fmt_num(r["t_max_us"]), f"{r['vs_native']:.2f}",
             f"{r['vs_ring']:.2f}" if r.get("vs_ring") else dash,
             fmt_num(r["mean_step_error"]) if "mean_step_error" in r else dash,
-            fmt_num(r["final_sum_error"]) if "final_sum_error" in r else dash,
+            fmt_num(r["final_drift"]) if "final_drift" in r else dash,
             fmt_num(r["break_even_gbps"]) if "break_even_gbps" in r else dash]
 
 
@@ -345,8 +364,9 @@ def _emit(cfg, writer, rows, sections, env, p) -> None:
         f"bytes. Times: mean over ranks (compress, exchange, decompress incl. summing the p "
         f"payloads) and t_max of the whole exchange; x native / x ring = dense t_max / t_max "
         f"(> 1: faster), measured interleaved.\nerr/step: mean over {cfg.steps} steps of "
-        f"||mean_hat - mean|| / ||mean||; sum err: ||sum_t (mean_hat - mean)|| / ||sum_t "
-        f"mean|| after the last step (bounded with error feedback, +EF).\nbreak-even: (dense "
+        f"||mean_hat - mean|| / ||mean||; drift: ||sum_t (mean_hat - mean)|| after the last "
+        f"step, in units of the average ||mean|| (bounded with error feedback, +EF; growing "
+        f"without it for biased methods).\nbreak-even: (dense "
         f"ring link bytes 2(p-1)/p*S - the method's link bytes) / (compress + decompress "
         f"time); on links slower than this the method beats a dense AllReduce. "
         f"results: {writer.path}")
@@ -383,13 +403,14 @@ def _size():
               help="Largest gradient in bytes (100M = 25 Mi float32, about ResNet-50's).")
 @click.option("-f", "--step-factor", "factor", type=int, default=10, show_default=True,
               help="Multiply the size by this integer (>= 2) at each step.")
-@click.option("--steps", type=int, default=8, show_default=True,
+@click.option("--steps", type=int, default=6, show_default=True,
               help="Gradients in the sequence per size (for the error columns).")
 @click.option("-n", "--iters", type=int, default=None,
               help="Timed iterations per size and method [default: 20, capped to ~0.6 s, "
                    "at least 3].")
-@click.option("-w", "--warmup", type=int, default=1, show_default=True,
-              help="Untimed warm-up iterations per size and method.")
+@click.option("-w", "--warmup", type=int, default=0, show_default=True,
+              help="Extra untimed iterations per size and method before the timed ones (the "
+                   "error steps and a first call of each dense AllReduce already warm up).")
 @click.option("--allreduce", default="native", show_default=True,
               help="Registered AllReduce for summable payloads (none, fp16, randk).")
 @click.option("--seed", type=int, default=0, show_default=True,

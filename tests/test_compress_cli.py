@@ -35,8 +35,8 @@ def test_compress_all_methods_two_ranks(tmp_path):
             assert r["link_bytes"] == pytest.approx(w)  # p = 2: 2(p-1)/p w = (p-1) w = w
             assert r["error_feedback"] == (m in ("sign", "topk", "randk"))
             assert r["vs_native"] == pytest.approx(native["t_max_us"] / r["t_max_us"])
-            assert len(r["step_error"]) == len(r["sum_error"]) == 3
-            assert all(e >= 0 and math.isfinite(e) for e in r["step_error"] + r["sum_error"])
+            assert len(r["step_error"]) == len(r["drift"]) == 3
+            assert all(e >= 0 and math.isfinite(e) for e in r["step_error"] + r["drift"])
             assert min(r[f"{ph}_us"] for ph in ("compress", "exchange", "decompress")) > 0
             assert r["break_even_gbps"] is None or r["break_even_gbps"] >= 0
         assert by[(s, "none")]["mean_step_error"] == 0.0
