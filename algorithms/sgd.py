@@ -28,7 +28,7 @@ from distbench.algorithms.datasets import PARTITIONS, Dataset, shard_indices
 from distbench.algorithms.models import make_model, optimum
 from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd_exchange import MeanExchange
-from distbench.runtime import UsageError
+from distbench.runtime import DistbenchError, UsageError
 
 MODES = ("sync", "local", "async")
 POLICIES = ("drop", "block")
@@ -140,7 +140,9 @@ class Problem:
         model: ``softmax`` or ``mlp``; l2, width: its options.
         dtype: ``float32`` or ``float64`` (parameters, data and the exchanged vector).
         xp: numpy or cupy.
-        with_optimum: compute f* by L-BFGS (convex model only; rank 0 sets it).
+        with_optimum: compute f* by L-BFGS (convex model only; rank 0 sets it). When L-BFGS
+            does not converge, ``f_star`` stays None (rows show no f - f*) and
+            ``f_star_note`` says why.
     """
 
     def __init__(self, dataset: Dataset, model: str = "softmax", l2: float | None = None,
@@ -153,9 +155,12 @@ class Problem:
         self.y_train = xp.asarray(dataset.y_train)
         self.X_test = xp.asarray(dataset.X_test.astype(self.dtype))
         self.y_test = xp.asarray(dataset.y_test)
-        self.f_star = None
+        self.f_star, self.f_star_note = None, None
         if with_optimum and self.model.convex:
-            self.f_star = optimum(self.model, dataset.X_train, dataset.y_train)[0]
+            try:
+                self.f_star = optimum(self.model, dataset.X_train, dataset.y_train)[0]
+            except DistbenchError as exc:
+                self.f_star_note = str(exc)
 
     def init_params(self, seed: int):
         return self.model.init_params(seed, self.xp, self.dtype)

@@ -263,7 +263,8 @@ def run(cfg: SGDBenchConfig, data: dict, comm) -> int:
             "params": problem.model.n_params, "ranks": size, "batch_size": cfg.batch_size,
             "allreduce": cfg.allreduce, "dtype": cfg.dtype, "partition": cfg.partition}
     extra = {"dataset": dataset.name, "n_train": dataset.n_train,
-             "n_test": int(dataset.X_test.shape[0]), "f_star": problem.f_star}
+             "n_test": int(dataset.X_test.shape[0]), "f_star": problem.f_star,
+             "f_star_note": problem.f_star_note}
     env = environment(comm, backend, None, extra=extra)
     writer = RunWriter(comm, "sgd", cfg.output, asdict(cfg), env)
     show = root and not cfg.quiet
@@ -310,13 +311,15 @@ def _emit(cfg, writer, summaries, env, problem, dataset, size) -> None:
     target = ", ".join(t for t in (
         f"train loss <= {cfg.target_loss:g}" if cfg.target_loss is not None else "",
         f"test acc >= {cfg.target_acc:g}" if cfg.target_acc is not None else "") if t)
-    fstar = "-" if problem.f_star is None else f"{problem.f_star:.6f}"
+    fstar = f"{problem.f_star:.6f}" if problem.f_star is not None else (
+        f"unknown ({problem.f_star_note})" if problem.f_star_note else "- (not convex)")
     caption = (f"{env_line(env)}\n{dataset.name}: {dataset.n_train} train / "
                f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
                f"f* = {fstar}; batch {cfg.batch_size}/worker, lr {cfg.lr:g} "
-               f"({cfg.schedule}), allreduce {cfg.allreduce}, compress {cfg.compress} (sync, local); "
-               f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
-               f"evaluation\ntarget: {target or 'none (--target-loss/--target-acc)'}; "
+               f"({cfg.schedule}), allreduce {cfg.allreduce}, compress {cfg.compress} "
+               f"(sync, local); sent/rank = max over ranks of bytes handed to MPI; wall "
+               f"time excludes evaluation\n"
+               f"target: {target or 'none (--target-loss/--target-acc)'}; "
                f"results: {writer.path}")
     print_table(f"SGD summary: {dataset.name}, {cfg.model}, {size} ranks", SUMMARY,
                 [summary_row(s) for s in summaries], caption, stderr=cfg.json)

@@ -132,3 +132,23 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_command_parses_into_a_job():
+    from distbench.cli import Job
+    from distbench.sgd_bench import sgd_command
+
+    job = sgd_command.main(["--mode", "sync,async", "--straggler", "1:5,2:0.5", "--straggler",
+                            "3:1", "--compress", "topk", "--no-error-feedback", "--steps", "9"],
+                           standalone_mode=False)
+    assert isinstance(job, Job) and job.name == "sgd"
+    cfg = job.config
+    assert cfg["modes"] == ["sync", "async"] and cfg["steps"] == 9
+    assert cfg["straggler"] == {"1": 5.0, "2": 0.5, "3": 1.0}
+    assert cfg["compress"] == "topk" and cfg["error_feedback"] is False
+    for bad, needle in ((["--straggler", "x:1"], "RANK:MS"), (["--epochs", "2", "--steps", "3"],
+                        "not both"), (["--compress", "zip"], "unknown compression"),
+                        (["--density", "0"], None)):
+        args = bad if needle is not None else ["--compress", "topk", *bad]
+        with pytest.raises(UsageError, match=needle or "density"):
+            sgd_command.main(args, standalone_mode=False)

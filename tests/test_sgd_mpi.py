@@ -246,3 +246,33 @@ def test_local_sgd_compresses_the_model_delta(problem64):
     start = problem64.init_params(0)
     # each average moves at most the union of the ranks' k coordinates
     assert 0 < np.count_nonzero(res.theta != start) <= 3 * p * k
+
+
+@pytest.mark.mpi(min_size=2)
+def test_benchmark_run_writes_rows_and_summaries(digits, tmp_path):
+    import json
+
+    from distbench.sgd_bench import SGDBenchConfig, run
+
+    comm = _world()
+    out = comm.bcast(str(tmp_path) if comm.Get_rank() == 0 else None)
+    cfg = SGDBenchConfig(modes=["sync", "local", "async"], steps=20, eval_every=10,
+                         local_steps=3, lr=0.5, target_acc=0.5, output=out, quiet=True)
+    assert run(cfg, {"dataset": digits}, comm) == 0
+    if comm.Get_rank() != 0:
+        return
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.endswith("-sgd")]
+    doc = json.loads((folder / "results.json").read_text())
+    evals = [r for r in doc["records"] if r["kind"] == "eval"]
+    summaries = [r for r in doc["records"] if r["kind"] == "summary"]
+    assert [s["mode"] for s in summaries] == ["sync", "local", "async"]
+    steps = {m: [r["step"] for r in evals if r["mode"] == m] for m in ("sync", "local", "async")}
+    assert steps == {"sync": [0, 10, 20], "local": [0, 12, 20], "async": [0, 10, 20]}
+    assert [s["rounds"] for s in summaries[:2]] == [20, 7]
+    for s in summaries:
+        last = [r for r in evals if r["mode"] == s["mode"]][-1]
+        assert s["final_loss"] == last["train_loss"] and s["final_gap"] > 0
+        assert s["bytes_sent_max"] == max(s["bytes_per_rank"]) >= last["bytes_sent_max"]
+        assert s["time_to_target_s"] is not None and s["step_to_target"] <= 20
+    assert doc["environment"]["f_star"] == pytest.approx(evals[0]["train_loss"] - evals[0]["gap"])
+    assert (folder / "results.csv").read_text().count("\n") == len(doc["records"]) + 1
