@@ -68,6 +68,8 @@ clean:
 # ---------------------------------------------------------------------------------------------
 # make bench: the allreduce, compress and sgd suites into one folder results/<UTC>-suite/, then
 # `distbench report` on it (REPORT.md + PNGs beside the results). QUICK=1: a short first look.
+# Layout: allreduce.json/.csv, model-p2/ model-p3/ (allreduce at fewer ranks, for the model
+# check), <UTC>-compress/ and <UTC>-sgd/ (their run folders), REPORT.md, *.png.
 #   NP, MPIRUN, MPIRUN_FLAGS  as above;  HOSTFILE=FILE  passed to mpirun (not to srun)
 #   MODEL_NP   extra allreduce runs at these rank counts (those < NP) for the model check
 #   SUITE      the folder [results/<UTC>-suite];  *_ARGS  each benchmark's sweep options
@@ -109,6 +111,6 @@ bench-run:
 	      --run-dir $(SUITE)/model-p$$n || exit 1; \
 	  fi; \
 	done
-	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --run-dir $(SUITE)
-	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --run-dir $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --output $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --output $(SUITE)
 	$(BIN)/distbench report $(SUITE)

@@ -41,7 +41,8 @@ def load_docs(paths) -> list[dict]:
 
 
 def _bw(x: float) -> str:
-    return "-" if math.isinf(x) else fmt_num(x)
+    """A bandwidth in GB/s; "-" for a free operation (a fitted cost of 0, or below 1 fs/B)."""
+    return "-" if math.isinf(x) or x > 1e6 else fmt_num(x)
 
 
 def fit_rows(fits) -> list[list[str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
 
 from distbench.cost import ALGORITHMS
 
@@ -73,7 +73,7 @@ def _log_axis(ax, axis: str = "x", in_bytes: bool = False, numticks: int = 8) ->
         target.set_major_locator(LogLocator(base=2, numticks=numticks))
     target.set_major_formatter(FuncFormatter(_bytes_label if in_bytes else _num_label))
     if in_bytes:
-        target.set_minor_formatter(NullFormatter())
+        target.set_minor_locator(NullLocator())
         return
 
     def minor(x, _pos=None) -> str:
@@ -115,7 +115,7 @@ def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str)
     """busbw (``metric="busbw_gbps"``) or latency (``"t_max_us"``) vs message size, log-log,
     one line per algorithm, native dashed."""
     fig = Figure(figsize=(7.5, 4.8))
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.11)
+    fig.subplots_adjust(left=0.125, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
     _draw(ax, _series(records, "algorithm"), "bytes", metric, list(ALGORITHMS))
     _log_axis(ax, "x", in_bytes=True, numticks=14)
@@ -133,7 +133,7 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
     """Measured (markers) and predicted (lines) time vs size per algorithm, log-log; ``rows``
     are :class:`distbench.model.CheckRow`."""
     fig = Figure(figsize=(7.5, 4.8))
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.11)
+    fig.subplots_adjust(left=0.125, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
     for algo in dict.fromkeys(r.algorithm for r in rows):
         pts = sorted((r.nbytes, r.measured_us, r.predicted_us) for r in rows
@@ -146,7 +146,7 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
     _log_axis(ax, "x", in_bytes=True, numticks=14)
     _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")
-    ax.set_ylabel("time p50 (us): dots measured, lines predicted")
+    ax.set_ylabel("time p50 (us): dots measured, lines model")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)

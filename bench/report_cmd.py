@@ -100,12 +100,18 @@ def environment_md(found) -> str:
         parts.append("Differing between the runs:\n\n" + md_table(
             [("run", "left")] + [(k, "left") for k in differ],
             [[name] + [fmt_env(e.get(k)) for k in differ] for name, e in envs]))
-    for name, e in envs:
-        if e.get("cpus") and e.get("nodes") == 1 and (e.get("ranks") or 0) > e["cpus"]:
-            parts.append(f"Note: {name} ran {e['ranks']} ranks on {e['cpus']} CPUs "
-                         "(oversubscribed): ranks take turns on the cores, which no "
-                         "alpha-beta model of a network describes.")
+    over = [name for name, e in envs if _oversubscribed(e)]
+    if over:
+        parts.append(f"Note: more ranks than CPUs (oversubscribed) in: {'; '.join(over)}. "
+                     "Ranks then take turns on the cores: latencies include scheduler time "
+                     "slices, which no alpha-beta model of a network describes.")
     return "\n\n".join(parts)
+
+
+def _oversubscribed(env: dict) -> bool:
+    """More ranks than CPUs on a single host."""
+    return bool(env.get("cpus") and env.get("nodes") == 1 and
+                (env.get("ranks") or 0) > env["cpus"])
 
 
 def _pivot(records, field, algos):
@@ -167,6 +173,11 @@ def model_check_md(found, out: Path) -> tuple[str, list[Path]]:
         return "", []
     cols, table, summary = check_table(rows)
     fitted = ", ".join(map(str, ranks[:-1]))
+    over = sorted({d["records"][0]["ranks"] for d in docs
+                   if _oversubscribed(d.get("environment", {}))})
+    caveat = (f"\n\nThe runs at p = {', '.join(map(str, over))} had more ranks than CPUs: "
+              "the formulas assume one core per rank, so expect them to under-predict there."
+              if over else "")
     png = model_check_plot(rows, out / f"model_check_p{top}.png",
                            f"Model fitted on p = {fitted}, against the run at p = {top}")
     text = "\n".join([
@@ -175,7 +186,8 @@ def model_check_md(found, out: Path) -> tuple[str, list[Path]]:
         "2005; Patarasuk & Yuan 2009) fitted to the medians of the runs at the smaller rank "
         "counts (alpha, beta, gamma >= 0, relative residuals):", "",
         md_table(COST_COLUMNS, cost_rows(fits)), "", f"![model check]({png.name})", "",
-        f"Measured / predicted p50 (us) at p = {top}, error = predicted / measured - 1:", "",
+        f"Measured / predicted p50 (us) at p = {top}, error = predicted / measured - 1:"
+        + caveat, "",
         md_table(cols, table), "", md_table(CHECK_SUMMARY_COLUMNS, summary)])
     return text, [png]
 
@@ -270,6 +282,9 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    order = {"allreduce": 0, "compress": 2, "sgd": 3}
+    found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 4), ld[0] != ".",
+                                          -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []
     seen: dict[str, int] = {}
     for label, doc in found:
@@ -282,16 +297,17 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
         maker = {"allreduce": allreduce_md, "sgd": sgd_md,
                  "compress": compress_md}.get(bench)
         if maker is None or not doc["records"]:
-            sections.append(f"## {_doc_name(label, doc)}\n\n{len(doc['records'])} records "
-                            "(no plots for this benchmark).")
+            sections.append((4, f"## {_doc_name(label, doc)}\n\n{len(doc['records'])} "
+                                "records (no plots for this benchmark)."))
             continue
         text, made = maker(label, doc, out, tag)
-        sections.append(text)
+        sections.append((order.get(bench, 4), text))
         pngs += made
     text, made = model_check_md(found, out)
     if text:
-        sections.append(text)
+        sections.append((1, text))
         pngs += made
+    sections = [text for _, text in sorted(sections, key=lambda s: s[0])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     runs = md_table([("run", "left"), ("records", "right"), ("started (UTC)", "left")],
                     [[_doc_name(lab, d), str(len(d["records"])),

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import mpi_env
 from PIL import Image
 
 from distbench.cli import main
@@ -83,3 +86,52 @@ def test_md_table_escapes_pipes():
 def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
     code, _, err = _cli(capsys, tmp_path)
     assert code == 2 and err.startswith("Error: no distbench results") and err.count("\n") == 1
+
+
+def test_report_of_a_suite(tmp_path):
+    """A suite folder written by `make bench-run` (tests/data/suite): every benchmark's plots."""
+    src = tmp_path / "suite"
+    shutil.copytree(DATA / "suite", src)
+    report, pngs = write_report(src)
+    md = report.read_text()
+    found = find_docs(src)
+    benches = sorted(d["benchmark"] for _, d in found)
+    assert benches == ["allreduce", "compress", "sgd"]
+    names = {p.name for p in pngs}
+    assert names == {"allreduce_busbw_p2.png", "allreduce_latency_p2.png", "compress_p2.png",
+                     "sgd_convergence_p2.png"}
+    assert _embedded(md) == names
+    for p in pngs:
+        _check_png(p)
+    docs = {d["benchmark"]: d for _, d in found}
+    methods = [r["method"] for r in docs["compress"]["records"]]
+    assert "## Gradient compression, 2 ranks" in md
+    for m in set(methods):
+        assert md.count(f"| {m} |") == methods.count(m)
+    modes = [r["mode"] for r in docs["sgd"]["records"] if r.get("kind") == "summary"]
+    assert "## SGD:" in md and modes
+    for m in modes:
+        assert re.search(rf"^\| {m}( H=\d+)? \| \d+ \|", md, re.M), m
+
+
+@pytest.mark.slow
+def test_make_bench_end_to_end(tmp_path):
+    """`make bench-run` (what `make bench` runs after installing) with tiny sweeps: every
+    benchmark into one suite folder, then the report."""
+    root = Path(__file__).resolve().parent.parent
+    suite = tmp_path / "suite"
+    cmd = ["make", "--no-print-directory", "-C", str(root), "bench-run", "NP=2", "MODEL_NP=",
+           f"VENV={Path(sys.executable).parent.parent}", f"SUITE={suite}",
+           "ALLREDUCE_ARGS=-b 8 -e 64 -f 8 -n 3 -w 1 --algo ring",
+           "COMPRESS_ARGS=-b 4K -e 4K --steps 2 -n 3 --method none,topk",
+           "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpi_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    benches = sorted(d["benchmark"] for _, d in find_docs(suite))
+    assert benches == ["allreduce", "compress", "sgd"]
+    assert (suite / "allreduce.json").exists()
+    md = (suite / "REPORT.md").read_text()
+    pngs = {p.name for p in suite.glob("*.png")}
+    assert pngs == {"allreduce_busbw_p2.png", "allreduce_latency_p2.png", "compress_p2.png",
+                    "sgd_convergence_p2.png"}
+    assert _embedded(md) == pngs
