@@ -44,7 +44,7 @@ from distbench.algorithms.quantization import QSGD
 from distbench.collectives._util import workspace
 from distbench.runtime import UsageError, namespace_of
 
-SMALL = 1 << 17  # top-k below this many elements: one argpartition of the whole vector
+SMALL = 1 << 17  # top-k below this many elements: one selection over the whole vector
 
 
 class Identity(Compressor):

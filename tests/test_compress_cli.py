@@ -10,8 +10,13 @@ from launch import MPIRUN, error_lines, mpirun, serial
 
 from distbench.algorithms.compression import COMPRESSORS
 from distbench.collectives import ALLREDUCE
+from distbench.runtime import launched_by_mpirun
 
-pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH")
+pytestmark = [
+    pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH"),
+    # serial run only: under mpirun every rank would launch its own nested job
+    pytest.mark.skipif(launched_by_mpirun(), reason="launches mpirun itself"),
+]
 
 
 def test_compress_all_methods_two_ranks(tmp_path):
