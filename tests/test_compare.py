@@ -116,3 +116,18 @@ def test_parse_percent_rejects(text, capsys):
         parse_percent(text)
     code, _, err = _cli(capsys, P2, P2, "--fail-on-regression", text)
     assert code == 2 and "--fail-on-regression" in err
+
+
+def test_suites_match_every_benchmark(capsys):
+    """A suite folder from `make bench-run`: allreduce rows, compress rows and SGD summaries."""
+    suite = DATA / "suite"
+    docs = {d["benchmark"]: d for _, d in find_docs(suite)}
+    expected = (len(docs["allreduce"]["records"]) + len(docs["compress"]["records"])
+                + sum(r.get("kind") == "summary" for r in docs["sgd"]["records"]))
+    matches, only_a, only_b = match(find_docs(suite), find_docs(suite))
+    assert len(matches) == expected and only_a == only_b == 0
+    assert {m.key[0] for m in matches} == {"allreduce", "compress", "sgd"}
+    sgd = [m for m in matches if m.key[0] == "sgd"]
+    assert all(m.rate_a and m.time_ratio == 1.0 and m.rate_ratio == 1.0 for m in sgd)
+    code, out, _ = _cli(capsys, suite, suite, "--fail-on-regression", "0")
+    assert code == 0 and "compress topk" in out and "sgd sync" in out
