@@ -104,7 +104,12 @@ def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, si
         curves[a] = (lambda x, a=a, kk=kk: predict(a, params[a], x, p, kk, inner))
     n = np.asarray(sizes_b, dtype=np.float64)
     times = np.array([curves[a](n) for a in algos])
-    best = np.argmin(times, axis=0)
+    # with one parameter set native is the minimum of its candidates by construction: the
+    # best column then names the textbook algorithm (the one native is assumed to pick)
+    shared = len({params[a] for a in algos}) == 1
+    ranked = np.where(np.array([shared and a == "native" and len(algos) > 1
+                                for a in algos])[:, None], np.inf, times)
+    best = np.argmin(ranked, axis=0)
     rows, records = [], []
     for j, nb in enumerate(sizes_b):
         cells = [fmt_bytes(nb)]
@@ -115,9 +120,10 @@ def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, si
                             "predicted_us": float(times[i, j] * 1e6)})
         cells.append(algos[best[j]])
         rows.append(cells)
+        records.append({"ranks": p, "bytes": nb, "fastest": algos[best[j]]})
     flat = {a: c for a, c in curves.items() if a != "native"}
     cross = best_and_crossovers(flat, min(sizes_b), max(sizes_b)) if len(flat) > 1 else []
-    columns = [("size", "right")] + [(f"{a} us", "right") for a in algos] + [("best", "left")]
+    columns = [("size", "right")] + [(a, "right") for a in algos] + [("fastest", "left")]
     return columns, rows, cross, records
 
 
@@ -170,7 +176,7 @@ def run_model(opts: dict) -> int:
     algos = list(ALGORITHMS) if opts["algos"] == ["all"] else opts["algos"]
     params, caption = _params_from_options(opts, algos)
     gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
-    out = {"fits": {}, "predictions": [], "crossovers": [], "check": []}
+    out = {"fits": {}, "predictions": [], "fastest": [], "crossovers": [], "check": []}
     json_mode = opts["json"]
     ranks = opts["ranks"] or list(DEFAULT_RANKS)
     if params is None:
@@ -203,16 +209,20 @@ def run_model(opts: dict) -> int:
     for p in ranks:
         k = _ranks_per_node(opts, p)
         cols, table, cross, recs = prediction_table(params, algos, p, grid, k, opts["inner"])
-        out["predictions"].extend(recs)
+        out["predictions"].extend(r for r in recs if "fastest" not in r)
+        out["fastest"].extend(r for r in recs if "fastest" in r)
         out["crossovers"].extend({"ranks": p, "bytes": b, "below": lo, "above": hi}
                                  for b, lo, hi in cross)
         if json_mode:
             continue
         where = f"{p // k} nodes of {k}" if k else "one node"
-        cap = caption + "; fastest in bold. Crossovers among the textbook algorithms: " + (
+        cap = caption + "; fastest in bold" + ("" if len({params[a] for a in algos}) > 1 else
+                                               " (native: the fastest textbook algorithm)") + \
+            ". Crossovers among the textbook algorithms: " + (
             "; ".join(f"{lo} -> {hi} at {fmt_bytes(int(round(b)))}" for b, lo, hi in cross)
             or "none in this size range")
-        print_table(f"Predicted AllReduce time, p = {p:,} ({where})", cols, table, caption=cap)
+        print_table(f"Predicted AllReduce time (us), p = {p:,} ({where})", cols, table,
+                    caption=cap)
     if json_mode:
         json.dump(out, sys.stdout, indent=1, default=_jsonable)
         sys.stdout.write("\n")
@@ -279,9 +289,12 @@ def _model_options(fn):
                      show_default=True, help="Leaders' algorithm of hierarchical."),
         click.option("--algo", "algos", default="all", show_default=True,
                      help="Comma-separated algorithms, or 'all'."),
-        click.option("-b", "--min-bytes", type=Size(), default="8", show_default=True),
-        click.option("-e", "--max-bytes", type=Size(), default="128M", show_default=True),
-        click.option("-f", "--step-factor", "factor", type=int, default=4, show_default=True),
+        click.option("-b", "--min-bytes", type=Size(), default="8", show_default=True,
+                     help="Smallest message in bytes (K, M, G: powers of 1024)."),
+        click.option("-e", "--max-bytes", type=Size(), default="128M", show_default=True,
+                     help="Largest message in bytes."),
+        click.option("-f", "--step-factor", "factor", type=int, default=4, show_default=True,
+                     help="Multiply the size by this integer (>= 2) at each row."),
         click.option("--json", is_flag=True, help="Print the fits, predictions, crossovers "
                      "and check as JSON instead of tables."),
     ]

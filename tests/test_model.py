@@ -182,6 +182,9 @@ def test_model_command_json(capsys):
     [cross] = [c for c in doc["crossovers"] if c["ranks"] == 4]
     assert cross["below"] == "recursive_doubling" and cross["above"] == "rabenseifner"
     assert cross["bytes"] == pytest.approx(4e-6 / (0.5 / 12.5e9 + 1.25 / 5e9), rel=1e-3)
+    # one parameter set: native is its candidates' minimum, "fastest" names the textbook one
+    fastest = {(r["ranks"], r["bytes"]): r["fastest"] for r in doc["fastest"]}
+    assert fastest[(4, 8)] == "recursive_doubling" and fastest[(4, 128 << 20)] == "rabenseifner"
     big = {r["algorithm"]: r["predicted_us"] for r in doc["predictions"]
            if r["ranks"] == 1048576 and r["bytes"] == 8}
     assert big["recursive_doubling"] == pytest.approx(20 * (2 + 8 / 12.5e3 + 8 / 5e3))
@@ -193,7 +196,7 @@ def test_model_command_fit_and_check(capsys):
                         "--ranks", "4", "-e", "1M")
     assert code == 0
     assert "Model vs measurement at p = 4" in out and "Prediction error" in out
-    assert "fitted on p" in out and "Predicted AllReduce time, p = 4" in out
+    assert "fitted on p" in out and "Predicted AllReduce time (us), p = 4" in out
 
 
 @pytest.mark.parametrize("args,msg", [
