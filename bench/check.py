@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from distbench.runtime import namespace_of
 
-CHUNK = 1 << 20  # elements per step when filling or comparing (bounds temporary memory)
+CHUNK = 1 << 18  # elements per step when filling or comparing (bounds temporary memory)
 
 
 def fill_exact(buf, rank: int, offset: int = 0) -> None:

@@ -79,7 +79,7 @@ def environment(comm, backend=None, argv: list[str] | None = None, extra: dict |
     env = {
         "distbench": __version__,
         "git_commit": _git_commit(),
-        "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+        "mpi_library": MPI.Get_library_version().strip("\x00 \n").splitlines()[0].strip(),
         "mpi_version": "{}.{}".format(*MPI.Get_version()),
         "mpi4py": _version("mpi4py"),
         "numpy": numpy.__version__,
