@@ -217,6 +217,10 @@ class Cluster:
             "mpi_launcher": self.family,
         }
 
+    def emulated_json(self) -> str:
+        """:meth:`emulated` as the compact JSON text the ranks get in ``DISTBENCH_EMULATED``."""
+        return json.dumps(self.emulated(), separators=(",", ":"))
+
     def _write_launch_files(self) -> None:
         run_dir = self.net.run_dir
         self.hostfile = run_dir / "hostfile"
@@ -247,7 +251,7 @@ class Cluster:
         return [self.mpirun, "-f", str(self.hostfile), "-n", n, "-launcher", "ssh",
                 "-launcher-exec", str(self.agent), "-iface", NODE_IFACE,
                 "-genv", "UCX_TLS", "tcp", "-genv", "FI_PROVIDER", "tcp",
-                "-genv", ENV_VAR, json.dumps(self.emulated()), *flags, *argv]
+                "-genv", ENV_VAR, self.emulated_json(), *flags, *argv]
 
     def command(self, argv: list[str], flags: list[str] = ()) -> list[str]:
         """The full command: mpirun inside node 0's namespace under node 0's hostname."""
@@ -258,7 +262,7 @@ class Cluster:
 
     def environ(self) -> dict[str, str]:
         env = dict(os.environ)
-        env[ENV_VAR] = json.dumps(self.emulated(), separators=(",", ":"))
+        env[ENV_VAR] = self.emulated_json()
         if self.family == "openmpi" and os.geteuid() == 0:
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

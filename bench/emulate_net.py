@@ -296,8 +296,7 @@ class Network:
                  tools: dict[str, str], state_root: Path = STATE_ROOT):
         self.nodes, self.rate_bits, self.subnet, self.tools = nodes, rate_bits, subnet, tools
         self.state_root = Path(state_root)
-        hosts = list(subnet.hosts())
-        self.addresses = [str(hosts[i]) for i in range(nodes)]
+        self.addresses = [str(subnet.network_address + 1 + i) for i in range(nodes)]
         self.run_id = ""
         self.run_dir: Path | None = None
         self.switch = ""
