@@ -108,7 +108,7 @@ class Cluster:
     """An emulated cluster of ``nodes`` namespaces x ``ranks_per_node`` ranks.
 
     Use as a context manager (builds on enter, tears down on exit, also on an exception;
-    SIGTERM and SIGHUP become :class:`Interrupted` meanwhile, in the main thread)::
+    meanwhile SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread)::
 
         with Cluster(2, 2, "1gbit") as cluster:
             code = cluster.run([sys.executable, "script.py"])
@@ -261,6 +261,8 @@ class Cluster:
                 *self.mpirun_argv(argv, flags)]
 
     def environ(self) -> dict[str, str]:
+        """mpirun's environment: this process's, plus ``DISTBENCH_EMULATED`` and, for Open MPI
+        as root, its allow-root variables."""
         env = dict(os.environ)
         env[ENV_VAR] = self.emulated_json()
         if self.family == "openmpi" and os.geteuid() == 0:
