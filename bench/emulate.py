@@ -328,6 +328,11 @@ def run_emulated(config: dict) -> int:
     argv = [sys.executable, "-m", "distbench", *config["inner"]]
     try:
         with cluster:
+            rate = cluster.rate_bits
+            links = (f"links {cluster.link} each way (tbf burst {tbf_burst_bytes(rate)} B, "
+                     if rate else "unshaped links (") + f"MTU {LINK_MTU}, no added latency)"
+            eprint(f"distbench emulate: {cluster.nodes} nodes x {cluster.ranks_per_node} ranks "
+                   f"({', '.join(cluster.namespaces)}) on {cluster.subnet}; {links}")
             return cluster.run(argv, config["mpirun_flags"])
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
