@@ -260,6 +260,11 @@ class TopK(Compressor):
         namespace_of(out).copyto(out, p)
         out[indices] -= values
 
+    def residual_in_place(self, payload, p) -> bool:
+        values, indices = payload  # copies of p's entries, never views of p
+        p[indices] -= values
+        return True
+
 
 class RandK(TopK):
     """``randk``: ``k = ceil(density d)`` coordinates drawn uniformly without replacement, the

@@ -153,3 +153,8 @@ class Compressor(abc.ABC):
         """``out = p - D(payload)`` (flat arrays of equal length; ``out`` is not ``p``)."""
         self._decompress_flat(payload, out)
         namespace_of(out).subtract(p, out, out=out)
+
+    def residual_in_place(self, payload, p) -> bool:
+        """``p -= D(payload)`` when that is cheaper than :meth:`residual` and the payload does
+        not alias ``p``; returns whether it did (the base class never does)."""
+        return False

@@ -29,7 +29,9 @@ class ErrorFeedback:
     Attributes:
         compressor: the wrapped compressor.
         residual_memory: e_t, a flat array of the gradient's dtype and module (None before
-            the first step); read-only for callers.
+            the first step); read-only for callers, and possibly another array object after
+            each step (sparse compressors turn p into the residual in place and the two
+            buffers swap roles, saving a pass).
         steps: compress calls so far.
     """
 
@@ -82,7 +84,10 @@ class ErrorFeedback:
         p = self._p
         xp.add(g, e, out=p)
         payload = self.compressor.compress(p)
-        self.compressor.residual(payload, p, e)
+        if self.compressor.residual_in_place(payload, p):  # sparse: p becomes the residual
+            self.residual_memory, self._p = p, e
+        else:
+            self.compressor.residual(payload, p, e)
         self.steps += 1
         return payload
 
