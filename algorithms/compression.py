@@ -127,18 +127,26 @@ class Sign(Compressor):
         scale[...] = l1 / d if d else 0.0
         return (scale, bits)
 
-    def _decompress_flat(self, payload, out) -> None:
+    def _decompress_flat(self, payload, out, add: bool = False) -> None:
         xp = namespace_of(out)
         scale, bits = payload
         d = out.shape[0]
         step = self.width(d, xp, 8)
         un = workspace(xp.empty(0, dtype=np.uint8), min(d, step) + 8, "sign.unpack")
+        tmp = workspace(out, min(d, step), "sign.add") if add else None
         for a, b in blocks(d, xp, step):  # step is a multiple of 8: byte-aligned blocks
             u = un[: b - a]
             u[...] = xp.unpackbits(bits[a // 8: (b + 7) // 8])[: b - a]
-            # bit 1 -> -scale, bit 0 -> +scale:  out = scale - 2 scale bit
-            xp.multiply(u, scale * np.float32(-2.0), out=out[a:b])
-            xp.add(out[a:b], scale, out=out[a:b])
+            # bit 1 -> -scale, bit 0 -> +scale:  D = scale - 2 scale bit
+            dst = tmp[: b - a] if add else out[a:b]
+            xp.multiply(u, scale * np.float32(-2.0), out=dst)
+            xp.add(dst, scale, out=dst)
+            if add:
+                xp.add(out[a:b], dst, out=out[a:b])
+
+    def decompress_add(self, payload, out) -> None:
+        """``out += D(payload)`` block by block (the block's D stays in cache)."""
+        self._decompress_flat(payload, out, add=True)
 
 
 def largest(xp, mag, k: int):

@@ -194,12 +194,17 @@ class QSGD(Compressor):
         xp.subtract(c, np.uint8(self.s), out=c)  # code - s, as int8 two's complement
         return c.view(np.int8)
 
-    def _decompress_flat(self, payload, out) -> None:
+    def decompress_add(self, payload, out) -> None:
+        """``out += D(payload)`` block by block (the block's D stays in cache)."""
+        self._decompress_flat(payload, out, add=True)
+
+    def _decompress_flat(self, payload, out, add: bool = False) -> None:
         norms, codes = payload
         xp = namespace_of(out)
         d, bsz = out.shape[0], self.bucket_size
         step = self._step(d, xp)
         f = workspace(norms, -(-min(d, step) // bsz), "qsgd.f")
+        tmp = workspace(out, min(d, step), "qsgd.add") if add else None
         for a, b in blocks(d, xp, step):
             n = b - a
             if self.bits == 8:
@@ -209,6 +214,9 @@ class QSGD(Compressor):
             nrm = norms[a // bsz: -(-b // bsz)]
             fb = f[: nrm.shape[0]]
             xp.divide(nrm, np.float32(self.s), out=fb)  # the value of one level
+            dst = tmp[:n] if add else out[a:b]
             for lo, hi, rows, cols, first in _parts(n, bsz):
                 xp.multiply(levels[lo:hi].reshape(rows, cols), fb[first: first + rows, None],
-                            out=out[a + lo: a + hi].reshape(rows, cols))
+                            out=dst[lo:hi].reshape(rows, cols))
+            if add:
+                xp.add(out[a:b], dst, out=out[a:b])

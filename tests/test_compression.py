@@ -340,3 +340,21 @@ def test_streamed_blocks_do_not_change_the_result(name, bits):
             for a, b in zip(payload, p0, strict=True):
                 np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(y, y0, rtol=1e-6 if name == "sign" else 0)
+
+
+@pytest.mark.parametrize("name", sorted(COMPRESSORS))
+def test_decompress_add_and_residual_match_decompress(name):
+    d = 10_007
+    x = heavy(d, seed=8)
+    comp = make_compressor(name, density=0.05, bits=4, bucket_size=100, seed=1)
+    comp.block = 1000  # several streamed blocks
+    payload = comp.compress(x)
+    dec = comp.decompress(payload, (d,))
+    acc = heavy(d, seed=9)
+    expect = acc + dec
+    comp.decompress_add(payload, acc)
+    np.testing.assert_array_equal(acc, expect)
+    p = heavy(d, seed=10)
+    out = np.empty(d, dtype=np.float32)
+    comp.residual(payload, p, out)
+    np.testing.assert_array_equal(out, p - dec)
