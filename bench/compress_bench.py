@@ -111,10 +111,12 @@ def validate(cfg: CompressConfig) -> None:
 
 
 def validate_mpi(cfg: CompressConfig, comm) -> None:
-    """Memory check for the largest size on this node (same verdict on all ranks)."""
+    """The device exists, and the largest size fits this node's memory (same verdict on all
+    ranks)."""
     from distbench.harness import _mem_available
-    from distbench.runtime import local_rank_and_size
+    from distbench.runtime import array_module, local_rank_and_size
 
+    array_module(cfg.device)  # --device gpu without CuPy or a GPU: a usage error, here
     _, local = local_rank_and_size(comm)
     # 8 shared float32 vectors (sequence state, mean, reference, output, scratch) plus, per
     # method, the running error sum, the error-feedback memory and its p buffer, and the

@@ -75,6 +75,20 @@ def test_bad_input_exits_2_with_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
 
 
+def _mem_available() -> int:
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh
+                    if line.startswith("MemAvailable:"))
+
+
+@pytest.mark.skipif(_mem_available() > 90 << 30, reason="this host could run it")
+def test_gradient_too_large_for_memory_is_refused_up_front():
+    proc = serial(["compress", "-b", "8188M", "-e", "8188M"], timeout=60)  # ~96 GiB per rank
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "lower --max-bytes" in lines[0]
+
+
 def test_bad_input_under_mpirun_one_line_from_rank_0():
     proc = mpirun(2, ["compress", "--density", "0"], timeout=60)
     assert proc.returncode == 2
