@@ -28,9 +28,13 @@ from distbench.emulate_net import (
     pids_in,
     reap_leftovers,
 )
-from distbench.runtime import UsageError
+from distbench.runtime import UsageError, launched_by_mpirun
 
 PY = sys.executable
+
+# These tests start their own mpirun; inside an MPI rank (a ranked run of the suite) they would
+# run once per rank and `distbench emulate` would refuse to start under mpirun.
+pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch mpirun")
 
 
 def _cluster_skip_reason() -> str | None:
