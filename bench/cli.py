@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import click
 
 from distbench import __version__
-from distbench.runtime import DistbenchError, UsageError, eprint
+from distbench.runtime import DistbenchError, UsageError, defer_mpi_init, eprint
 
 
 @dataclass
@@ -203,6 +203,7 @@ def _parse(argv: list[str]):
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; exits the process with the job's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    defer_mpi_init()
     _register_commands()
     job, message = _parse(argv)
     if not isinstance(job, Job):

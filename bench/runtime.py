@@ -43,9 +43,27 @@ def mpi():
     return MPI
 
 
+def defer_mpi_init() -> None:
+    """Make ``import mpi4py.MPI`` stop initializing MPI (the CLI calls this first).
+
+    Offline commands (``--help``, ``report``, ``compare``, ``model``) and the ``emulate``
+    launcher then never start MPI; :func:`world` initializes it on first use, and mpi4py
+    finalizes it at exit. No effect once MPI has been imported.
+    """
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = True
+
+
 def world():
-    """The world communicator (``MPI.COMM_WORLD``)."""
-    return mpi().COMM_WORLD
+    """The world communicator (``MPI.COMM_WORLD``), initializing MPI if nobody has yet
+    (with ``MPI_THREAD_MULTIPLE``, mpi4py's default)."""
+    MPI = mpi()
+    if not MPI.Is_initialized():
+        MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    return MPI.COMM_WORLD
 
 
 def launched_by_mpirun() -> bool:
