@@ -2,7 +2,8 @@
 and loses (error), measured interleaved with the dense AllReduce, and the link bandwidth below
 which it starts to pay off.
 
-Per gradient size: a sequence of ``--steps`` synthetic gradients (:class:`GradientSequence`)
+Per gradient size: a sequence of ``--steps`` synthetic gradients
+(:class:`distbench.algorithms.gradient_sequence.GradientSequence`)
 goes through every method's compressed exchange (untimed) to measure the error of the mean per
 step and the drift of its running sum; then the exchanges of the last gradient are timed
 interleaved with the dense ``native`` and ``ring`` AllReduce and a plain copy of the gradient
@@ -29,7 +30,6 @@ Metrics per method (records; the table shows most of them):
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -129,61 +129,6 @@ def validate_mpi(cfg: CompressConfig, comm) -> None:
                          f"{fmt_bytes(avail)} is available; lower --max-bytes")
 
 
-class GradientSequence:
-    """Synthetic gradients that look like SGD's: correlated in time and heavy-tailed.
-
-    ``g_t^r = sigma * (c_t + n_t^r)`` elementwise, with per-coordinate scales ``sigma =
-    exp(1.5 z)`` (log-normal, z ~ N(0, 1): a few coordinates dominate, as in real layers), a
-    component ``c_t`` common to all ranks (the full-batch gradient) and a per-rank component
-    ``n_t^r`` (minibatch noise), both AR(1) in time:
-    ``c_{t+1} = rho c_t + sqrt(1 - rho^2) xi``, rho = 0.9 for c and 0.5 for n, xi ~ N(0, 1).
-    Marginally each coordinate is a Gaussian scale mixture with a log-normal scale, i.e.
-    heavy-tailed. Seeded from ``(seed, rank)`` (and ``seed`` for the shared parts).
-    """
-
-    RHO_COMMON, RHO_NOISE, LOG_SCALE_STD = 0.9, 0.5, 1.5
-
-    def __init__(self, xp, d: int, seed: int, rank: int):
-        self.xp, self.d = xp, d
-        self._shared = self._rng([seed, 1])
-        self._own = self._rng([seed, 2, rank])
-        self.sigma = self._normal(self._rng([seed, 0]))
-        xp.multiply(self.sigma, np.float32(self.LOG_SCALE_STD), out=self.sigma)
-        xp.exp(self.sigma, out=self.sigma)
-        self.common = self._normal(self._shared)
-        self.noise = self._normal(self._own)
-        self._tmp = xp.empty(d, dtype=np.float32)
-
-    def _rng(self, key):
-        if self.xp is np:
-            return np.random.Generator(np.random.SFC64(np.random.SeedSequence(key)))
-        return self.xp.random.default_rng(int(np.random.SeedSequence(key).generate_state(1)[0]))
-
-    def _normal(self, rng, out=None):
-        if self.xp is np:
-            return rng.standard_normal(self.d, dtype=np.float32, out=out)
-        z = rng.standard_normal(self.d, dtype=np.float32)
-        if out is None:
-            return z
-        out[...] = z
-        return out
-
-    def _advance(self, state, rng, rho: float) -> None:
-        xp = self.xp
-        self._normal(rng, out=self._tmp)
-        xp.multiply(state, np.float32(rho), out=state)
-        xp.multiply(self._tmp, np.float32(math.sqrt(1 - rho * rho)), out=self._tmp)
-        xp.add(state, self._tmp, out=state)
-
-    def next(self, out) -> None:
-        """Write this rank's next gradient into ``out`` (float32, d elements)."""
-        xp = self.xp
-        xp.add(self.common, self.noise, out=out)
-        xp.multiply(out, self.sigma, out=out)
-        self._advance(self.common, self._shared, self.RHO_COMMON)
-        self._advance(self.noise, self._own, self.RHO_NOISE)
-
-
 def _norm(xp, v) -> float:
     return float(xp.linalg.norm(v))
 
@@ -192,6 +137,7 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
     """Run the benchmark on every rank; returns the exit code."""
     from distbench.algorithms.compression import make_compressor
     from distbench.algorithms.error_feedback import with_error_feedback
+    from distbench.algorithms.gradient_sequence import GradientSequence
     from distbench.collectives import ALLREDUCE, get_allreduce
     from distbench.collectives._util import clear_workspace
     from distbench.collectives.compressed import CompressedAllreduce, link_bytes

@@ -358,3 +358,31 @@ def test_decompress_add_and_residual_match_decompress(name):
     out = np.empty(d, dtype=np.float32)
     comp.residual(payload, p, out)
     np.testing.assert_array_equal(out, p - dec)
+
+
+def test_gradient_sequence_is_reproducible_correlated_and_heavy_tailed():
+    from distbench.algorithms.gradient_sequence import GradientSequence
+
+    d = 50_000
+
+    def steps(rank, n=3, seed=1):
+        seq = GradientSequence(np, d, seed, rank)
+        out = []
+        for _ in range(n):
+            g = np.empty(d, dtype=np.float32)
+            seq.next(g)
+            out.append(g.astype(np.float64))
+        return out
+
+    a, a2, b = steps(0), steps(0), steps(1)
+    for u, v in zip(a, a2, strict=True):
+        np.testing.assert_array_equal(u, v)  # same seed and rank: same gradients
+
+    def corr(u, v):
+        return float(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))
+
+    assert not np.array_equal(a[0], b[0])
+    assert 0.2 < corr(a[0], b[0]) < 0.95  # ranks share the common component
+    assert corr(a[0], a[1]) > 0.4  # AR(1) in time
+    z = a[2] / a[2].std()
+    assert np.mean(z**4) > 10  # heavy tails (a Gaussian has kurtosis 3)
