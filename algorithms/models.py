@@ -126,14 +126,14 @@ class FlatModel(abc.ABC):
         Z[rows, y] -= scale
         return total
 
-    def _add_l2(self, theta, grad, tmp) -> None:
-        """``grad += l2 * theta`` on the weight blocks (``tmp``: scratch of theta's size)."""
+    def _add_l2(self, theta, grad, tmp, scale: float = 1.0) -> None:
+        """``grad += scale l2 theta`` on the weight blocks (``tmp``: scratch of theta's size)."""
         if self.l2 == 0:
             return
         xp = namespace_of(theta)
         for a, b in self.weight_slices:
             t = tmp[a:b]
-            xp.multiply(theta[a:b], self.l2, out=t)
+            xp.multiply(theta[a:b], self.l2 * scale, out=t)
             xp.add(grad[a:b], t, out=grad[a:b])
 
     def l2_term(self, theta) -> float:
@@ -144,19 +144,23 @@ class FlatModel(abc.ABC):
                                    for a, b in self.weight_slices)
 
     # ------------------------------------------------------------------ public interface
-    def gradient(self, theta, X, y, out) -> None:
-        """Write the gradient of f on (X, y) into ``out`` (same shape/dtype as ``theta``).
+    def gradient(self, theta, X, y, out, scale: float = 1.0) -> None:
+        """Write ``scale`` times the gradient of f on (X, y) into ``out``.
 
         Args:
             theta: parameters, shape (n_params,), float32 or float64.
             X: features (n, d) of theta's dtype and array module; y: labels (n,) int64.
-            out: output vector, shape (n_params,), written in place.
+            out: output vector, shape (n_params,) like ``theta``, written in place.
+            scale: factor folded into the backward pass at no cost (SGD passes -lr, or
+                -lr/p before a summing AllReduce, and saves a pass over the vector).
         """
-        self.loss_grad(theta, X, y, out, want_loss=False)
+        self.loss_grad(theta, X, y, out, want_loss=False, scale=scale)
 
     @abc.abstractmethod
-    def loss_grad(self, theta, X, y, out, want_loss: bool = True) -> float | None:
-        """f(theta) on (X, y) (float; None unless ``want_loss``), gradient written to ``out``."""
+    def loss_grad(self, theta, X, y, out, want_loss: bool = True,
+                  scale: float = 1.0) -> float | None:
+        """f(theta) on (X, y) (float; None unless ``want_loss``), ``scale`` times its gradient
+        written to ``out``."""
 
     @abc.abstractmethod
     def logits(self, theta, X, out) -> None:
@@ -197,17 +201,18 @@ class Softmax(FlatModel):
         xp.matmul(X, v["W"], out=out)
         xp.add(out, v["b"], out=out)
 
-    def loss_grad(self, theta, X, y, out, want_loss: bool = True) -> float | None:
+    def loss_grad(self, theta, X, y, out, want_loss: bool = True,
+                  scale: float = 1.0) -> float | None:
         xp = namespace_of(theta)
         n = X.shape[0]
         ws = self._work(n, theta)
         Z = ws["z"]
         self.logits(theta, X, Z)
-        total = self._xent_backward(Z, y, ws, 1.0 / n, want_loss)
+        total = self._xent_backward(Z, y, ws, scale / n, want_loss)
         g = self.views(out)
         xp.matmul(X.T, Z, out=g["W"])
         Z.sum(axis=0, out=g["b"])
-        self._add_l2(theta, out, ws["l2"])
+        self._add_l2(theta, out, ws["l2"], scale)
         return total / n + self.l2_term(theta) if want_loss else None
 
 
@@ -248,7 +253,8 @@ class MLP(FlatModel):
         xp.matmul(H, v["W2"], out=out)
         xp.add(out, v["b2"], out=out)
 
-    def loss_grad(self, theta, X, y, out, want_loss: bool = True) -> float | None:
+    def loss_grad(self, theta, X, y, out, want_loss: bool = True,
+                  scale: float = 1.0) -> float | None:
         xp = namespace_of(theta)
         n = X.shape[0]
         v, g = self.views(theta), self.views(out)
@@ -257,7 +263,7 @@ class MLP(FlatModel):
         self._hidden(theta, X, H)
         xp.matmul(H, v["W2"], out=Z)
         xp.add(Z, v["b2"], out=Z)
-        total = self._xent_backward(Z, y, ws, 1.0 / n, want_loss)
+        total = self._xent_backward(Z, y, ws, scale / n, want_loss)
         xp.matmul(H.T, Z, out=g["W2"])
         Z.sum(axis=0, out=g["b2"])
         xp.matmul(Z, v["W2"].T, out=dH)
@@ -265,7 +271,7 @@ class MLP(FlatModel):
         xp.multiply(dH, mask, out=dH)
         xp.matmul(X.T, dH, out=g["W1"])
         dH.sum(axis=0, out=g["b1"])
-        self._add_l2(theta, out, ws["l2"])
+        self._add_l2(theta, out, ws["l2"], scale)
         return total / n + self.l2_term(theta) if want_loss else None
 
 

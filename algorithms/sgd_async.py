@@ -38,11 +38,11 @@ import time
 
 import numpy as np
 
-from distbench.algorithms.sgd import Clock, Sampler, SGDResult, make_record
+from distbench.algorithms.sgd import Clock, Sampler, SGDResult, make_record, warm_up
 from distbench.comm import CountingComm
 from distbench.runtime import DistbenchError, mpi, namespace_of
 
-TAG_PARAMS, TAG_GRAD = 0x5053, 0x4752  # "PS", "GR"
+TAG_PARAMS, TAG_GRAD, TAG_WARM = 0x5053, 0x4752, 0x574D  # "PS", "GR", "WM"
 CMD_PARAMS, CMD_GRAD, CMD_STOP = 0, 1, 2
 HEADER_BYTES = 16
 
@@ -74,6 +74,8 @@ def run_async(comm, problem, cfg, on_eval=None) -> SGDResult:
     """
     rank = comm.Get_rank()
     cc = CountingComm(comm)
+    warm_up(problem, cfg.batch_size)
+    _warm_links(comm)
     if rank == 0:
         out = _Server(comm, cc, problem, cfg, on_eval).run()
     else:
@@ -87,6 +89,19 @@ def run_async(comm, problem, cfg, on_eval=None) -> SGDResult:
     rounds, dropped = comm.bcast((out.get("rounds"), out.get("dropped")), root=0)
     return SGDResult(problem.xp.asarray(theta_host), out.get("records", []), cfg.steps, rounds,
                      [int(v) for v in sent], wall, out["times"], out.get("taus", []), dropped)
+
+
+def _warm_links(comm) -> None:
+    """Untimed, uncounted round trip of 8 bytes between the server and each worker, so the
+    point-to-point connections exist before the clock starts."""
+    buf = np.zeros(1, dtype=np.int64)
+    if comm.Get_rank() == 0:
+        for w in range(1, comm.Get_size()):
+            comm.Recv(buf, source=w, tag=TAG_WARM)
+            comm.Send(buf, dest=w, tag=TAG_WARM)
+    else:
+        comm.Send(buf, dest=0, tag=TAG_WARM)
+        comm.Recv(buf, source=0, tag=TAG_WARM)
 
 
 class _Server:

@@ -17,6 +17,8 @@ the library's internal traffic is not visible to a wrapper).
 
 from __future__ import annotations
 
+import numpy as np
+
 from distbench.comm import CountingComm
 from distbench.runtime import UsageError, namespace_of
 
@@ -76,21 +78,48 @@ class MeanExchange:
         """Whether a residual memory is active (False on the dense path)."""
         return bool(self._compressed is not None and self._compressed.error_feedback)
 
-    def mean(self, send, out, scale: float = 1.0) -> None:
-        """Write ``scale`` times the mean over ranks of ``send`` into ``out`` (both shape (n,),
-        same dtype); collective: every rank calls it with its own ``send``. ``send`` is not
-        modified (error feedback keeps its own copy). ``scale`` lets SGD fold its learning
-        rate into the one pass that divides by p."""
-        self.calls += 1
+    def warm_up(self, like) -> None:
+        """One untimed, uncounted AllReduce of ``like``'s size with the registered algorithm
+        (and a tiny Allgather for the compressed path) on the uncounted communicator, so
+        connection set-up is not charged to the first timed step. Collective."""
+        out = self.xp.empty_like(like)
+        self.allreduce(self.raw, like, out)
         if self._compressed is not None:
-            self._compressed(send, out)
-            if scale != 1.0:
-                self.xp.multiply(out, scale, out=out)
-            return
+            mine = np.zeros(1, dtype=np.int64)
+            self.raw.Allgather(mine, np.zeros(self.size, dtype=np.int64))
+
+    @property
+    def dense(self) -> bool:
+        """True when the exchange is a plain AllReduce (no compressor)."""
+        return self._compressed is None
+
+    def sum(self, send, out) -> None:
+        """Dense path: ``out = sum over ranks of send`` (one registered AllReduce; SGD folds
+        -lr/p into the gradient beforehand and adds ``out`` to its parameters).
+
+        Raises:
+            ValueError: the exchange compresses (a compressed exchange yields a mean).
+        """
+        if self._compressed is not None:
+            raise ValueError("a compressed exchange has no sum(); use mean()")
+        self.calls += 1
         if self._native:
             self.raw.Allreduce(send, out)
             self._native_bytes += send.nbytes
         else:
             self.allreduce(self.comm, send, out)
+
+    def mean(self, send, out, scale: float = 1.0) -> None:
+        """Write ``scale`` times the mean over ranks of ``send`` into ``out`` (both shape (n,),
+        same dtype); collective: every rank calls it with its own ``send``. ``send`` is not
+        modified (error feedback keeps its own copy). ``scale`` lets SGD fold its learning
+        rate into the one pass that divides by p."""
+        if self._compressed is not None:
+            self.calls += 1
+            self._compressed(send, out)
+            if scale != 1.0:
+                self.xp.multiply(out, scale, out=out)
+            return
+        self.sum(send, out)
         if self.size > 1 or scale != 1.0:
             self.xp.multiply(out, scale / self.size, out=out)
