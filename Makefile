@@ -1,5 +1,7 @@
 # distbench: the commands the README gives.
 #   make allreduce        install, then `mpirun -n $(NP) distbench allreduce` (the main job)
+#   make compress | sgd   the other benchmarks the same way (options in ARGS=...)
+#   make bench            the whole suite into results/<UTC>-suite/ and its report
 #   make test             install test dependencies, run the serial and the MPI test suites
 #   make lint | clean
 # Cluster users set NP, MPIRUN (e.g. MPIRUN="srun --mpi=pmix"), MPIRUN_FLAGS, ARGS.
@@ -42,6 +44,12 @@ info: install
 
 allreduce: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench allreduce $(ARGS)
+
+compress: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench compress $(ARGS)
+
+sgd: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench sgd $(ARGS)
 
 test: $(BIN)/activate
 	$(PY) -m pip install -q -e '.[$(EXTRAS),test]'

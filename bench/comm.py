@@ -235,6 +235,14 @@ class HostStagingComm(CommProxy):
         self.comm.Allgather(self._out("send", sendbuf), host)
         self._back(host, recvbuf)
 
+    def Allgatherv(self, sendbuf, recvbuf):
+        """``recvbuf`` is ``[array, counts]`` or ``[array, counts, displs, datatype]`` (or a
+        bare array); only the array part is staged."""
+        spec = list(recvbuf) if isinstance(recvbuf, (list, tuple)) else [recvbuf]
+        host = self._in("recv", spec[0])
+        self.comm.Allgatherv(self._out("send", sendbuf), [host, *spec[1:]])
+        self._back(host, spec[0])
+
     def Isend(self, buf, dest, tag=0):
         if self._needs(buf):
             raise TypeError("Isend on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")

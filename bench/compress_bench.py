@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 import click
 import numpy as np
 
+from distbench.harness import check_size_range, mem_available, size_sweep
 from distbench.metrics import GB, summarize
 from distbench.report import fmt_bytes, fmt_num, print_table, progress
 from distbench.results import RunWriter, env_line, environment
@@ -71,11 +72,7 @@ class CompressConfig:
     quiet: bool = False
 
     def sizes(self) -> list[int]:
-        out, s = [], self.min_bytes
-        while s <= self.max_bytes:
-            out.append(s)
-            s *= self.factor
-        return out
+        return size_sweep(self.min_bytes, self.max_bytes, self.factor)
 
 
 def validate(cfg: CompressConfig) -> None:
@@ -96,14 +93,7 @@ def validate(cfg: CompressConfig) -> None:
     if cfg.allreduce not in ALLREDUCE:
         raise UsageError(f"unknown algorithm {cfg.allreduce!r} for --allreduce (choose from "
                          f"{', '.join(ALLREDUCE)})")
-    if cfg.min_bytes > cfg.max_bytes:
-        raise UsageError(f"--min-bytes ({cfg.min_bytes}) is larger than --max-bytes "
-                         f"({cfg.max_bytes})")
-    if cfg.factor < 2:
-        raise UsageError(f"--step-factor must be an integer >= 2, not {cfg.factor}")
-    for s in (cfg.min_bytes, cfg.max_bytes):
-        if s % 4:
-            raise UsageError(f"size {s} B is not a multiple of float32's 4 B")
+    check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, "float32")
     if cfg.max_bytes // 4 >= 1 << 31:
         raise UsageError("gradients of 2**31 elements or more need int64 indices")
     if cfg.steps < 1 or (cfg.iters is not None and cfg.iters < 1) or cfg.warmup < 0:
@@ -113,7 +103,6 @@ def validate(cfg: CompressConfig) -> None:
 def validate_mpi(cfg: CompressConfig, comm) -> None:
     """The device exists, and the largest size fits this node's memory (same verdict on all
     ranks)."""
-    from distbench.harness import _mem_available
     from distbench.runtime import array_module, local_rank_and_size
 
     array_module(cfg.device)  # --device gpu without CuPy or a GPU: a usage error, here
@@ -122,7 +111,7 @@ def validate_mpi(cfg: CompressConfig, comm) -> None:
     # method, the running error sum, the error-feedback memory and its p buffer, and the
     # gathered payloads of up to 4 ranks at 8 bits.
     per_rank = cfg.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
-    avail = _mem_available() if cfg.device == "cpu" else None
+    avail = mem_available() if cfg.device == "cpu" else None
     if avail is not None and local * per_rank > avail:
         raise UsageError(f"a {fmt_bytes(cfg.max_bytes)} gradient with {len(cfg.methods)} "
                          f"methods needs about {fmt_bytes(local * per_rank)} on this node but "

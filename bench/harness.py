@@ -51,24 +51,35 @@ class SweepConfig:
     run_dir: str | None = None
 
     def sizes(self) -> list[int]:
-        out, s = [], self.min_bytes
-        while s <= self.max_bytes:
-            out.append(s)
-            s *= self.factor
-        return out
+        return size_sweep(self.min_bytes, self.max_bytes, self.factor)
+
+
+def size_sweep(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
+    """``min_bytes, min_bytes*factor, ...`` up to ``max_bytes`` (nccl-tests' -b/-e/-f)."""
+    out, s = [], min_bytes
+    while s <= max_bytes:
+        out.append(s)
+        s *= factor
+    return out
+
+
+def check_size_range(min_bytes: int, max_bytes: int, factor: int, dtype: str) -> None:
+    """-b/-e/-f checks shared by the sweeps: min <= max, integer factor >= 2, both ends a
+    multiple of ``dtype``'s item size. Raises UsageError with a one-line message."""
+    itemsize = np.dtype(dtype).itemsize
+    if min_bytes > max_bytes:
+        raise UsageError(f"--min-bytes ({min_bytes}) is larger than --max-bytes "
+                         f"({max_bytes})")
+    if factor < 2:
+        raise UsageError(f"--step-factor must be an integer >= 2, not {factor}")
+    for s in (min_bytes, max_bytes):
+        if s % itemsize:
+            raise UsageError(f"size {s} B is not a multiple of {dtype}'s {itemsize} B")
 
 
 def validate_sweep(cfg: SweepConfig) -> None:
     """Checks that need no MPI. Raises UsageError with a one-line message."""
-    itemsize = np.dtype(cfg.dtype).itemsize
-    if cfg.min_bytes > cfg.max_bytes:
-        raise UsageError(f"--min-bytes ({cfg.min_bytes}) is larger than --max-bytes "
-                         f"({cfg.max_bytes})")
-    if cfg.factor < 2:
-        raise UsageError(f"--step-factor must be an integer >= 2, not {cfg.factor}")
-    for s in (cfg.min_bytes, cfg.max_bytes):
-        if s % itemsize:
-            raise UsageError(f"size {s} B is not a multiple of {cfg.dtype}'s {itemsize} B")
+    check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
     if cfg.iters is not None and cfg.iters < 1:
         raise UsageError(f"--iters must be >= 1, not {cfg.iters}")
     if cfg.warmup is not None and cfg.warmup < 0:
@@ -77,7 +88,8 @@ def validate_sweep(cfg: SweepConfig) -> None:
         raise UsageError(f"--ranks-per-node must be >= 1, not {cfg.ranks_per_node}")
 
 
-def _mem_available() -> int | None:
+def mem_available() -> int | None:
+    """This node's available memory in bytes (MemAvailable), or None if unknown."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -100,7 +112,7 @@ def validate_mpi(cfg: SweepConfig, comm) -> None:
     # sendbuf + recvbuf + the largest scratch (a whole vector) + the check's chunk.
     itemsize = np.dtype(cfg.dtype).itemsize
     per_rank = 3 * cfg.max_bytes + min(cfg.max_bytes, CHUNK * itemsize) + (64 << 20)
-    avail = _mem_available() if cfg.device == "cpu" else None
+    avail = mem_available() if cfg.device == "cpu" else None
     if avail is not None and local * per_rank > avail:
         raise UsageError(f"a {fmt_bytes(cfg.max_bytes)} sweep needs about "
                          f"{fmt_bytes(local * per_rank)} on this node ({local} ranks) but "

@@ -195,7 +195,7 @@ def model_check_md(found, out: Path) -> tuple[str, list[Path]]:
 COMPRESS_COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"),
                     ("ratio", "right"), ("compress us", "right"), ("exchange us", "right"),
                     ("decompress us", "right"), ("t_max us", "right"), ("x native", "right"),
-                    ("err/step", "right"), ("sum err", "right"), ("break-even GB/s", "right")]
+                    ("err/step", "right"), ("drift", "right"), ("break-even GB/s", "right")]
 
 
 def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
@@ -207,13 +207,13 @@ def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     png = panels(recs, out / f"compress_{tag}.png", "method", "bytes",
                  [("wire_bytes", "wire bytes per rank"), ("t_max_us", "time t_max (us)"),
                   ("mean_step_error", "error per step ||mean^ - mean|| / ||mean||"),
-                  ("final_sum_error", "error of the sum over steps")],
+                  ("final_drift", "drift of the running sum (average gradients)")],
                  title, "gradient size (bytes)", ncols=2)
     rows = [[fmt_bytes(r["bytes"]), r["method"], fmt_bytes(int(r["wire_bytes"])),
              fmt_num(r.get("compression_ratio")), fmt_num(r.get("compress_us")),
              fmt_num(r.get("exchange_us")), fmt_num(r.get("decompress_us")),
              fmt_num(r.get("t_max_us")), fmt_num(r.get("vs_native")),
-             fmt_num(r.get("mean_step_error")), fmt_num(r.get("final_sum_error")),
+             fmt_num(r.get("mean_step_error")), fmt_num(r.get("final_drift")),
              fmt_num(r.get("break_even_gbps"))] for r in recs]
     lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
              f"`{env.get('command', '')}`", "", f"![compression]({png.name})", "",
