@@ -106,6 +106,10 @@ def validate(cfg: SGDBenchConfig) -> None:
         raise UsageError(f"--width must be >= 1, not {cfg.width}")
     if cfg.l2 is not None and cfg.l2 < 0:
         raise UsageError(f"--l2 must be >= 0, not {cfg.l2}")
+    if cfg.device != "cpu":
+        from distbench.runtime import array_module
+
+        array_module(cfg.device)  # CuPy and a CUDA device, or a one-line usage error
     if cfg.compress != "none":
         from distbench.algorithms.compression import make_compressor
 
