@@ -320,9 +320,11 @@ def _emit(cfg, writer, summaries, env, problem, dataset, size) -> None:
     caption = (f"{env_line(env)}\n{dataset.name}: {dataset.n_train} train / "
                f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
                f"f* = {fstar}; batch {cfg.batch_size}/worker, lr {cfg.lr:g} "
-               f"({cfg.schedule}), allreduce {cfg.allreduce}, compress {cfg.compress} "
-               f"(sync, local); sent/rank = max over ranks of bytes handed to MPI; wall "
-               f"time excludes evaluation\n"
+               f"({cfg.schedule}{', x p in sync/local' if cfg.scale_lr else ''}), "
+               f"allreduce {cfg.allreduce}, compress {cfg.compress} (sync, local)\n"
+               f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
+               f"evaluation; comm % = rank 0's share of it in the exchange (async: the server "
+               f"waiting for gradients)\n"
                f"target: {target or 'none (--target-loss/--target-acc)'}; "
                f"results: {writer.path}")
     print_table(f"SGD summary: {dataset.name}, {cfg.model}, {size} ranks", SUMMARY,
