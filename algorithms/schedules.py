@@ -64,6 +64,11 @@ class LRSchedule:
             raise UsageError(f"linear-scaling factor must be >= 1, not {self.scale}")
 
     @property
+    def is_constant(self) -> bool:
+        """True when every step has the same rate (constant schedule, no warm-up)."""
+        return self.schedule == "constant" and self.warmup == 0
+
+    @property
     def peak(self) -> float:
         """The rate reached after warm-up: k * eta."""
         return self.lr * self.scale

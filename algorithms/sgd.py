@@ -351,40 +351,52 @@ def _run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResu
     t, rounds, next_eval = 0, 0, cfg.eval_every
     compute = comm_s = sleep = 0.0
     nxt, gradient, add = sampler.next, model.gradient, xp.add
-    # The step size is folded into the backward pass: grad = -lr/p g (dense sync: the
-    # AllReduce sum is the update) or -lr g (local step); a compressor gets g itself.
-    dense_sync = not local and exchange.dense
-    fold = 1.0 / p if dense_sync else (1.0 if local else 0.0)
-    while t < T:
-        # sync: one step per round, gradients exchanged; local: h steps, then the deltas
-        for _ in range(min(H, T - t)):
+    fixed = lr.peak if lr.is_constant else None
+    # The step size is folded into the backward pass: grad = -lr/p g in dense sync (the
+    # AllReduce sum is then the update) and -lr g in a local step; a compressor gets g.
+    dense, inv_p = exchange.dense, 1.0 / p
+    if not local:  # sync: one step per round, the gradients exchanged every step
+        while t < T:
             t0 = pc()
             Xb, yb = nxt()
-            eta = lr(t)
-            gradient(theta, Xb, yb, grad, -eta * fold if fold else 1.0)
+            eta = fixed or lr(t)
+            gradient(theta, Xb, yb, grad, -eta * inv_p if dense else 1.0)
             t1 = pc()
             compute += t1 - t0
             if delay:
                 time.sleep(delay)
                 t0, t1 = t1, pc()
                 sleep += t1 - t0
-            if local:
-                add(theta, grad, out=theta)
+            if dense:
+                exchange.sum(grad, avg)  # = -lr * mean gradient
             else:
-                if dense_sync:
-                    exchange.sum(grad, avg)  # -lr * mean gradient
-                else:
-                    exchange.mean(grad, avg, -eta)
-                comm_s += pc() - t1
-                add(theta, avg, out=theta)
+                exchange.mean(grad, avg, -eta)
+            comm_s += pc() - t1
+            add(theta, avg, out=theta)
             t += 1
-        if local:
+            rounds = t
+            if t >= next_eval or t == T:
+                evaluate(t, rounds)
+                next_eval += cfg.eval_every
+    while local and t < T:  # local: h steps on the own shard, then the deltas averaged
+        for _ in range(min(H, T - t)):
             t0 = pc()
-            xp.subtract(theta, anchor, out=grad)
-            exchange.mean(grad, avg)
-            xp.add(anchor, avg, out=theta)
-            xp.copyto(anchor, theta)
-            comm_s += pc() - t0
+            Xb, yb = nxt()
+            gradient(theta, Xb, yb, grad, -(fixed or lr(t)))
+            t1 = pc()
+            compute += t1 - t0
+            if delay:
+                time.sleep(delay)
+                t0, t1 = t1, pc()
+                sleep += t1 - t0
+            add(theta, grad, out=theta)
+            t += 1
+        t0 = pc()
+        xp.subtract(theta, anchor, out=grad)
+        exchange.mean(grad, avg)
+        xp.add(anchor, avg, out=theta)
+        xp.copyto(anchor, theta)
+        comm_s += pc() - t0
         rounds += 1
         if t >= next_eval or t == T:
             evaluate(t, rounds)

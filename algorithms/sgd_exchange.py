@@ -100,14 +100,14 @@ class MeanExchange:
         Raises:
             ValueError: the exchange compresses (a compressed exchange yields a mean).
         """
-        if self._compressed is not None:
-            raise ValueError("a compressed exchange has no sum(); use mean()")
-        self.calls += 1
         if self._native:
             self.raw.Allreduce(send, out)
             self._native_bytes += send.nbytes
-        else:
+        elif self._compressed is None:
             self.allreduce(self.comm, send, out)
+        else:
+            raise ValueError("a compressed exchange has no sum(); use mean()")
+        self.calls += 1
 
     def mean(self, send, out, scale: float = 1.0) -> None:
         """Write ``scale`` times the mean over ranks of ``send`` into ``out`` (both shape (n,),
