@@ -56,6 +56,7 @@ class SGDBenchConfig:
     target_loss: float | None = None
     target_acc: float | None = None
     dtype: str = "float32"
+    blas_threads: int = 1
     device: str = "cpu"
     gpu_aware: str = "auto"
     seed: int = 0
@@ -104,6 +105,8 @@ def validate(cfg: SGDBenchConfig) -> None:
         raise UsageError(f"--target-acc must be in (0, 1], not {cfg.target_acc}")
     if cfg.width < 1:
         raise UsageError(f"--width must be >= 1, not {cfg.width}")
+    if cfg.blas_threads < 1:
+        raise UsageError(f"--blas-threads must be >= 1, not {cfg.blas_threads}")
     if cfg.l2 is not None and cfg.l2 < 0:
         raise UsageError(f"--l2 must be >= 0, not {cfg.l2}")
     if cfg.device != "cpu":
@@ -250,7 +253,20 @@ def summary_row(s: dict) -> list[str]:
 # --------------------------------------------------------------------------- the run
 
 def run(cfg: SGDBenchConfig, data: dict, comm) -> int:
-    """Run every mode on every rank of ``comm``; rank 0 writes files and prints tables."""
+    """Run every mode on every rank of ``comm``; rank 0 writes files and prints tables.
+
+    The BLAS runs ``--blas-threads`` threads per rank (default 1, the MPI convention): idle
+    OpenBLAS threads spin for a while after a multithreaded call (the f* solve, an
+    evaluation), and with several ranks per node they would steal the cores of the ranks
+    still computing.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=cfg.blas_threads, user_api="blas"):
+        return _run(cfg, data, comm)
+
+
+def _run(cfg: SGDBenchConfig, data: dict, comm) -> int:
     from distbench.algorithms.sgd import Problem, run_sgd
     from distbench.report import print_table, progress
     from distbench.results import RunWriter, environment
@@ -395,6 +411,8 @@ def _emit(cfg, writer, summaries, env, problem, dataset, size) -> None:
               help="Report time and bytes until the test accuracy is >= this.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
+@click.option("--blas-threads", type=int, default=1, show_default=True,
+              help="BLAS threads per rank.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
 @click.option("--gpu-aware", type=click.Choice(["auto", "yes", "no"]), default="auto",
               show_default=True)
