@@ -99,8 +99,16 @@ def allreduce(comm, sendbuf, recvbuf, op=MPI.SUM) -> None:
     else:  # no fold: skip its calls, this is the short-message path
         newrank, acc = comm.Get_rank(), sendbuf
     if newrank >= 0:
-        tmp = workspace(recvbuf, recvbuf.shape[0])
         mask = 1
+        if acc is sendbuf:
+            # First exchange: sendbuf is still this rank's own vector, so the partner's can be
+            # received straight into recvbuf (no scratch, no copy: the short-message path).
+            partner = real_rank(newrank ^ 1, rem)
+            comm.Sendrecv(sendbuf, partner, TAG, recvbuf, partner, TAG)
+            fn(recvbuf, sendbuf, out=recvbuf)
+            acc, mask = recvbuf, 2
+        if mask < pof2:
+            tmp = workspace(recvbuf, recvbuf.shape[0])
         while mask < pof2:
             partner = real_rank(newrank ^ mask, rem)
             comm.Sendrecv(acc, partner, TAG, tmp, partner, TAG)
