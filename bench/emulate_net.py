@@ -41,10 +41,10 @@ import signal
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from distbench.runtime import DistbenchError, UsageError
+from distbench.runtime import DistbenchError, UsageError, proc_field
 
 STATE_ROOT = Path("/run/distbench-emulate")
 NETNS_DIR = Path("/run/netns")
@@ -108,13 +108,9 @@ def parse_subnet(text: str, nodes: int) -> ipaddress.IPv4Network:
 
 
 def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
+    value = proc_field("/proc/self/status", "CapEff:")
+    if value:
+        return int(value.split()[0], 16)
     return -1 if os.geteuid() == 0 else 0
 
 
@@ -211,10 +207,8 @@ def destroy_namespaces(names: list[str], tools: dict[str, str], grace_s: float =
         if time.monotonic() > deadline:
             raise DistbenchError(f"processes {pids} survived SIGKILL in namespaces {names}")
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.005)
     present = [n for n in names if (NETNS_DIR / n).exists()]
     if present:

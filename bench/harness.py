@@ -19,7 +19,7 @@ from distbench.check import CHUNK, count_changed, count_wrong, fill_exact
 from distbench.metrics import algbw, busbw_allreduce, summarize
 from distbench.report import fmt_bytes, fmt_num, print_table, progress
 from distbench.results import RunWriter, env_line, environment
-from distbench.runtime import DistbenchError, UsageError, get_backend
+from distbench.runtime import DistbenchError, UsageError, get_backend, proc_field
 from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
 
 DTYPES = ("float32", "float64", "int32", "int64")
@@ -90,14 +90,8 @@ def validate_sweep(cfg: SweepConfig) -> None:
 
 def mem_available() -> int | None:
     """This node's available memory in bytes (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    value = proc_field("/proc/meminfo", "MemAvailable:")
+    return int(value.split()[0]) * 1024 if value else None
 
 
 def validate_mpi(cfg: SweepConfig, comm) -> None:

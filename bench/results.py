@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from distbench import __version__
+from distbench.runtime import proc_field
 
 SCHEMA = 1
 
@@ -52,14 +53,8 @@ def _version(dist: str) -> str | None:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return (proc_field("/proc/cpuinfo", "model name") or platform.processor()
+            or platform.machine())
 
 
 def environment(comm, backend=None, argv: list[str] | None = None, extra: dict | None = None

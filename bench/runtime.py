@@ -94,6 +94,20 @@ def local_rank_and_size(comm) -> tuple[int, int]:
         nc.Free()
 
 
+def proc_field(path: str, key: str) -> str | None:
+    """The value after ``key`` on the first line of a ``/proc`` file that starts with it
+    (e.g. ``proc_field("/proc/meminfo", "MemAvailable:")`` -> ``"23456789 kB"``); None if the
+    file or the line is missing."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return line[len(key):].strip().lstrip(":").strip()
+    except OSError:
+        return None
+    return None
+
+
 def eprint(*args: Any) -> None:
     """Print to stderr and flush (any rank; used for errors)."""
     print(*args, file=sys.stderr, flush=True)
