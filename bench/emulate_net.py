@@ -5,7 +5,7 @@ Layout of one run (``ID`` = 6 random hex digits, unique among live runs)::
     netns dbe-ID-sw:  bridge br0, ports n0 .. n{N-1}  (egress shaped: the switch -> node direction)
     netns dbe-ID-n0:  lo, eth0 = 10.213.0.1/24        (egress shaped: the node -> switch direction)
     netns dbe-ID-n1:  lo, eth0 = 10.213.0.2/24
-    ...
+    (one namespace per further node)
 
 Nothing is created in the host's own network namespace: the bridge lives in a "switch"
 namespace, each veth pair is created directly between the switch and a node namespace, and the

@@ -6,6 +6,7 @@ The array backend is chosen in exactly one place, :func:`array_module`; everythi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -164,12 +165,9 @@ def mpix_query_cuda_support() -> bool | None:
     """
     mpi()  # make sure libmpi is loaded
     candidates: list[str | None] = [None]
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "/libmpi" in line}
+    with contextlib.suppress(OSError), open("/proc/self/maps") as fh:
+        paths = {line.split()[-1] for line in fh if "/libmpi" in line}
         candidates += sorted(p for p in paths if os.path.basename(p).startswith("libmpi.so"))
-    except OSError:
-        pass
     for path in candidates:
         try:
             lib = ctypes.CDLL(path)
