@@ -17,7 +17,8 @@ naive                  ``2 (p-1) (alpha + n beta) + (p-1) n gamma`` (linear redu
                        the baseline TRG improve upon)
 ring                   ``2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan),
                        plus ``(p-1)(ceil(n/p / S) - 1) alpha`` for the reduce-scatter's
-                       segments of S = 1 MiB (``ring.SEGMENT_BYTES``)
+                       segments of S = 1 MiB (``ring.SEGMENT_BYTES``) inside one node
+                       (across nodes it sends whole blocks)
 tree                   ``2 ceil(lg p) (alpha + n beta) + ceil(lg p) n gamma`` (TRG's binomial
                        reduce, then binomial broadcast)
 recursive_doubling     ``lg p' (alpha + n beta + n gamma) + f (2 alpha + 2 n beta + n gamma)``
@@ -162,11 +163,11 @@ def coefficients(algorithm: str, nbytes, ranks, ranks_per_node=None, inner: str 
         a, b, ai, bi = _split(2 * (p - 1), 2 * inside, 1.0, n)
         return np.stack([a, b, (p - 1) * n, ai, bi])
     if algorithm == "ring":
+        multi = k < p  # across nodes the ring sends whole blocks (ring.spans_nodes)
         segments = (p - 1) * np.maximum(np.ceil(np.ceil(n / pf) / SEGMENT_BYTES) - 1, 0)
-        a = 2 * (p - 1) + segments
+        a = 2 * (p - 1) + np.where(multi, 0, segments)
         b = 2 * (pf - 1) / pf * n
         c = (pf - 1) / pf * n
-        multi = k < p
         return np.stack([np.where(multi, 0, a), np.where(multi, 0, b), c,
                          np.where(multi, a, 0), np.where(multi, b, 0)])
     if algorithm == "tree":

@@ -147,3 +147,34 @@ def test_single_rank(name):
             recv = np.full(count, -99.0)
             fn(MPI.COMM_SELF, send, recv, op=op)
             assert np.array_equal(recv, send), (name, count, op)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
+    """One host: the reduce-scatter is cut into 1 MiB segments; a communicator that spans nodes
+    (forced here through the cache) sends one message per step. Both exact, same bytes."""
+    from mpi4py import MPI
+
+    from distbench.collectives import ring
+    from distbench.comm import CountingComm
+
+    world = MPI.COMM_WORLD
+    rank, p = world.Get_rank(), world.Get_size()
+    count = (1 << 20) + 3  # float64: blocks of 8/p MiB, several segments each
+    send = np.empty(count, dtype=np.float64)
+    fill_exact(send, rank)
+    seg = ring.SEGMENT_BYTES // 8
+    nseg = -(-ring.cached_bounds(count, p)[1] // seg)
+    sent = {}
+    for spans in (False, True):
+        comm = CountingComm(world)
+        assert ring.spans_nodes(comm) is False  # one host: Split_type finds every rank
+        ring._SPANS_NODES[id(comm)] = (comm, spans)
+        comm.reset()
+        recv = np.full(count, -99.0)
+        ring.allreduce(comm, send, recv)
+        assert count_wrong(world, send, recv) == 0
+        expected_msgs = (p - 1) * (1 if spans else nseg) + (p - 1)
+        assert comm.calls["Sendrecv"] == expected_msgs
+        sent[spans] = comm.bytes_sent
+    assert sent[False] == sent[True]
