@@ -96,8 +96,9 @@ def mem_available() -> int | None:
 
 def validate_mpi(cfg: SweepConfig, comm) -> None:
     """Checks that need the communicator (same verdict on all ranks of a node)."""
-    from distbench.runtime import local_rank_and_size
+    from distbench.runtime import array_module, local_rank_and_size
 
+    array_module(cfg.device)  # --device gpu without CuPy or a device: a usage error, here
     size = comm.Get_size()
     if cfg.ranks_per_node is not None and size % cfg.ranks_per_node:
         raise UsageError(f"--ranks-per-node {cfg.ranks_per_node} does not divide the "

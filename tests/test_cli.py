@@ -162,3 +162,15 @@ def test_wrong_results_exit_1(tmp_path):
     bad = [r["wrong"] for r in records if r["algorithm"] == "off_by_one"]
     assert bad == [2] * 4  # element 0 wrong on both ranks, at each of the 4 sizes
     assert all(r["wrong"] == 0 for r in records if r["algorithm"] == "native")
+
+
+def test_gpu_without_cupy_is_a_one_line_usage_error():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: --device gpu is not an error here")
+    except ImportError:
+        pass
+    proc = mpirun(2, ["allreduce", "--device", "gpu", "-e", "64"], timeout=60)
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("Error: --device gpu needs CuPy")
