@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     _ARGV[:] = job.argv
     if not job.needs_mpi:
         sys.exit(_run_offline(job))
-    sys.exit(_run_mpi(job, message))
+    sys.exit(_run_mpi(job))
 
 
 def _finish_early(code: int, message: str | None) -> int:
@@ -248,7 +248,7 @@ def _run_offline(job: Job) -> int:
         return 1
 
 
-def _run_mpi(job: Job, _message) -> int:
+def _run_mpi(job: Job) -> int:
     from distbench.runtime import launched_by_mpirun, world
 
     comm = world()

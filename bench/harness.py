@@ -19,10 +19,9 @@ from distbench.check import CHUNK, count_changed, count_wrong, fill_exact
 from distbench.metrics import algbw, busbw_allreduce, summarize
 from distbench.report import fmt_bytes, fmt_num, print_table, progress
 from distbench.results import RunWriter, env_line, environment
-from distbench.runtime import DistbenchError, UsageError, get_backend, proc_field
+from distbench.runtime import UsageError, get_backend, proc_field
 from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
 
-DTYPES = ("float32", "float64", "int32", "int64")
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
 DEFAULT_ITERS = (1000, 100)  # small, large (before the time budget caps them)
 BUDGET_S = 0.12              # timed seconds per (size, algorithm) when -n is not given
@@ -243,6 +242,3 @@ def require_known(algos: list[str]) -> list[str]:
                          f"{', '.join(ALLREDUCE)} or all)")
     return algos
 
-
-__all__ = ["SweepConfig", "run_sweep", "validate_sweep", "validate_mpi", "DTYPES",
-           "require_known", "DistbenchError"]
