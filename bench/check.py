@@ -40,18 +40,12 @@ def count_wrong(comm, sendbuf, result, scratch=None, op=None) -> int:
     """
     from mpi4py import MPI
 
-    xp = namespace_of(result)
     op = MPI.SUM if op is None else op
-    n = result.shape[0]
-    if scratch is None:
-        scratch = xp.empty(max(1, min(CHUNK, n)), dtype=result.dtype)
-    wrong = 0
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        ref = scratch[: stop - start]
+
+    def reference(ref, start, stop):
         comm.Allreduce(sendbuf[start:stop], ref, op)
-        wrong += int(xp.count_nonzero(result[start:stop] != ref))
-    return int(comm.allreduce(wrong, op=MPI.SUM))
+
+    return _count_mismatches(comm, result, reference, scratch)
 
 
 def unchanged(buf, rank: int) -> bool:
@@ -65,16 +59,26 @@ def unchanged(buf, rank: int) -> bool:
 def count_changed(comm, buf, rank: int, scratch=None) -> int:
     """Elements of ``buf`` no longer equal to :func:`fill_exact`'s values for ``rank``, summed
     over ranks (collective); the check that an algorithm left its sendbuf untouched."""
+
+    def reference(ref, start, stop):
+        fill_exact(ref, rank, offset=start)
+
+    return _count_mismatches(comm, buf, reference, scratch)
+
+
+def _count_mismatches(comm, buf, reference, scratch=None) -> int:
+    """Elements of ``buf`` that differ from ``reference(ref, start, stop)`` (which fills the
+    chunk ``ref`` for ``buf[start:stop]``), chunk by chunk, summed over ranks (collective)."""
     from mpi4py import MPI
 
     xp = namespace_of(buf)
     n = buf.shape[0]
     if scratch is None:
         scratch = xp.empty(max(1, min(CHUNK, n)), dtype=buf.dtype)
-    changed = 0
+    bad = 0
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         ref = scratch[: stop - start]
-        fill_exact(ref, rank, offset=start)
-        changed += int(xp.count_nonzero(buf[start:stop] != ref))
-    return int(comm.allreduce(changed, op=MPI.SUM))
+        reference(ref, start, stop)
+        bad += int(xp.count_nonzero(buf[start:stop] != ref))
+    return int(comm.allreduce(bad, op=MPI.SUM))
