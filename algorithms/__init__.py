@@ -1,1 +1,3 @@
-"""The optimization side: compressors, error feedback, SGD modes, models and datasets."""
+"""The optimization side: gradient compression (:mod:`.compression`: compressors, error
+feedback, the compressed exchange) and SGD (:mod:`.sgd`: synchronous, local and asynchronous
+modes, models, datasets, schedules)."""

@@ -1,84 +1,132 @@
-"""Exact inputs and the element-for-element check against ``MPI_Allreduce``.
+"""Exact inputs, the exact results a collective must produce from them, and the element-for-
+element check.
 
-Inputs are small integers stored in the benchmark dtype, so the sum over any number of ranks
-(well below 2**24 / 17) is exact in every order and every algorithm must match the MPI
-library bit for bit.
+Rank r's input element i is ``v(i, r) = ((i * 7 + r * 13) % 17) - 8``, a small integer stored in
+the benchmark dtype (for PROD: ``2`` where ``(i * 7 + r * 13) % 17 == 0``, else ``+-1``, so every
+product is a signed power of two). Sums of up to a few thousand ranks of such integers, their
+minima and maxima, and products of signed powers of two are exact in every dtype and in every
+order of evaluation, so every algorithm must match the exact result bit for bit, and so must the
+MPI library's own call.
+
+Both ``v`` and every reduction of it over ranks are periodic in i with period :data:`PERIOD`,
+so an expected result is described by :class:`Segment` s (a range of the output, the 17-value
+table it repeats and the phase) and checked against a tiled copy of the table, chunk by chunk,
+with no arithmetic per element.
 """
 
 from __future__ import annotations
 
-from distbench.runtime import namespace_of
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from distbench.runtime import mpi, namespace_of
 
 CHUNK = 1 << 18  # elements per step when filling or comparing (bounds temporary memory)
+PERIOD = 17
 
 
-def fill_exact(buf, rank: int, offset: int = 0) -> None:
-    """Fill 1-D ``buf`` with integers in [-8, 8] that depend on ``rank`` and position.
+def _residues(rank: int) -> np.ndarray:
+    return (np.arange(PERIOD, dtype=np.int64) * 7 + rank * 13) % PERIOD
 
-    Element ``i`` gets ``((i + offset) * 7 + rank * 13) % 17 - 8``; works in chunks of
-    :data:`CHUNK` elements, so the temporary memory stays small for any buffer size.
-    """
+
+def input_table(rank: int, op: str = "sum") -> np.ndarray:
+    """``v(i, rank)`` for i = 0..16 (int64): integers in [-8, 8], or signed powers of two
+    (``+-1``, ``2``) for ``op="prod"``."""
+    res = _residues(rank)
+    if op == "prod":
+        return np.where(res == 0, 2, np.where(res % 2, 1, -1)).astype(np.int64)
+    return res - 8
+
+
+def reduced_table(ranks: Iterable[int], op: str = "sum") -> np.ndarray:
+    """The elementwise reduction over ``ranks`` of their :func:`input_table` (int64, exact)."""
+    tables = np.stack([input_table(r, op) for r in ranks])
+    return {"sum": tables.sum, "prod": tables.prod, "min": tables.min,
+            "max": tables.max}[op](axis=0)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Part of an expected output: ``out[lo + j] == table[(phase + j) % PERIOD]`` for
+    ``0 <= j < hi - lo`` (element indices; ``table`` as from :func:`input_table`)."""
+
+    lo: int
+    hi: int
+    table: np.ndarray
+    phase: int = 0
+
+
+def fill_exact(buf, rank: int, offset: int = 0, op: str = "sum") -> None:
+    """Fill 1-D ``buf`` with rank ``rank``'s exact inputs, element i getting ``v(i + offset,
+    rank)`` (the op's inputs for ``op="prod"``), chunk by chunk."""
+    fill_segments(buf, [Segment(0, buf.shape[0], input_table(rank, op), offset)])
+
+
+def _tiled(xp, table: np.ndarray, dtype, n: int):
+    """``table`` repeated to at least ``n + PERIOD`` elements, in ``dtype`` on ``xp``."""
+    reps = -(-(n + PERIOD) // PERIOD)
+    return xp.asarray(np.tile(table, reps).astype(dtype))
+
+
+def fill_segments(buf, segments: Sequence[Segment]) -> None:
+    """Write the values ``segments`` describe into ``buf`` (the rest is left as it is)."""
     xp = namespace_of(buf)
-    n = buf.shape[0]
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        idx = xp.arange(start + offset, stop + offset, dtype=xp.int64)
-        idx *= 7
-        idx += rank * 13
-        xp.remainder(idx, 17, out=idx)
-        idx -= 8
-        buf[start:stop] = idx.astype(buf.dtype, copy=False)
+    for seg in segments:
+        tiled = _tiled(xp, seg.table, buf.dtype, min(CHUNK, seg.hi - seg.lo))
+        for start in range(seg.lo, seg.hi, CHUNK):
+            stop = min(seg.hi, start + CHUNK)
+            off = (seg.phase + start - seg.lo) % PERIOD
+            buf[start:stop] = tiled[off: off + stop - start]
+
+
+def mismatches(buf, segments: Sequence[Segment]) -> int:
+    """Elements of ``buf`` that differ from what ``segments`` describe (local; int)."""
+    xp = namespace_of(buf)
+    bad = 0
+    for seg in segments:
+        tiled = _tiled(xp, seg.table, buf.dtype, min(CHUNK, seg.hi - seg.lo))
+        for start in range(seg.lo, seg.hi, CHUNK):
+            stop = min(seg.hi, start + CHUNK)
+            off = (seg.phase + start - seg.lo) % PERIOD
+            bad += int(xp.count_nonzero(buf[start:stop] != tiled[off: off + stop - start]))
+    return bad
+
+
+def total(comm, local: int) -> int:
+    """``local`` summed over the ranks of ``comm`` (collective)."""
+    return int(comm.allreduce(int(local), op=mpi().SUM))
 
 
 def count_wrong(comm, sendbuf, result, scratch=None, op=None) -> int:
-    """Elements of ``result`` that differ from ``MPI_Allreduce(sendbuf)``, summed over ranks.
+    """Elements of ``result`` that differ from the library's ``MPI_Allreduce(sendbuf)``,
+    summed over ranks (collective; the kernel tests' reference).
 
     The reference is computed chunk by chunk with the library's ``Allreduce`` (exact inputs make
     the chunked sum equal the whole one), so the check needs only a chunk of extra memory.
     ``scratch`` may supply that chunk (1-D, same dtype/module, at least min(CHUNK, n) long).
-    Collective: every rank must call it. Returns the total over all ranks (int).
     """
-    from mpi4py import MPI
-
-    op = MPI.SUM if op is None else op
-
-    def reference(ref, start, stop):
-        comm.Allreduce(sendbuf[start:stop], ref, op)
-
-    return _count_mismatches(comm, result, reference, scratch)
-
-
-def unchanged(buf, rank: int) -> bool:
-    """True when ``buf`` still holds :func:`fill_exact`'s values for ``rank`` (local check)."""
-    xp = namespace_of(buf)
-    ref = xp.empty_like(buf)
-    fill_exact(ref, rank)
-    return bool(xp.array_equal(ref, buf))
-
-
-def count_changed(comm, buf, rank: int, scratch=None) -> int:
-    """Elements of ``buf`` no longer equal to :func:`fill_exact`'s values for ``rank``, summed
-    over ranks (collective); the check that an algorithm left its sendbuf untouched."""
-
-    def reference(ref, start, stop):
-        fill_exact(ref, rank, offset=start)
-
-    return _count_mismatches(comm, buf, reference, scratch)
-
-
-def _count_mismatches(comm, buf, reference, scratch=None) -> int:
-    """Elements of ``buf`` that differ from ``reference(ref, start, stop)`` (which fills the
-    chunk ``ref`` for ``buf[start:stop]``), chunk by chunk, summed over ranks (collective)."""
-    from mpi4py import MPI
-
-    xp = namespace_of(buf)
-    n = buf.shape[0]
+    op = mpi().SUM if op is None else op
+    xp = namespace_of(result)
+    n = result.shape[0]
     if scratch is None:
-        scratch = xp.empty(max(1, min(CHUNK, n)), dtype=buf.dtype)
+        scratch = xp.empty(max(1, min(CHUNK, n)), dtype=result.dtype)
     bad = 0
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         ref = scratch[: stop - start]
-        reference(ref, start, stop)
-        bad += int(xp.count_nonzero(buf[start:stop] != ref))
-    return int(comm.allreduce(bad, op=MPI.SUM))
+        comm.Allreduce(sendbuf[start:stop], ref, op)
+        bad += int(xp.count_nonzero(result[start:stop] != ref))
+    return total(comm, bad)
+
+
+def unchanged(buf, rank: int) -> bool:
+    """True when ``buf`` still holds :func:`fill_exact`'s values for ``rank`` (local check)."""
+    return mismatches(buf, [Segment(0, buf.shape[0], input_table(rank))]) == 0
+
+
+def count_changed(comm, buf, rank: int) -> int:
+    """Elements of ``buf`` no longer equal to :func:`fill_exact`'s values for ``rank``, summed
+    over ranks (collective); the check that an algorithm left its sendbuf untouched."""
+    return total(comm, mismatches(buf, [Segment(0, buf.shape[0], input_table(rank))]))

@@ -1,13 +1,13 @@
-"""Metric definitions (DESIGN.md section 3): latency statistics over ranks and iterations,
+"""Metric definitions (the README's "Metrics"): latency statistics over ranks and iterations,
 algbw and busbw.
 
 * ``t_min``, ``t_avg``, ``t_max``: minimum, mean and maximum over ranks of each rank's mean
   per-iteration time (microseconds), as OSU's ``--full`` output.
 * ``p50``, ``p99``: percentiles of the per-iteration completion time, i.e. for every iteration
   the maximum over ranks (a collective is done when its slowest rank is), microseconds.
-* ``algbw = S / t_max`` with S the message size in bytes; ``busbw = algbw * 2 (p-1) / p`` for
-  AllReduce (nccl-tests' bus bandwidth: the per-link traffic of an optimal ring, comparable
-  across rank counts). GB/s = 1e9 B/s.
+* ``algbw = S / t_max`` with S the message size in bytes; ``busbw = algbw * factor``, the
+  factor each collective declares (nccl-tests' bus bandwidth: 2 (p-1) / p for AllReduce, the
+  per-link traffic of an optimal ring, comparable across rank counts). GB/s = 1e9 B/s.
 """
 
 from __future__ import annotations
@@ -60,8 +60,3 @@ def algbw(nbytes: int, seconds: float) -> float:
     if seconds <= 0:
         return 0.0
     return nbytes / seconds / GB
-
-
-def busbw_allreduce(algbw_gbps: float, ranks: int) -> float:
-    """Bus bandwidth of an AllReduce in GB/s: ``algbw * 2 (p-1) / p`` (nccl-tests)."""
-    return algbw_gbps * 2.0 * (ranks - 1) / ranks if ranks > 0 else 0.0

@@ -1,4 +1,5 @@
-"""Result records, environment metadata, and their JSON/CSV files (DESIGN.md sections 3, 4).
+"""Result records, environment metadata, their JSON/CSV files, and every way runs are loaded
+back (:func:`load_run`, :func:`find_docs`).
 
 A run writes ``<parent>/<UTC time>-<benchmark>/results.json`` (``{"benchmark", "environment",
 "config", "records"}``) and ``results.csv`` (one row per record). Both are rewritten atomically
@@ -21,8 +22,10 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+import numpy
+
 from distbench import __version__
-from distbench.runtime import proc_field
+from distbench.runtime import UsageError, proc_field
 
 SCHEMA = 1
 
@@ -65,7 +68,6 @@ def environment(comm, backend=None, argv: list[str] | None = None, extra: dict |
     versions, Python, OS, CPU, ranks, nodes, ranks per node, hostnames, device, backend,
     command line, UTC start time, and the emulated cluster (``DISTBENCH_EMULATED``) if any.
     """
-    import numpy
     from mpi4py import MPI
 
     hosts = comm.allgather(MPI.Get_processor_name()) if comm is not None else [
@@ -164,9 +166,17 @@ def csv_text(records: list[dict]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
     for rec in records:
-        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                         for k, v in rec.items()})
+        writer.writerow({k: _csv_cell(v) for k, v in rec.items()})
     return buf.getvalue()
+
+
+def _csv_cell(v):
+    """Lists joined by ';', dicts as ``key=value`` pairs joined by ';'."""
+    if isinstance(v, dict):
+        return ";".join(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ";".join(map(str, v))
+    return v
 
 
 class RunWriter:
@@ -228,8 +238,24 @@ class RunWriter:
         atomic_write(self.csv_path, csv_text(self.records))
 
 
+def normalize(doc: dict) -> dict:
+    """Bring a document written by an earlier distbench to today's record fields (in place):
+    collective records get ``options`` (the algorithm's options; earlier runs recorded
+    hierarchical's ``inner`` and the node grouping at the top level)."""
+    for rec in doc.get("records", []):
+        if not isinstance(rec, dict) or "options" in rec or "algorithm" not in rec:
+            continue
+        opts = {}
+        if rec.get("inner"):
+            opts["inner"] = rec["inner"]
+            if rec.get("ranks_per_node") is not None:
+                opts["ranks_per_node"] = rec["ranks_per_node"]
+        rec["options"] = opts
+    return doc
+
+
 def load_run(path: str | os.PathLike) -> list[dict]:
-    """Load the JSON document(s) of a run folder (or one JSON file).
+    """Load the JSON document(s) of a run folder (or one JSON file), :func:`normalize` d.
 
     Returns a list of documents (a suite folder holds one per benchmark).
 
@@ -246,7 +272,35 @@ def load_run(path: str | os.PathLike) -> list[dict]:
         with open(f) as fh:
             doc = json.load(fh)
         if isinstance(doc, dict) and "records" in doc:
-            docs.append(doc)
+            docs.append(normalize(doc))
     if not docs:
         raise FileNotFoundError(f"no distbench results (*.json with records) in {path}")
     return docs
+
+
+def find_docs(path) -> list[tuple[str, dict]]:
+    """(label, document) of every results document in ``path`` and its sub-folders.
+
+    The label is the sub-folder (``.`` for ``path`` itself).
+
+    Raises:
+        UsageError: ``path`` does not exist, holds no results, or a JSON file that is not one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    folders = [path] if path.is_file() else [path, *sorted(
+        {p.parent for p in path.rglob("*.json") if p.parent != path})]
+    out = []
+    for folder in folders:
+        try:
+            docs = load_run(folder)
+        except FileNotFoundError:
+            continue
+        except ValueError as exc:
+            raise UsageError(f"{folder}: not a results file ({exc})") from None
+        label = "." if folder in (path,) else str(folder.relative_to(path))
+        out.extend((label, d) for d in docs)
+    if not out:
+        raise UsageError(f"no distbench results (*.json with records) in {path}")
+    return out

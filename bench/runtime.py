@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from distbench.comm import HostStagingComm
+
 # Environment variables set by MPI launchers; when none is present and the world has one rank,
 # distbench was started without mpirun (a "singleton").
 _LAUNCHER_ENV = (
@@ -70,6 +72,16 @@ def world():
 def launched_by_mpirun() -> bool:
     """True when a launcher's environment variables are present."""
     return any(k in os.environ for k in _LAUNCHER_ENV)
+
+
+def launcher_rank() -> int | None:
+    """This process's world rank as the launcher's environment states it (Open MPI, PMIx,
+    PMI, Slurm), without initializing MPI; None when not launched by one."""
+    for key in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        value = os.environ.get(key, "")
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def node_comm(comm):
@@ -235,8 +247,6 @@ class Backend:
     def wrap_comm(self, comm):
         """``comm`` itself when MPI can take this backend's buffers, else a host-staging proxy."""
         if self.on_gpu and not self.gpu_aware:
-            from distbench.comm import HostStagingComm
-
             return HostStagingComm(comm, self)
         return comm
 

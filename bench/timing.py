@@ -1,4 +1,4 @@
-"""The timed loop shared by every benchmark (DESIGN.md section 3).
+"""The timed loop shared by every benchmark.
 
 Each iteration is timed on its own with ``MPI.Wtime`` around the call, after an untimed
 barrier (OSU / IMB style). Several callables compared with each other are measured
@@ -13,7 +13,8 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from mpi4py import MPI
+
+from distbench.runtime import mpi
 
 DEFAULT_ROUNDS = 10
 
@@ -55,7 +56,7 @@ def time_interleaved(
     nrounds = max(1, min(rounds, min(n_it.values())))
     block = {n: math.ceil(n_it[n] / nrounds) for n in names}
     out: dict[str, list[float]] = {n: [] for n in names}
-    wtime = MPI.Wtime
+    wtime = mpi().Wtime
     for r in range(nrounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
@@ -83,6 +84,7 @@ def estimate_seconds(comm, fn: Callable[[], object], calls: int = 2,
 
     Collective; every rank gets the same value, so iteration counts derived from it agree.
     """
+    MPI = mpi()
     best = math.inf
     for _ in range(calls):
         comm.Barrier()

@@ -1,4 +1,4 @@
-"""Test set-up for both ways the suite runs (DESIGN.md section 6).
+"""Test set-up for both ways the suite runs.
 
 * ``pytest``: serial tests; tests marked ``mpi`` are skipped by pytest-mpi.
 * ``mpirun -n N python -m pytest --only-mpi``: every rank runs the MPI tests (pytest-mpi's

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from distbench.check import count_wrong, fill_exact, unchanged
-from distbench.collectives import ALLREDUCE, get_allreduce, hierarchical
+from distbench.collectives import ALLREDUCE, get_allreduce
+from distbench.collectives.allreduce import hierarchical
 
 DTYPES = ["float32", "float64", "int32", "int64"]
 HAND_WRITTEN = sorted(set(ALLREDUCE) - {"native"})
@@ -155,7 +156,8 @@ def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
     (forced here through the cache) sends one message per step. Both exact, same bytes."""
     from mpi4py import MPI
 
-    from distbench.collectives import ring
+    from distbench.collectives.allreduce import ring
+    from distbench.collectives.kernels import cached_bounds
     from distbench.comm import CountingComm
 
     world = MPI.COMM_WORLD
@@ -164,7 +166,7 @@ def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
     send = np.empty(count, dtype=np.float64)
     fill_exact(send, rank)
     seg = ring.SEGMENT_BYTES // 8
-    nseg = -(-ring.cached_bounds(count, p)[1] // seg)
+    nseg = -(-cached_bounds(count, p)[1] // seg)
     sent = {}
     for spans in (False, True):
         comm = CountingComm(world)

@@ -110,14 +110,14 @@ def test_a_rank_that_raises_ends_the_job_quickly(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
         from distbench import collectives
-        from distbench.collectives import ring
+        from distbench.collectives.allreduce import ring
 
         def faulty(comm, sendbuf, recvbuf, op=None):
             if comm.Get_rank() == 1:
                 raise RuntimeError("injected failure")
             ring.allreduce(comm, sendbuf, recvbuf)
 
-        collectives.ALLREDUCE["faulty"] = faulty
+        collectives.ALLREDUCE.register("faulty", faulty)
         from distbench.cli import main
         main(sys.argv[1:])
     """))
@@ -139,14 +139,14 @@ def test_wrong_results_exit_1(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
         from distbench import collectives
-        from distbench.collectives import native
+        from distbench.collectives.allreduce import native
 
         def off_by_one(comm, sendbuf, recvbuf, op=None):
             native.allreduce(comm, sendbuf, recvbuf)
             if recvbuf.size:
                 recvbuf[0] += 1
 
-        collectives.ALLREDUCE["off_by_one"] = off_by_one
+        collectives.ALLREDUCE.register("off_by_one", off_by_one)
         from distbench.cli import main
         main(sys.argv[1:])
     """))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from distbench.analysis.compare import Match, match, parse_percent
 from distbench.cli import main
-from distbench.compare import Match, match, parse_percent
-from distbench.report_cmd import find_docs
+from distbench.results import find_docs
 from distbench.runtime import UsageError
 
 DATA = Path(__file__).parent / "data"

@@ -61,7 +61,7 @@ BAD = [
     (["--density", "0"], "density"),
     (["--density", "1.5"], "density"),
     (["--bits", "3"], "bits"),
-    (["--method", "topk,gzip"], "unknown method"),
+    (["--method", "topk,gzip"], "unknown compression method"),
     (["--allreduce", "bogus"], "unknown algorithm"),
     (["-b", "6"], "multiple of float32"),
 ]

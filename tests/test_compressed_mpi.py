@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from distbench.algorithms.compression import COMPRESSORS, make_compressor
-from distbench.algorithms.error_feedback import ErrorFeedback
+from distbench.algorithms.compression.error_feedback import ErrorFeedback
+from distbench.algorithms.compression.exchange import CompressedAllreduce, compressed_exchange
 from distbench.collectives import ALLREDUCE
-from distbench.collectives.compressed import CompressedAllreduce, compressed_exchange
 from distbench.comm import CountingComm
 
 D = 2053  # not a multiple of 8, of 4, or of the bucket size

@@ -9,9 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from distbench.algorithms import compressor as base
-from distbench.algorithms.compression import COMPRESSORS, SMALL, make_compressor
-from distbench.algorithms.error_feedback import ErrorFeedback, with_error_feedback
+from distbench.algorithms.compression import COMPRESSORS, SMALL, base, make_compressor
+from distbench.algorithms.compression.error_feedback import ErrorFeedback, with_error_feedback
 from distbench.runtime import UsageError
 
 
@@ -361,7 +360,7 @@ def test_decompress_add_and_residual_match_decompress(name):
 
 
 def test_gradient_sequence_is_reproducible_correlated_and_heavy_tailed():
-    from distbench.algorithms.gradient_sequence import GradientSequence
+    from distbench.algorithms.compression.gradient_sequence import GradientSequence
 
     d = 50_000
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distbench.algorithms.datasets import load_dataset, shard_bounds, shard_indices
+from distbench.algorithms.sgd.datasets import load_dataset, shard_bounds, shard_indices
 from distbench.runtime import UsageError
 
 

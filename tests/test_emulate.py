@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from distbench.emulate import Cluster
-from distbench.emulate_agent import agent_argv, split_ssh_args
-from distbench.emulate_net import (
+from distbench.emulate.agent import agent_argv, split_ssh_args
+from distbench.emulate.cluster import Cluster
+from distbench.emulate.network import (
     NETNS_DIR,
     check_requirements,
     parse_rate,
@@ -117,7 +117,7 @@ def test_parse_rate_and_subnet():
 
 
 def test_missing_privileges_or_tools_named(monkeypatch):
-    import distbench.emulate_net as net
+    import distbench.emulate.network as net
 
     monkeypatch.setattr(net, "_effective_caps", lambda: 0)
     real_which = net.shutil.which
@@ -290,7 +290,7 @@ def test_teardown_after_inner_failure(tmp_path, how):
 
 OWNER = textwrap.dedent("""
     import sys
-    from distbench.emulate import Cluster
+    from distbench.emulate.cluster import Cluster
     with Cluster(2, 1, "none") as cluster:
         print(" ".join(cluster.net.all_namespaces), flush=True)
         print(cluster.net.run_dir, flush=True)

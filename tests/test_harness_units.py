@@ -8,10 +8,20 @@ import click
 import numpy as np
 import pytest
 
-from distbench.check import count_changed, fill_exact
-from distbench.cli import Size
-from distbench.harness import SweepConfig, validate_sweep
-from distbench.metrics import algbw, busbw_allreduce, stats_from_matrix
+from distbench.benchmarks.collective import SweepConfig, validate_sweep
+from distbench.check import (
+    PERIOD,
+    Segment,
+    count_changed,
+    fill_exact,
+    fill_segments,
+    input_table,
+    mismatches,
+    reduced_table,
+)
+from distbench.collectives import get_collective
+from distbench.command import Size
+from distbench.metrics import algbw, stats_from_matrix
 from distbench.results import RunWriter, csv_text, new_run_dir
 from distbench.runtime import Backend, UsageError, array_module, get_backend, namespace_of
 from distbench.timing import adaptive_iters, time_interleaved
@@ -98,9 +108,10 @@ def test_stats_over_ranks_and_iterations():
 
 def test_algbw_busbw():
     assert algbw(1_000_000, 1e-3) == pytest.approx(1.0)
-    assert busbw_allreduce(1.0, 4) == pytest.approx(1.5)
-    assert busbw_allreduce(2.0, 2) == pytest.approx(2.0)
-    assert busbw_allreduce(3.0, 1) == 0.0
+    factor = get_collective("allreduce").bus_factor
+    assert 1.0 * factor(4) == pytest.approx(1.5)
+    assert 2.0 * factor(2) == pytest.approx(2.0)
+    assert 3.0 * factor(1) == 0.0
 
 
 def test_run_dir_never_overwritten_and_files_rewritten_per_append(tmp_path):
@@ -132,6 +143,39 @@ def test_fill_exact_is_small_integers_and_count_changed():
     assert count_changed(FakeComm(), buf, 3) == 0
     buf[[7, 4999]] += 1
     assert count_changed(FakeComm(), buf, 3) == 2
+
+
+@pytest.mark.parametrize("op", ["sum", "prod", "min", "max"])
+def test_expected_results_equal_the_reduction_of_the_inputs(op):
+    """The periodic tables describe exactly what reducing the ranks' filled buffers gives, for
+    every rank count and op; PROD inputs are signed powers of two (exact products)."""
+    n = 3 * PERIOD + 5
+    reduce = {"sum": np.sum, "prod": np.prod, "min": np.min, "max": np.max}[op]
+    for p in range(1, 6):
+        bufs = np.empty((p, n), dtype=np.float64)
+        for r in range(p):
+            fill_exact(bufs[r], r, op=op)
+        truth = reduce(bufs, axis=0)
+        out = np.empty(n)
+        segs = get_collective("allreduce").expected(n, p, 0, 0, op)
+        fill_segments(out, segs)
+        assert np.array_equal(out, truth), (op, p)
+        assert mismatches(truth.astype(np.float32), segs) == 0
+        assert np.array_equal(reduced_table(range(p), op), truth[:PERIOD])
+    if op == "prod":
+        assert set(np.unique(input_table(3, "prod"))) <= {-1, 1, 2}
+
+
+def test_segments_with_a_phase_and_mismatch_counts():
+    table = input_table(2)
+    buf = np.zeros(40, dtype=np.int32)
+    fill_segments(buf, [Segment(10, 40, table, phase=5)])
+    assert np.array_equal(buf[:10], np.zeros(10))
+    ref = np.empty(30, dtype=np.int32)
+    fill_exact(ref, 2, offset=5)
+    assert np.array_equal(buf[10:], ref)
+    buf[[12, 39]] += 1
+    assert mismatches(buf, [Segment(10, 40, table, phase=5)]) == 2
 
 
 def test_backend_choice_and_clean_gpu_error():

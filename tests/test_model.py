@@ -9,10 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distbench.analysis.cost import (
+    CostParams,
+    algorithms,
+    best_and_crossovers,
+    coefficients,
+    predict,
+)
+from distbench.analysis.fit import fit_cost_model, fit_line, hockney_fits, model_check, points
 from distbench.cli import main
-from distbench.cost import ALGORITHMS, CostParams, best_and_crossovers, coefficients, predict
-from distbench.model import allreduce_points, fit_cost_model, fit_line, hockney_fits, model_check
 from distbench.results import load_run
+
+ALGORITHMS = algorithms()
 
 DATA = Path(__file__).parent / "data"
 # Unit-free parameters make the hand computations readable: alpha = 1, beta = 0.01, gamma = 0.001.
@@ -42,7 +50,7 @@ P = CostParams(1.0, 0.01, 0.001)
     ("native", 1, 1, {}, 0.0),
 ])
 def test_formulas_against_hand_values(algo, n, p, kwargs, expected):
-    assert predict(algo, P, n, p, **kwargs) == pytest.approx(expected, rel=1e-12)
+    assert predict(algo, P, n, p, options=kwargs) == pytest.approx(expected, rel=1e-12)
 
 
 def test_two_level_network_uses_inter_node_parameters():
@@ -75,9 +83,14 @@ def test_vectorized_to_a_million_ranks():
     assert grid.shape == (64, 4) and np.all(np.diff(grid, axis=0) >= 0)
 
 
+def test_hierarchical_on_one_node_is_its_node_tree():
+    # k = p: the tree reduce and broadcast inside the node, no leaders' exchange
+    assert predict("hierarchical", P, 100, 8) == pytest.approx(2 * 3 * (1 + 1) + 3 * 0.1)
+
+
 @pytest.mark.parametrize("bad", [
-    lambda: predict("hierarchical", P, 8, 8),
     lambda: predict("hierarchical", P, 8, 6, ranks_per_node=4),
+    lambda: coefficients("native", 8, 4),
     lambda: predict("ring", P, 8, 0),
     lambda: predict("bogus", P, 8, 4),
 ])
@@ -104,8 +117,10 @@ def _synthetic(params, ranks, sizes):
     docs = []
     for p in ranks:
         recs = [{"algorithm": a, "bytes": int(n), "ranks": p, "dtype": "float32",
-                 "inner": "ring" if a == "hierarchical" else None, "ranks_per_node": None,
-                 "p50_us": float(predict(a, params, n, p, p if a == "hierarchical" else None))
+                 "options": {"inner": "ring"} if a == "hierarchical" else {},
+                 "ranks_per_node": None,
+                 "p50_us": float(predict(a, params, n, p, None,
+                                         {"inner": "ring"} if a == "hierarchical" else None))
                  * 1e6} for a in ALGORITHMS for n in sizes]
         docs.append({"benchmark": "allreduce", "environment": {"ranks_per_node": [p]},
                      "records": recs})
@@ -131,7 +146,7 @@ def test_cost_fit_across_ranks_recovers_parameters_and_predicts_p4():
     assert len(rows) == len(ALGORITHMS) * len(sizes)
     assert max(abs(r.error) for r in rows) < 1e-3
     # a given gamma is kept, not fitted
-    pts = allreduce_points(docs[:2])
+    pts = points(docs[:2])
     assert fit_cost_model(pts, "ring", gamma=true.gamma).params.beta == pytest.approx(
         true.beta, rel=1e-9)
 

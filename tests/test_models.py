@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distbench.algorithms.datasets import load_dataset
-from distbench.algorithms.models import MLP, Softmax, make_model, optimum
+from distbench.algorithms.sgd.datasets import load_dataset
+from distbench.algorithms.sgd.models import MLP, Softmax, make_model, optimum
 from distbench.runtime import UsageError
 
 

@@ -14,8 +14,10 @@ import pytest
 from launch import mpi_env
 from PIL import Image
 
+from distbench.analysis.report import write_report
+from distbench.analysis.tables import fmt_env, md_table
 from distbench.cli import main
-from distbench.report_cmd import find_docs, fmt_env, md_table, write_report
+from distbench.results import find_docs
 
 DATA = Path(__file__).parent / "data"
 

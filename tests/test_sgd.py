@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distbench.algorithms.datasets import load_dataset
-from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd, steps_for_epochs
+from distbench.algorithms.sgd.datasets import load_dataset
+from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.runtime import UsageError
 
 
@@ -137,8 +137,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
 
 
 def test_command_parses_into_a_job():
-    from distbench.cli import Job
-    from distbench.sgd_bench import sgd_command
+    from distbench.benchmarks.sgd import sgd_command
+    from distbench.command import Job
 
     job = sgd_command.main(["--mode", "sync,async", "--straggler", "1:5,2:0.5", "--straggler",
                             "3:1", "--compress", "topk", "--no-error-feedback", "--steps", "9"],

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from distbench.algorithms.datasets import load_dataset
-from distbench.algorithms.schedules import LRSchedule
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd
-from distbench.algorithms.sgd_async import HEADER_BYTES
+from distbench.algorithms.sgd.datasets import load_dataset
+from distbench.algorithms.sgd.parameter_server import HEADER_BYTES
+from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.comm import CountingComm
 
 
@@ -258,13 +258,13 @@ def test_local_sgd_compresses_the_model_delta(problem64):
 def test_benchmark_run_writes_rows_and_summaries(digits, tmp_path):
     import json
 
-    from distbench.sgd_bench import SGDBenchConfig, run
+    from distbench.benchmarks.sgd import SGDBenchConfig, run
 
     comm = _world()
     out = comm.bcast(str(tmp_path) if comm.Get_rank() == 0 else None)
     cfg = SGDBenchConfig(modes=["sync", "local", "async"], steps=20, eval_every=10,
                          local_steps=3, lr=0.5, target_acc=0.5, output=out, quiet=True)
-    assert run(cfg, {"dataset": digits}, comm) == 0
+    assert run(cfg, {"dataset": digits}, comm, ["distbench", "sgd"]) == 0
     if comm.Get_rank() != 0:
         return
     (folder,) = [p for p in tmp_path.iterdir() if p.name.endswith("-sgd")]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distbench.collectives import _util
-from distbench.collectives._util import block_bounds, clear_workspace, reduce_ufunc, workspace
-from distbench.collectives.recursive_doubling import pow2_floor, real_rank
+from distbench import buffers
+from distbench.buffers import clear_workspace, workspace
+from distbench.collectives.allreduce.recursive_doubling import real_rank
+from distbench.collectives.kernels import block_bounds, pow2_floor, reduce_ufunc
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 16])
@@ -40,7 +41,7 @@ def test_workspace_reuses_and_grows():
     assert np.shares_memory(workspace(like, 10), big), "the grown buffer is kept"
     assert workspace(like, 0).shape == (0,)
     clear_workspace()
-    assert not _util._WORKSPACE
+    assert not buffers._WORKSPACE
     assert not np.shares_memory(workspace(like, 10), big), "cleared: fresh memory"
     clear_workspace()
 
@@ -49,6 +50,7 @@ def test_reduce_ufunc_table():
     from mpi4py import MPI
 
     assert reduce_ufunc(MPI.SUM, np) is np.add
+    assert reduce_ufunc(None, np) is np.add, "None is SUM"
     assert reduce_ufunc(MPI.PROD, np) is np.multiply
     assert reduce_ufunc(MPI.MAX, np) is np.maximum
     assert reduce_ufunc(MPI.MIN, np) is np.minimum

@@ -1,0 +1,69 @@
+"""Gradient compressors: pure array operators (no MPI) for NumPy and CuPy arrays.
+
+Every compressor ``C`` (GRACE's Compressor role) has
+
+* ``compress(x) -> payload``: ``x`` is a floating-point gradient of any shape (read as its
+  C-order flattening of ``d`` elements); the payload is a small fixed tuple of flat contiguous
+  arrays, ready for mpi4py's buffer API;
+* ``decompress(payload, shape, out=None) -> array``: ``D(payload)`` with ``shape``, float32
+  unless ``out`` (or, for ``none``, the payload) says otherwise;
+* ``decompress_add(payload, out)``: ``out += D(payload)`` (flat ``out``), and
+  ``residual(payload, p, out)``: ``out = p - D(payload)`` (error feedback);
+* ``wire_bytes(payload)``: the bytes that travel (``payload_bytes(d)`` gives the formula);
+* ``summable``: payloads may be added by an AllReduce. Then ``payload[0]`` is the linear part
+  that travels, ``D((sum_r payload_r[0],) + payload[1:]) = sum_r D(payload_r)``, and
+  ``payload[1:]`` is identical on every rank (rand-k's indices) and never travels. For the
+  others every array of the payload travels;
+* ``biased``: ``E[D(C(x))] != x`` (error feedback is on by default for these).
+
+Payload arrays are preallocated and owned by the compressor: the next ``compress`` call
+overwrites them (``none`` returns a view of ``x`` itself). Temporaries come from
+:func:`distbench.buffers.workspace`. On NumPy the kernels stream over cache-sized
+blocks of ``block`` elements (default ``CHUNK``; a Python loop over blocks, never over
+elements); on CuPy they run on the whole vector at once.
+
+Registered in :data:`COMPRESSORS`; build one with :func:`make_compressor`.
+"""
+
+from __future__ import annotations
+
+from distbench.algorithms.compression.base import Compressor, check_density
+from distbench.algorithms.compression.dense import FP16, Identity
+from distbench.algorithms.compression.qsgd import QSGD
+from distbench.algorithms.compression.sign import Sign
+from distbench.algorithms.compression.sparse import SMALL, RandK, TopK
+from distbench.registry import Registry
+
+COMPRESSORS = Registry("compression method", "distbench.compressors", {
+    "none": Identity,
+    "fp16": FP16,
+    "qsgd": QSGD,
+    "sign": Sign,
+    "topk": TopK,
+    "randk": RandK,
+})
+
+
+def make_compressor(name: str, density: float = 0.01, bits: int = 8, seed: int = 0,
+                    rank: int = 0, bucket_size: int = 512) -> Compressor:
+    """A new compressor ``name`` built with the options its constructor takes (bound by
+    signature, as every registry does; a plug-in class gets the same treatment).
+
+    Args:
+        name: a key of :data:`COMPRESSORS`.
+        density: kept fraction for ``topk``/``randk``, in (0, 1].
+        bits: bits per element for ``qsgd``: 2, 4 or 8 (``s = 2**(bits-1) - 1`` levels).
+        seed: seed of the random parts; ``randk`` needs the same seed on every rank.
+        rank: this rank; ``qsgd`` draws independent rounding noise per rank from
+            ``(seed, rank)``.
+        bucket_size: elements per ``qsgd`` bucket (one float32 norm each), >= 1.
+
+    Raises:
+        UsageError: unknown name, density outside (0, 1], unsupported bits or bucket size.
+    """
+    check_density(density)
+    return COMPRESSORS.create(name, density=density, bits=bits, seed=seed, rank=rank,
+                              bucket_size=bucket_size)
+
+
+__all__ = ["COMPRESSORS", "SMALL", "Compressor", "make_compressor"]

@@ -1,0 +1,50 @@
+"""SGD over MPI: synchronous, local and asynchronous, with convergence records.
+
+* ``sync`` and ``local``: :mod:`distbench.algorithms.sgd.synchronous`;
+* ``async``: a parameter server (:mod:`distbench.algorithms.sgd.parameter_server`);
+* shared parts (configuration, problem, sampler, clock, records):
+  :mod:`distbench.algorithms.sgd.common`; the exchange: :mod:`.exchange`; models, datasets and
+  learning-rate schedules: :mod:`.models`, :mod:`.datasets`, :mod:`.schedules`.
+
+Every mode starts from the same parameters and draws minibatches from the same
+:class:`~distbench.algorithms.sgd.common.Sampler` streams, so the modes are compared on the same
+data order and seed. Wall time counts training only: evaluations happen with the clock stopped.
+``T`` counts parameter updates: synchronous steps, local steps per rank, or updates applied by
+the server.
+"""
+
+from __future__ import annotations
+
+from distbench.algorithms.sgd.common import (
+    MODES,
+    POLICIES,
+    Problem,
+    Sampler,
+    SGDConfig,
+    SGDResult,
+    steps_for_epochs,
+)
+from distbench.algorithms.sgd.parameter_server import run_async
+from distbench.algorithms.sgd.synchronous import run_synchronous
+
+
+def run_sgd(comm, problem: Problem, cfg: SGDConfig, on_eval=None) -> SGDResult:
+    """Run one mode on every rank of ``comm`` (collective).
+
+    Args:
+        comm: mpi4py communicator (uncounted; the exchange wraps its own CountingComm).
+        problem: the shared :class:`Problem` (same seed and data on every rank).
+        cfg: the :class:`SGDConfig`.
+        on_eval: ``on_eval(record)`` called on rank 0 after each evaluation.
+
+    Raises:
+        UsageError: see :meth:`SGDConfig.validate` and :class:`Sampler`.
+    """
+    cfg.validate(comm.Get_size())
+    if cfg.mode == "async":
+        return run_async(comm, problem, cfg, on_eval)
+    return run_synchronous(comm, problem, cfg, on_eval)
+
+
+__all__ = ["MODES", "POLICIES", "Problem", "Sampler", "SGDConfig", "SGDResult", "run_sgd",
+           "steps_for_epochs"]

@@ -1,0 +1,225 @@
+"""PNG plots of distbench runs (matplotlib's Agg renderer, no display needed).
+
+Each function draws one figure from result records (``distbench.results.load_run`` documents)
+and writes it with :func:`save`; it returns the file's path. Figures are built on
+``matplotlib.figure.Figure`` directly, never through pyplot's global state, so no GUI backend
+is loaded (``savefig`` renders PNG with Agg) and nothing leaks between calls. Colours are fixed
+per series name so an algorithm has the same colour in every plot; the baselines (``native``,
+the dense exchange ``none``) are black and dashed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
+
+from distbench.collectives import collective_names, get_collective
+
+BASELINES = ("native", "dense native", "dense ring")
+DPI = 110
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#bcbd22", "#17becf"]
+# series that share a plot get distinct colours: compressors, SGD modes (and algorithms, below)
+_FAMILIES = (["none", "fp16", "qsgd", "sign", "topk", "randk"], ["sync", "local", "async"])
+
+
+@functools.lru_cache(maxsize=1)
+def _algorithm_names() -> list[str]:
+    """Every collective's registered algorithms but the baselines, in registry order."""
+    names: list[str] = []
+    for c in collective_names():
+        decl = get_collective(c)
+        names += [a for a in decl.algorithms() if a != decl.baseline and a not in names]
+    return names
+
+
+def _base(name: str) -> str:
+    """``topk(0.01)+EF`` -> ``topk``; ``local H=4`` -> ``local``."""
+    return name.split(" ")[0].split("(")[0].split("+")[0]
+
+
+def color(name: str) -> str:
+    """A stable colour per series name (black / grey for the baselines)."""
+    if name in BASELINES:
+        return "#666666" if name == "dense ring" else "black"
+    base = _base(name)
+    families = (_algorithm_names(), *_FAMILIES)
+    idx = next((f.index(base) for f in families if base in f), sum(map(ord, base)))
+    return _PALETTE[idx % len(_PALETTE)]
+
+
+def style(name: str) -> dict:
+    """Line keyword arguments: dashed without markers for the baselines (native, the dense
+    AllReduce of the compression benchmark), solid with markers for the rest; a method with
+    error feedback (``+EF``) keeps its compressor's colour."""
+    if name in BASELINES:
+        return {"color": color(name), "linestyle": "--", "linewidth": 1.6, "marker": None}
+    return {"color": color(name), "linestyle": "-", "linewidth": 1.3, "marker": "o",
+            "markersize": 3}
+
+
+def _bytes_label(x, _pos=None) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if x >= scale:
+            v = x / scale
+            return f"{v:.0f}{unit}" if abs(v - round(v)) < 1e-9 else f"{v:.3g}{unit}"
+    return f"{x:.0f}" if x >= 1 else f"{x:.2g}"
+
+
+def _num_label(x, _pos=None) -> str:
+    return f"{x:g}"
+
+
+def _log_axis(ax, axis: str = "x", in_bytes: bool = False, numticks: int = 8) -> None:
+    """Log scale with plain tick labels (base 2 and K/M/G for bytes); no mathtext, which
+    would take most of the drawing time."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2 if in_bytes else 10)
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if in_bytes:
+        target.set_major_locator(LogLocator(base=2, numticks=numticks))
+    target.set_major_formatter(FuncFormatter(_bytes_label if in_bytes else _num_label))
+    if in_bytes:
+        target.set_minor_locator(NullLocator())
+        return
+
+    def minor(x, _pos=None) -> str:
+        # label 2x and 5x when the axis spans less than ~1.5 decades (else 1 label or none)
+        lo, hi = sorted(target.get_view_interval())
+        lead = f"{x:.0e}"[0]
+        return f"{x:g}" if lo > 0 and hi / lo < 30 and lead in "25" else ""
+
+    target.set_minor_formatter(FuncFormatter(minor))
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG (``DPI`` dots per inch)."""
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _series(records: Sequence[dict], key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for rec in records:
+        out.setdefault(str(rec[key]), []).append(rec)
+    return out
+
+
+def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None,
+          positive: bool = False) -> None:
+    """One line per series (``positive``: drop points <= 0, for log axes)."""
+    names = sorted(series, key=lambda n: (n not in BASELINES, order.index(n) if order and
+                                          n in order else 99, n))
+    for name in names:
+        pts = sorted((r[x], r[y]) for r in series[name] if isinstance(r.get(y), (int, float))
+                     and r.get(x) is not None and (not positive or r[y] > 0))
+        if pts:
+            xy = np.array(pts, dtype=np.float64)
+            ax.plot(xy[:, 0], xy[:, 1], label=name, **style(name))
+
+
+def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str) -> Path:
+    """busbw (``metric="busbw_gbps"``) or latency (``"t_max_us"``) vs message size, log-log,
+    one line per algorithm, native dashed."""
+    fig = Figure(figsize=(7.5, 4.8))
+    fig.subplots_adjust(left=0.125, right=0.97, top=0.93, bottom=0.11)
+    ax = fig.add_subplot()
+    _draw(ax, _series(records, "algorithm"), "bytes", metric, _algorithm_names())
+    _log_axis(ax, "x", in_bytes=True, numticks=14)
+    _log_axis(ax, "y")
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel({"busbw_gbps": "bus bandwidth (GB/s)", "t_max_us": "time t_max (us)"}
+                  .get(metric, metric))
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return save(fig, path)
+
+
+def model_check_plot(rows, path: Path, title: str) -> Path:
+    """Measured (markers) and predicted (lines) time vs size per algorithm, log-log; ``rows``
+    are :class:`distbench.analysis.fit.CheckRow`."""
+    fig = Figure(figsize=(7.5, 4.8))
+    fig.subplots_adjust(left=0.125, right=0.97, top=0.93, bottom=0.11)
+    ax = fig.add_subplot()
+    for algo in dict.fromkeys(r.algorithm for r in rows):
+        pts = sorted((r.nbytes, r.measured_us, r.predicted_us) for r in rows
+                     if r.algorithm == algo)
+        xs, meas, pred = np.array(pts, dtype=np.float64).T
+        c = color(algo)
+        ax.plot(xs, pred, color=c, linestyle="--" if algo == "native" else "-", linewidth=1.2,
+                label=f"{algo} model")
+        ax.plot(xs, meas, color=c, linestyle="none", marker="o", markersize=4)
+    _log_axis(ax, "x", in_bytes=True, numticks=14)
+    _log_axis(ax, "y")
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("time p50 (us): dots measured, lines model")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return save(fig, path)
+
+
+def panels(records: Sequence[dict], path: Path, key: str, x: str, ys: Sequence[tuple],
+           title: str, xlabel: str, ncols: int | None = None,
+           order: Sequence[str] | None = None) -> Path:
+    """Panels of ``field`` vs the byte size ``x`` (log-log) for each ``(field, label)`` in
+    ``ys``, one line per value of ``key``, ``ncols`` panels per row (default: all in one).
+    Fields with "bytes" in their name get byte tick labels; points <= 0 are left out."""
+    ncols = ncols or len(ys)
+    nrows = -(-len(ys) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.4))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92 if nrows > 1 else 0.88,
+                        bottom=0.08 if nrows > 1 else 0.14, wspace=0.25, hspace=0.3)
+    series = _series(records, key)
+    for i, (field, label) in enumerate(ys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _draw(ax, series, x, field, list(order) if order else None, positive=True)
+        _log_axis(ax, "x", in_bytes=True)
+        _log_axis(ax, "y", in_bytes="bytes" in field)
+        if i >= len(ys) - ncols:
+            ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tuple],
+                cols: Sequence[tuple], title: str) -> Path:
+    """A grid of panels: row i plots field ``rows[i] = (field, label, log_y)`` against column
+    j's x field ``cols[j] = (field, label, log_x)``, one line per value of ``key`` (used for
+    SGD: loss and accuracy vs step, bytes sent and wall time)."""
+    fig = Figure(figsize=(4.0 * len(cols), 3.3 * len(rows)))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.93, bottom=0.08, wspace=0.22,
+                        hspace=0.12)
+    series = _series(records, key)
+    for i, (yf, ylabel, logy) in enumerate(rows):
+        for j, (xf, xlabel, logx) in enumerate(cols):
+            ax = fig.add_subplot(len(rows), len(cols), i * len(cols) + j + 1)
+            _draw(ax, series, xf, yf)
+            if logx:
+                _log_axis(ax, "x", in_bytes="bytes" in xf)
+            elif "bytes" in xf:
+                ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+            if logy:
+                _log_axis(ax, "y")
+            if i == len(rows) - 1:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            ax.grid(True, which="major", alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+__all__ = ["allreduce_plot", "model_check_plot", "panels", "grid_panels", "color", "style",
+           "save"]

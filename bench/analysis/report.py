@@ -1,0 +1,279 @@
+"""``distbench report DIR``: PNG plots and a ``REPORT.md`` of a run or a suite of runs.
+
+DIR is a run folder (``results/<UTC>-allreduce/``), a suite folder (``make bench``: one JSON
+document per benchmark, plus the allreduce runs at other rank counts in sub-folders for the
+model check), or one results JSON file. Every results document found in DIR and its
+sub-folders goes into the report:
+
+* environment: what every run shares, then what differs between runs;
+* each collective (allreduce and any other declared one, per run): busbw and latency vs size
+  (log-log, native dashed), tables of t_max and busbw per size and algorithm, the alpha-beta
+  (Hockney) fit per algorithm; with runs at two or more rank counts, the model fitted on the
+  smaller ones against the largest (predicted vs measured per size, with the error);
+* compress: per compressor wire bytes, time and error vs size;
+* sgd: loss and accuracy vs step, vs bytes sent and vs wall time, per mode; the summary table.
+
+Files go beside the results (or to ``--out``); existing plots of the same name are replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import click
+
+from distbench.analysis.fit import hockney_fits, model_check
+from distbench.analysis.plots import allreduce_plot, grid_panels, model_check_plot, panels
+from distbench.analysis.tables import (
+    CHECK_SUMMARY_COLUMNS,
+    COMPRESS_COLUMNS,
+    COST_COLUMNS,
+    FIT_COLUMNS,
+    SGD_SUMMARY_COLUMNS,
+    algorithm_label,
+    check_table,
+    compress_row,
+    cost_rows,
+    fit_rows,
+    fmt_env,
+    md_table,
+    sgd_series,
+    sgd_summary_row,
+)
+from distbench.collectives import collective_names, get_collective
+from distbench.command import Job
+from distbench.console import console, fmt_bytes, fmt_num
+from distbench.results import atomic_write, find_docs
+from distbench.runtime import UsageError
+
+ENV_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python", "os",
+            "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device", "backend",
+            "emulated", "start_utc", "command")
+
+
+def _doc_name(label: str, doc: dict) -> str:
+    env = doc.get("environment", {})
+    where = "" if label == "." else f" ({label})"
+    return f"{doc.get('benchmark', '?')}, p = {env.get('ranks', '?')}{where}"
+
+
+def environment_md(found) -> str:
+    envs = [(_doc_name(lab, d), d.get("environment", {})) for lab, d in found]
+    keys = [k for k in ENV_KEYS if any(k in e for _, e in envs)]
+    same = [k for k in keys if len({fmt_env(e.get(k)) for _, e in envs}) == 1]
+    differ = [k for k in keys if k not in same]
+    parts = [md_table([("", "left"), ("value", "left")],
+                      [[k, fmt_env(envs[0][1].get(k))] for k in same])]
+    if differ:
+        parts.append("Differing between the runs:\n\n" + md_table(
+            [("run", "left")] + [(k, "left") for k in differ],
+            [[name] + [fmt_env(e.get(k)) for k in differ] for name, e in envs]))
+    over = [name for name, e in envs if _oversubscribed(e)]
+    if over:
+        parts.append(f"Note: more ranks than CPUs (oversubscribed) in: {'; '.join(over)}. "
+                     "Ranks then take turns on the cores: latencies include scheduler time "
+                     "slices, which no alpha-beta model of a network describes.")
+    return "\n\n".join(parts)
+
+
+def _oversubscribed(env: dict) -> bool:
+    """More ranks than CPUs on a single host."""
+    return bool(env.get("cpus") and env.get("nodes") == 1 and
+                (env.get("ranks") or 0) > env["cpus"])
+
+
+def _pivot(records, field, algos):
+    """Rows of ``field`` per size, one column per algorithm."""
+    by = {(r["bytes"], r["algorithm"]): r for r in records}
+    rows = []
+    for n in sorted({r["bytes"] for r in records}):
+        rows.append([fmt_bytes(n)] + [fmt_num(by[(n, a)].get(field)) if (n, a) in by else "-"
+                                      for a in algos])
+    return [("size", "right")] + [(a, "right") for a in algos], rows
+
+
+def collective_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    """The section of a collective's run (allreduce or any other declared collective)."""
+    decl = get_collective(doc["benchmark"])
+    recs = doc["records"]
+    env = doc.get("environment", {})
+    p = env.get("ranks", recs[0]["ranks"] if recs else "?")
+    dtype = recs[0].get("dtype", "") if recs else ""
+    algos = list(dict.fromkeys(r["algorithm"] for r in recs))
+    labels = sorted({algorithm_label(r) for r in recs if r.get("options")})
+    title = f"{decl.title}, {p} ranks, {dtype}"
+    name = decl.name.replace("-", "_")
+    pngs = [allreduce_plot(recs, out / f"{name}_busbw_{tag}.png", "busbw_gbps",
+                           f"{title}: bus bandwidth"),
+            allreduce_plot(recs, out / f"{name}_latency_{tag}.png", "t_max_us",
+                           f"{title}: time")]
+    wrong = sum(r.get("wrong") or 0 for r in recs)
+    checked = any(r.get("wrong") is not None for r in recs)
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", "",
+             f"![busbw]({pngs[0].name})", f"![latency]({pngs[1].name})", "",
+             *([f"Options: {'; '.join(labels)}.", ""] if labels else []),
+             "t_max (us), the slowest rank's mean time per call:", "",
+             md_table(*_pivot(recs, "t_max_us", algos)), "",
+             f"busbw (GB/s) = S / t_max * {decl.bus_formula}:", "",
+             md_table(*_pivot(recs, "busbw_gbps", algos)), "",
+             ("Correctness: " + (f"**{wrong} wrong elements**" if wrong else
+                                 f"every algorithm exact, {decl.call} included (#wrong = 0)")
+              if checked else "Correctness: not checked (--no-check)."), "",
+             "Alpha-beta (Hockney) fit t(n) = alpha + beta n on the medians (p50), least "
+             "squares on relative residuals:", "",
+             md_table(FIT_COLUMNS, fit_rows(hockney_fits([doc], decl.name)))]
+    return "\n".join(lines), pngs
+
+
+def model_check_md(found, out: Path, collective: str = "allreduce") -> tuple[str, list[Path]]:
+    """Fit on the collective's runs at the smaller rank counts, predict the largest."""
+    docs = [d for _, d in found if d.get("benchmark") == collective and d["records"]]
+    ranks = sorted({d["records"][0]["ranks"] for d in docs})
+    if len(ranks) < 2:
+        return "", []
+    top = ranks[-1]
+    fit_docs = [d for d in docs if d["records"][0]["ranks"] < top]
+    fits, rows = model_check(fit_docs, [d for d in docs if d["records"][0]["ranks"] == top],
+                             collective=collective)
+    if not rows:
+        return "", []
+    cols, table, summary = check_table(rows)
+    fitted = ", ".join(map(str, ranks[:-1]))
+    over = sorted({d["records"][0]["ranks"] for d in docs
+                   if _oversubscribed(d.get("environment", {}))})
+    caveat = (f"\n\nThe runs at p = {', '.join(map(str, over))} had more ranks than CPUs: "
+              "the formulas assume one core per rank, so expect them to under-predict there."
+              if over else "")
+    stem = "model_check" if collective == "allreduce" else f"model_check_{collective}"
+    png = model_check_plot(rows, out / f"{stem}_p{top}.png",
+                           f"Model fitted on p = {fitted}, against the run at p = {top}")
+    text = "\n".join([
+        f"## Alpha-beta model: fitted on p = {fitted}, checked at p = {top} "
+        f"({get_collective(collective).title})", "",
+        "Each algorithm's textbook formula (distbench.analysis.cost: Thakur, Rabenseifner & Gropp "
+        "2005; Patarasuk & Yuan 2009) fitted to the medians of the runs at the smaller rank "
+        "counts (alpha, beta, gamma >= 0, relative residuals):", "",
+        md_table(COST_COLUMNS, cost_rows(fits)), "", f"![model check]({png.name})", "",
+        f"Measured / predicted p50 (us) at p = {top}, error = predicted / measured - 1:"
+        + caveat, "",
+        md_table(cols, table), "", md_table(CHECK_SUMMARY_COLUMNS, summary)])
+    return text, [png]
+
+
+def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    recs = doc["records"]
+    env = doc.get("environment", {})
+    title = f"Gradient compression, {env.get('ranks', '?')} ranks, float32"
+    png = panels(recs, out / f"compress_{tag}.png", "method", "bytes",
+                 [("wire_bytes", "wire bytes per rank"), ("t_max_us", "time t_max (us)"),
+                  ("mean_step_error", "error per step ||mean^ - mean|| / ||mean||"),
+                  ("final_drift", "drift of the running sum (average gradients)")],
+                 title, "gradient size (bytes)", ncols=2)
+    rows = [compress_row(r) for r in recs]
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", "", f"![compression]({png.name})", "",
+             "Dense AllReduce dashed. ratio = dense / wire bytes; x native, x ring = t_max "
+             "of the dense AllReduce / t_max; break-even: the link bandwidth below which the "
+             "method beats the dense ring AllReduce.", "", md_table(COMPRESS_COLUMNS, rows)]
+    return "\n".join(lines), [png]
+
+
+def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    evals = [{**r, "series": sgd_series(r)} for r in doc["records"]
+             if r.get("kind", "eval") == "eval" and "train_loss" in r]
+    sums = [r for r in doc["records"] if r.get("kind") == "summary"]
+    env = doc.get("environment", {})
+    first = doc["records"][0] if doc["records"] else {}
+    title = (f"SGD: {first.get('dataset', env.get('dataset', ''))}, {first.get('model', '')}, "
+             f"{env.get('ranks', '?')} ranks")
+    pngs = []
+    if evals:
+        pngs.append(grid_panels(
+            evals, out / f"sgd_convergence_{tag}.png", "series",
+            [("train_loss", "training loss", True), ("test_acc", "test accuracy", False)],
+            [("step", "step", False), ("bytes_sent_max", "bytes sent per rank", False),
+             ("wall_s", "wall time (s)", False)], title))
+    rows = [sgd_summary_row(s) for s in sums]
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", ""]
+    lines += [f"![sgd]({p.name})" for p in pngs]
+    if rows:
+        lines += ["", md_table(SGD_SUMMARY_COLUMNS, rows)]
+    return "\n".join(lines), pngs
+
+
+def write_report(path, out=None) -> tuple[Path, list[Path]]:
+    """Write the plots and ``REPORT.md`` of the runs in ``path``; returns (REPORT.md, PNGs).
+
+    Raises:
+        UsageError: no results in ``path``, or ``out`` cannot be created.
+    """
+    found = find_docs(path)
+    src = Path(path)
+    out = Path(out) if out else (src.parent if src.is_file() else src)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    # the collectives in their order, each followed by its model check; then the others
+    collectives = collective_names()
+    order = {c: 2 * i for i, c in enumerate(collectives)}
+    order.update(compress=100, sgd=101)
+    makers = {**dict.fromkeys(collectives, collective_md), "sgd": sgd_md,
+              "compress": compress_md}
+    found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
+                                          -(ld[1].get("environment", {}).get("ranks") or 0)))
+    sections, pngs = [], []
+    seen: dict[str, int] = {}
+    for label, doc in found:
+        bench = doc.get("benchmark")
+        p = doc.get("environment", {}).get("ranks", "x")
+        tag = f"p{p}"
+        seen[bench + tag] = seen.get(bench + tag, 0) + 1
+        if seen[bench + tag] > 1:
+            tag += f"_{seen[bench + tag]}"
+        maker = makers.get(bench)
+        if maker is None or not doc["records"]:
+            sections.append((200, f"## {_doc_name(label, doc)}\n\n{len(doc['records'])} "
+                                  "records (no plots for this benchmark)."))
+            continue
+        text, made = maker(label, doc, out, tag)
+        sections.append((order.get(bench, 200), text))
+        pngs += made
+    for c in collectives:
+        text, made = model_check_md(found, out, c)
+        if text:
+            sections.append((order[c] + 1, text))
+            pngs += made
+    sections = [text for _, text in sorted(sections, key=lambda s: s[0])]
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    runs = md_table([("run", "left"), ("records", "right"), ("started (UTC)", "left")],
+                    [[_doc_name(lab, d), str(len(d["records"])),
+                      d.get("environment", {}).get("start_utc", "-")] for lab, d in found])
+    md = "\n\n".join([f"# distbench report: {src.name}",
+                      f"Generated {now} by `distbench report` from `{src}`.", runs,
+                      "## Environment", environment_md(found), *sections]) + "\n"
+    report = out / "REPORT.md"
+    atomic_write(report, md)
+    return report, pngs
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for REPORT.md and the PNGs [default: beside the results].")
+def report_command(run_dir, out):
+    """Plots (PNG) and a markdown summary (REPORT.md) of a run or a suite folder.
+
+    RUN_DIR: a run folder, a suite folder from `make bench`, or a results JSON file.
+    """
+    def run(_comm, _argv) -> int:
+        report, pngs = write_report(run_dir, out)
+        console().print(f"wrote {report} and {len(pngs)} plot(s):")
+        for p in pngs:
+            console().print(f"  {p}")
+        return 0
+
+    return Job("report", {"run_dir": run_dir, "out": out}, run, needs_mpi=False)

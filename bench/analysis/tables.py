@@ -1,0 +1,190 @@
+"""One table definition per benchmark, shared by the live table a run prints and the tables of
+``distbench report``: the columns ``(header, justify)`` and how a record becomes a row. Also the
+markdown rendering of any such table and the one-line form of environment values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from distbench.analysis.cost import gbps
+from distbench.console import fmt_bytes, fmt_num
+
+# ----------------------------------------------------------------------------- collectives
+
+COLLECTIVE_COLUMNS = [("size", "right"), ("count", "right"), ("algorithm", "left"),
+                      ("t_avg us", "right"), ("t_min us", "right"), ("t_max us", "right"),
+                      ("p99 us", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
+                      ("x native", "right"), ("#wrong", "right")]
+
+
+def collective_row(rec: dict) -> list[str]:
+    """A collective record (allreduce and the others) as a row of :data:`COLLECTIVE_COLUMNS`."""
+    return [fmt_bytes(rec["bytes"]), str(rec["count"]), rec["algorithm"],
+            fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]), fmt_num(rec["t_max_us"]),
+            fmt_num(rec["p99_us"]), fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
+            f"{rec['vs_native']:.2f}" if rec.get("vs_native") else "-",
+            "-" if rec.get("wrong") is None else str(rec["wrong"])]
+
+
+def options_text(options: dict | None) -> str:
+    """``{"inner": "ring"}`` -> ``"inner=ring"`` (empty for no options)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
+
+
+def algorithm_label(rec: dict) -> str:
+    """The algorithm with its options, e.g. ``hierarchical (inner=ring)``."""
+    opts = options_text(rec.get("options"))
+    return rec["algorithm"] + (f" ({opts})" if opts else "")
+
+
+# ----------------------------------------------------------------------------- compress
+
+COMPRESS_COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"),
+                    ("ratio", "right"), ("compress us", "right"), ("exchange us", "right"),
+                    ("decompress us", "right"), ("total us", "right"), ("x native", "right"),
+                    ("x ring", "right"), ("err/step", "right"), ("drift", "right"),
+                    ("break-even GB/s", "right")]
+
+
+def compress_row(r: dict) -> list[str]:
+    """A compress record as a row of :data:`COMPRESS_COLUMNS` ("-" where a field is absent:
+    the dense baselines have no phases, errors or break-even)."""
+    def num(key):
+        return fmt_num(r[key]) if r.get(key) is not None else "-"
+
+    return [fmt_bytes(r["bytes"]), r["method"], fmt_bytes(int(r["wire_bytes"])),
+            num("compression_ratio"), num("compress_us"), num("exchange_us"),
+            num("decompress_us"), num("t_max_us"),
+            f"{r['vs_native']:.2f}" if r.get("vs_native") else "-",
+            f"{r['vs_ring']:.2f}" if r.get("vs_ring") else "-",
+            num("mean_step_error"), num("final_drift"), num("break_even_gbps")]
+
+
+# ----------------------------------------------------------------------------- sgd
+
+SGD_EVAL_COLUMNS = [("mode", "left"), ("step", "right"), ("epoch", "right"),
+                    ("wall s", "right"), ("train loss", "right"), ("f - f*", "right"),
+                    ("test acc", "right"), ("rounds", "right"), ("sent/rank", "right"),
+                    ("tau mean", "right"), ("tau max", "right")]
+
+SGD_SUMMARY_COLUMNS = [("mode", "left"), ("steps", "right"), ("final loss", "right"),
+                       ("f - f*", "right"), ("test acc", "right"), ("rounds", "right"),
+                       ("sent/rank", "right"), ("wall s", "right"), ("steps/s", "right"),
+                       ("comm %", "right"), ("to target s", "right"),
+                       ("to target sent", "right")]
+
+
+def _fmt(x, digits: int = 4) -> str:
+    return "-" if x is None else fmt_num(x, digits)
+
+
+def sgd_series(rec: dict) -> str:
+    """``sync``, ``sync topk``, ``local H=4``: a mode with its compressor and local steps."""
+    name = str(rec.get("mode"))
+    if rec.get("compress") not in (None, "none"):
+        name += f" {rec['compress']}"
+    if rec.get("local_steps") and rec.get("mode") == "local":
+        name += f" H={rec['local_steps']}"
+    return name
+
+
+def sgd_eval_row(rec: dict) -> list[str]:
+    """An SGD evaluation record as a row of :data:`SGD_EVAL_COLUMNS`."""
+    return [rec["mode"], str(rec["step"]), f"{rec['epoch']:.2f}", f"{rec['wall_s']:.3f}",
+            _fmt(rec["train_loss"]), _fmt(rec["gap"], 3), f"{rec['test_acc']:.4f}",
+            str(rec["rounds"]), fmt_bytes(rec["bytes_sent_max"]),
+            _fmt(rec["staleness_mean"], 3), _fmt(rec["staleness_max"])]
+
+
+def sgd_summary_row(s: dict) -> list[str]:
+    """An SGD summary record as a row of :data:`SGD_SUMMARY_COLUMNS`."""
+    return [sgd_series(s), str(s.get("steps")), _fmt(s.get("final_loss")),
+            _fmt(s.get("final_gap"), 3), _fmt(s.get("final_test_acc")),
+            str(s.get("rounds")), fmt_bytes(int(s.get("bytes_sent_max") or 0)),
+            _fmt(s.get("wall_s")), _fmt(s.get("steps_per_s"), 3),
+            "-" if s.get("comm_share") is None else f"{100 * s['comm_share']:.0f}",
+            _fmt(s.get("time_to_target_s")),
+            "-" if s.get("bytes_to_target") is None else fmt_bytes(s["bytes_to_target"])]
+
+
+# ----------------------------------------------------------------------------- model fits
+
+def _bw(x: float) -> str:
+    """A bandwidth in GB/s; "-" for a free operation (a fitted cost of 0, or below 1 fs/B)."""
+    return "-" if math.isinf(x) or x > 1e6 else fmt_num(x)
+
+
+def fit_rows(fits) -> list[list[str]]:
+    """Table rows of :class:`~distbench.analysis.fit.LineFit` (Hockney fits per algorithm
+    and p)."""
+    return [[f.algorithm, str(f.ranks), f.dtype or "-", fmt_num(f.alpha_us),
+             fmt_num(f.bandwidth_gbps), f"{f.r2:.4f}", str(f.points)] for f in fits]
+
+
+FIT_COLUMNS = [("algorithm", "left"), ("p", "right"), ("dtype", "left"), ("alpha us", "right"),
+               ("1/beta GB/s", "right"), ("R^2", "right"), ("points", "right")]
+
+COST_COLUMNS = [("algorithm", "left"), ("alpha us", "right"), ("1/beta GB/s", "right"),
+                ("1/gamma GB/s", "right"), ("fitted on p", "left"), ("points", "right"),
+                ("rms rel. error", "right"), ("note", "left")]
+
+
+def cost_rows(fits: dict) -> list[list[str]]:
+    """Table rows of :class:`~distbench.analysis.fit.CostFit` per algorithm."""
+    return [[a, fmt_num(f.params.alpha * 1e6), _bw(gbps(f.params.beta)),
+             _bw(gbps(f.params.gamma)), ",".join(map(str, f.ranks)), str(f.points),
+             f"{100 * f.rms_rel_error:.1f} %", f.note or ""] for a, f in fits.items()]
+
+
+def check_table(rows) -> tuple[list, list[list[str]], list[list[str]]]:
+    """Model check rows -> (columns, per-size rows "measured / predicted (error)", summary rows
+    per algorithm: median and max |error|)."""
+    algos = list(dict.fromkeys(r.algorithm for r in rows))
+    by = {(r.nbytes, r.algorithm): r for r in rows}
+    out = []
+    for n in sorted({r.nbytes for r in rows}):
+        cells = [fmt_bytes(n)]
+        for a in algos:
+            r = by.get((n, a))
+            cells.append("-" if r is None else f"{fmt_num(r.measured_us)} / "
+                         f"{fmt_num(r.predicted_us)} ({100 * r.error:+.0f} %)")
+        out.append(cells)
+    summary = []
+    for a in algos:
+        err = np.abs([r.error for r in rows if r.algorithm == a])
+        summary.append([a, f"{100 * np.median(err):.0f} %", f"{100 * err.max():.0f} %",
+                        str(err.size)])
+    return [("size", "right")] + [(a, "right") for a in algos], out, summary
+
+
+CHECK_SUMMARY_COLUMNS = [("algorithm", "left"), ("median |error|", "right"),
+                         ("max |error|", "right"), ("sizes", "right")]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def md_table(columns, rows) -> str:
+    """A markdown table; ``columns`` are (header, justify) as for the rich tables."""
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    align = {"right": "---:", "left": ":---", "center": ":---:"}
+    lines = ["| " + " | ".join(cell(h) for h, _ in columns) + " |",
+             "| " + " | ".join(align.get(j, "---") for _, j in columns) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def fmt_env(v) -> str:
+    """An environment value as one line of text (lists joined, control characters such as
+    the NUL some MPI libraries end their version string with removed)."""
+    if isinstance(v, (list, tuple)):
+        text = ", ".join(map(str, v))
+    elif isinstance(v, dict):
+        text = ", ".join(f"{k}={x}" for k, x in v.items())
+    else:
+        text = "-" if v is None else str(v)
+    return "".join(c for c in text if c.isprintable()).strip()

@@ -1,0 +1,313 @@
+"""``distbench compress``: what each gradient compressor costs (time), saves (bytes on the wire)
+and loses (error), measured interleaved with the dense AllReduce, and the link bandwidth below
+which it starts to pay off.
+
+Per gradient size: a sequence of ``--steps`` synthetic gradients
+(:class:`distbench.algorithms.compression.gradient_sequence.GradientSequence`)
+goes through every method's compressed exchange (untimed) to measure the error of the mean per
+step and the drift of its running sum; then the exchanges of the last gradient are timed
+interleaved with the dense ``native`` and ``ring`` AllReduce and a plain copy of the gradient
+(:func:`distbench.timing.time_interleaved`).
+
+Metrics per method (records; the table shows most of them):
+
+* ``wire_bytes``: payload bytes a rank contributes per exchange; ``compression_ratio`` =
+  4d / wire_bytes; ``link_bytes``: bytes a rank sends on its link for the exchange
+  (:func:`distbench.algorithms.compression.exchange.link_bytes`).
+* ``compress_us``, ``exchange_us``, ``decompress_us``: mean over ranks and iterations of the
+  phases (decompress includes summing the p payloads and dividing by p); ``t_*_us``, ``p*_us``
+  of the whole exchange as in the AllReduce benchmark; ``vs_native``/``vs_ring`` = t_max of the
+  dense AllReduce / t_max of the method (> 1: faster); ``compress_x_copy`` = compress time /
+  time of one ``copyto`` of the gradient.
+* ``step_error``: ``||mean_hat_t - mean_t|| / ||mean_t||`` per step; ``drift``:
+  ``||sum_{s<=t} (mean_hat_s - mean_s)||`` in units of the average ``||mean_s||``, per step
+  (what SGD with step size 1 would accumulate; bounded with error feedback).
+* ``break_even_gbps``: (dense ring link bytes ``2(p-1)/p * 4d`` - the method's link bytes) /
+  (compress + decompress time), in GB/s = 1e9 B/s: a bandwidth-bound dense AllReduce is slower
+  than the method on links slower than this; 0 when the method saves no bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import click
+import numpy as np
+
+from distbench.algorithms.compression import COMPRESSORS
+from distbench.algorithms.compression.base import check_density
+from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
+from distbench.algorithms.compression.gradient_sequence import GradientSequence
+from distbench.analysis.tables import COMPRESS_COLUMNS, compress_row
+from distbench.benchmarks.sweep import Run, check_device_and_memory, check_iterations
+from distbench.buffers import release_caches
+from distbench.collectives import ALLREDUCE, get_allreduce
+from distbench.command import (
+    Job,
+    apply,
+    check_size_range,
+    compressor_options,
+    csv_list,
+    device_options,
+    iteration_options,
+    output_options,
+    seed_option,
+    size_options,
+    size_sweep,
+)
+from distbench.console import fmt_bytes
+from distbench.metrics import GB, summarize
+from distbench.results import env_line
+from distbench.runtime import UsageError, get_backend, mpi
+from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
+
+DENSE = ("native", "ring")  # dense baselines, when registered
+BUDGET_S = 0.6  # timed seconds per (size, method) when -n is not given
+
+
+@dataclass
+class CompressConfig:
+    """Parsed options of ``distbench compress`` (sizes in bytes of a float32 gradient)."""
+
+    methods: list = field(default_factory=list)
+    density: float = 0.01
+    bits: int = 8
+    bucket_size: int = 512
+    error_feedback: bool | None = None
+    min_bytes: int = 1 << 20
+    max_bytes: int = 100 << 20
+    factor: int = 10
+    steps: int = 6
+    iters: int | None = None
+    warmup: int = 0
+    allreduce: str = "native"
+    seed: int = 0
+    device: str = "cpu"
+    gpu_aware: str = "auto"
+    output: str = "results"
+    json: bool = False
+    quiet: bool = False
+
+    def sizes(self) -> list[int]:
+        return size_sweep(self.min_bytes, self.max_bytes, self.factor)
+
+
+def validate(cfg: CompressConfig) -> None:
+    """Checks that need no MPI. Raises UsageError with a one-line message."""
+    COMPRESSORS.require(cfg.methods, "--method")
+    check_density(cfg.density)
+    if cfg.bits not in (2, 4, 8):
+        raise UsageError(f"--bits must be 2, 4 or 8, not {cfg.bits}")
+    if cfg.bucket_size < 1:
+        raise UsageError(f"--bucket-size must be >= 1, not {cfg.bucket_size}")
+    ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
+    check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, "float32")
+    if cfg.max_bytes // 4 >= 1 << 31:
+        raise UsageError("gradients of 2**31 elements or more need int64 indices")
+    if cfg.steps < 1:
+        raise UsageError(f"--steps must be >= 1, not {cfg.steps}")
+    check_iterations(cfg.iters, cfg.warmup)
+
+
+def validate_mpi(cfg: CompressConfig, comm) -> None:
+    """The device exists, and the largest size fits this node's memory (same verdict on all
+    ranks)."""
+    # 8 shared float32 vectors (sequence state, mean, reference, output, scratch) plus, per
+    # method, the running error sum, the error-feedback memory and its p buffer, and the
+    # gathered payloads of up to 4 ranks at 8 bits.
+    per_rank = cfg.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
+    check_device_and_memory(comm, cfg.device, per_rank,
+                            f"a {fmt_bytes(cfg.max_bytes)} gradient with "
+                            f"{len(cfg.methods)} methods")
+
+
+def _norm(xp, v) -> float:
+    return float(xp.linalg.norm(v))
+
+
+def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
+    """Run the benchmark on every rank; returns the exit code."""
+    run = Run(comm, "compress", asdict(cfg), argv, get_backend(cfg.device, cfg.gpu_aware, comm),
+              cfg.output)
+    xp, wcomm, sync, rank, p, root = run.xp, run.wcomm, run.sync, run.rank, run.size, run.root
+    env, writer = run.env, run.writer
+    dense = [a for a in DENSE if a in ALLREDUCE]
+    sizes = cfg.sizes()
+    rows, sections = [], []
+    with run.progress(len(sizes) * (cfg.steps + 1), "compress", cfg.quiet) as adv:
+        for nbytes in sizes:
+            d = nbytes // 4
+            seq = GradientSequence(xp, d, cfg.seed, rank)
+            grad, mean, out = (xp.empty(d, dtype=np.float32) for _ in range(3))
+            exchanges = {m: compressed_exchange(wcomm, m, cfg.density, cfg.bits,
+                                                cfg.error_feedback, cfg.seed, cfg.allreduce,
+                                                cfg.bucket_size) for m in cfg.methods}
+            drift = {m: xp.zeros(d, dtype=np.float32) for m in cfg.methods}
+            step_err = {m: [] for m in cfg.methods}
+            sum_err = {m: [] for m in cfg.methods}
+            spent = dict.fromkeys(cfg.methods, 0.0)
+            norms = []
+            for _ in range(cfg.steps):
+                seq.next(grad)
+                wcomm.Allreduce(grad, mean)
+                xp.divide(mean, p, out=mean)
+                ref = _norm(xp, mean)
+                norms.append(ref)
+                unit = float(np.mean(norms))  # drift is measured in average gradients
+                for m, ex in exchanges.items():
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    ex(grad, out)
+                    spent[m] += time.perf_counter() - t0
+                    xp.subtract(out, mean, out=out)
+                    xp.add(drift[m], out, out=drift[m])
+                    step_err[m].append(_norm(xp, out) / ref if ref else 0.0)
+                    sum_err[m].append(_norm(xp, drift[m]) / unit if unit else 0.0)
+                adv(1, f"compress {fmt_bytes(nbytes)}: error over steps")
+            del drift
+            # timed: the last gradient through every method and the dense AllReduce
+            fns = {f"dense {a}": _bind(get_allreduce(a), wcomm, grad, out) for a in dense}
+            phases = {m: [] for m in cfg.methods}
+            fns.update({m: _recorder(ex, grad, out, phases[m]) for m, ex in exchanges.items()})
+            fns["copy"] = _bind_copy(xp, grad, out)
+            est = {n: estimate_seconds(comm, f, 1, sync) for n, f in fns.items()
+                   if n not in exchanges}
+            est.update({m: comm.allreduce(spent[m] / cfg.steps, op=mpi().MAX)
+                        for m in exchanges})
+            iters = {n: cfg.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
+                     for n, t in est.items()}
+            times = time_interleaved(comm, fns, iters, cfg.warmup, sync=sync)
+            stats = {n: summarize(comm, t) for n, t in times.items()}
+            split = {m: {k: summarize(comm, np.array([ph[k] for ph in phases[m][-iters[m]:]]))
+                         for k in ("compress", "exchange", "decompress")} for m in exchanges}
+            adv(1, f"compress {fmt_bytes(nbytes)}: timed")
+            if root:
+                recs = _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters,
+                                step_err, sum_err)
+                rows += [compress_row(r) for r in recs]
+                sections.append(len(rows) - 1)
+                writer.append(recs)
+            del seq, grad, mean, out, exchanges, fns
+            release_caches()
+    run.emit(cfg.json, cfg.quiet, f"Gradient compression, {p} ranks, float32, mean over ranks",
+             COMPRESS_COLUMNS, rows, _caption(cfg, env, writer), sections)
+    return 0
+
+
+def _bind(fn, comm, send, recv):
+    return lambda: fn(comm, send, recv)
+
+
+def _bind_copy(xp, src, dst):
+    return lambda: xp.copyto(dst, src)
+
+
+def _recorder(ex, grad, out, log):
+    def call():
+        ex(grad, out)
+        log.append(ex.seconds)
+
+    return call
+
+
+def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_err, sum_err
+             ) -> list[dict]:
+    """Result records of one size (rank 0)."""
+    d = nbytes // 4
+    dense_link = link_bytes(nbytes, p, True)
+    t_native = stats["dense native"]["t_max_us"]
+    t_ring = stats["dense ring"]["t_max_us"] if "dense ring" in stats else None
+    t_copy = stats["copy"]["t_avg_us"]
+    common = {"benchmark": "compress", "bytes": nbytes, "count": d, "dtype": "float32",
+              "ranks": p, "device": env["device"], "allreduce": cfg.allreduce}
+    recs = []
+    for a in dense:
+        st = stats[f"dense {a}"]
+        recs.append({**common, "method": f"dense {a}", "compressor": None,
+                     "error_feedback": False, "iters": iters[f"dense {a}"],
+                     **{k: v for k, v in st.items() if k != "iters"},
+                     "wire_bytes": nbytes, "link_bytes": dense_link, "compression_ratio": 1.0,
+                     "vs_native": t_native / st["t_max_us"],
+                     "vs_ring": t_ring / st["t_max_us"] if t_ring else None})
+    for m, ex in exchanges.items():
+        st, ph = stats[m], split[m]
+        comp = ex.compressor
+        wire = comp.payload_bytes(d)
+        link = link_bytes(wire, p, comp.summable)
+        added = (ph["compress"]["t_avg_us"] + ph["decompress"]["t_avg_us"]) * 1e-6
+        saved = dense_link - link
+        recs.append({
+            **common, "method": comp.describe(), "compressor": m,
+            "source": COMPRESSORS.source(m),
+            "error_feedback": ex.error_feedback, "density": cfg.density
+            if m in ("topk", "randk") else None, "bits": cfg.bits if m == "qsgd" else None,
+            "iters": iters[m], **{k: v for k, v in st.items() if k != "iters"},
+            **{f"{k}_us": ph[k]["t_avg_us"] for k in ph},
+            "compress_x_copy": ph["compress"]["t_avg_us"] / t_copy,
+            "decompress_x_copy": ph["decompress"]["t_avg_us"] / t_copy,
+            "wire_bytes": wire, "link_bytes": link, "compression_ratio": nbytes / wire,
+            "vs_native": t_native / st["t_max_us"],
+            "vs_ring": t_ring / st["t_max_us"] if t_ring else None,
+            "step_error": step_err[m], "drift": sum_err[m],
+            "mean_step_error": float(np.mean(step_err[m])), "final_drift": sum_err[m][-1],
+            "break_even_gbps": (saved / added / GB if added > 0 else None)
+            if saved > 0 else 0.0,
+        })
+    return recs
+
+
+def _caption(cfg, env, writer) -> str:
+    return (
+        f"{env_line(env)}\nwire B/rank: payload bytes a rank contributes; ratio = dense / wire "
+        f"bytes. Times: mean over ranks (compress, exchange, decompress incl. summing the p "
+        f"payloads) and t_max of the whole exchange; x native / x ring = dense t_max / t_max "
+        f"(> 1: faster), measured interleaved.\nerr/step: mean over {cfg.steps} steps of "
+        f"||mean_hat - mean|| / ||mean||; drift: ||sum_t (mean_hat - mean)|| after the last "
+        f"step, in units of the average ||mean|| (bounded with error feedback, +EF; growing "
+        f"without it for biased methods).\nbreak-even: (dense "
+        f"ring link bytes 2(p-1)/p*S - the method's link bytes) / (compress + decompress "
+        f"time); on links slower than this the method beats a dense AllReduce. "
+        f"results: {writer.path}")
+
+
+COMPRESS_OPTIONS = [
+    click.option("--method", "methods", default="all", show_default=True,
+                 help="Comma-separated compressors (none, fp16, qsgd, sign, topk, randk, and "
+                      "plug-ins) or all."),
+    *compressor_options(),
+    click.option("--bucket-size", type=int, default=512, show_default=True,
+                 help="Elements per qsgd bucket (one float32 norm each)."),
+    *size_options("1M", "100M", 10, "Smallest gradient, in BYTES of float32 (elements = bytes "
+                  "/ 4; K, M, G suffixes are powers of 1024).", "Largest gradient in bytes "
+                  "(100M = 25 Mi float32, about ResNet-50's)."),
+    click.option("--steps", type=int, default=6, show_default=True,
+                 help="Gradients in the sequence per size (for the error columns)."),
+    *iteration_options("Timed iterations per size and method [default: 20, capped to ~0.6 "
+                       "s, at least 3].", "Extra untimed iterations per size and method before "
+                       "the timed ones (the error steps and a first call of each dense "
+                       "AllReduce already warm up).", warmup_default=0),
+    click.option("--allreduce", default="native", show_default=True,
+                 help="Registered AllReduce for summable payloads (none, fp16, randk)."),
+    seed_option("Seed of the gradient sequence and the compressors."),
+    *device_options(),
+    *output_options("compress"),
+]
+
+
+def _compress(methods, density, bits, error_feedback, bucket_size, min_bytes, max_bytes,
+              factor, steps, iters, warmup, allreduce, seed, device, gpu_aware, output,
+              as_json, quiet):
+    """Gradient compression: bytes saved, time spent and error made by each compressor,
+    against the dense AllReduce (native and ring), and its break-even link bandwidth."""
+    names = COMPRESSORS.require(["all"] if methods.strip() == "all" else csv_list(methods),
+                                "--method")
+    cfg = CompressConfig(names, density, bits, bucket_size, error_feedback, min_bytes,
+                         max_bytes, factor, steps, iters, warmup, allreduce, seed, device,
+                         gpu_aware, output, as_json, quiet)
+    validate(cfg)
+    return Job("compress", asdict(cfg), lambda comm, argv: run(cfg, comm, argv),
+               validate=lambda comm: validate_mpi(cfg, comm))
+
+
+compress_command = click.command("compress")(apply(_compress, COMPRESS_OPTIONS))

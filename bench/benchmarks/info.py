@@ -1,0 +1,99 @@
+"""``distbench info``: the environment a benchmark would record, the GPU / GPU-aware-MPI status,
+and this host's single-core memcpy and ``np.add`` bandwidth, the physical reference an
+AllReduce table is judged against (a shared-memory ring cannot beat a memcpy per step).
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+
+from distbench.benchmarks.overhead import measure
+from distbench.command import Job, device_options, with_options
+from distbench.console import console, fmt_num, make_table
+from distbench.results import environment
+from distbench.runtime import UsageError, get_backend, mpix_query_cuda_support
+
+REF_BYTES = 64 << 20
+
+
+def host_bandwidth(nbytes: int = REF_BYTES, repeats: int = 7) -> dict:
+    """Single-core memory bandwidth of this process, best of ``repeats`` (GB/s = 1e9 B/s).
+
+    Returns ``memcpy_gbps``: ``np.copyto`` of an ``nbytes`` float32 buffer, counted as
+    ``nbytes / t`` (bytes copied, as memcpy benchmarks do; the memory traffic is twice that),
+    and ``add_gbps``: ``np.add(a, b, out=a)`` on ``nbytes`` vectors, counted as ``nbytes / t``
+    (the rate at which a reduction consumes one incoming vector).
+    """
+    n = nbytes // 4
+    a = np.ones(n, dtype=np.float32)
+    b = np.ones(n, dtype=np.float32)
+    np.copyto(b, a)  # fault the pages in
+    copy_t = add_t = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        copy_t = min(copy_t, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        np.add(a, b, out=a)
+        add_t = min(add_t, time.perf_counter() - t0)
+    return {"memcpy_gbps": nbytes / copy_t / 1e9, "add_gbps": nbytes / add_t / 1e9,
+            "reference_bytes": nbytes}
+
+
+def gpu_status(device: str, gpu_aware: str, comm) -> dict:
+    """GPU availability and GPU-aware-MPI status as a dict of printable values."""
+    out = {"cuda_aware_mpi (MPIX_Query_cuda_support)": mpix_query_cuda_support()}
+    try:
+        import cupy  # noqa: F401
+        out["cupy"] = "installed"
+    except ImportError:
+        out["cupy"] = "not installed"
+        return out
+    try:
+        backend = get_backend("gpu", gpu_aware, comm)
+    except UsageError as exc:
+        out["gpu"] = str(exc)
+        return out
+    out.update(backend.info)
+    out["gpu_buffers_to_mpi"] = "direct" if backend.gpu_aware else "host staging"
+    return out
+
+
+def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool = False
+             ) -> int:
+    """Print the info table on rank 0 (collective); with ``overhead``, also the harness's
+    overhead per call over a bare mpi4py loop. Returns 0."""
+    env = environment(comm, None, argv)
+    gpu = gpu_status(device, gpu_aware, comm)
+    comm.Barrier()
+    bw = host_bandwidth() if comm.Get_rank() == 0 else None
+    comm.Barrier()
+    over = measure(comm) if overhead else None
+    if comm.Get_rank() != 0:
+        return 0
+    rows = [(k, str(v)) for k, v in env.items() if k not in ("command", "start_utc")]
+    rows += [(k, str(v)) for k, v in gpu.items()]
+    rows += [("memcpy (1 core, np.copyto 64 MiB)", f"{fmt_num(bw['memcpy_gbps'])} GB/s"),
+             ("np.add (1 core, 64 MiB, in place)", f"{fmt_num(bw['add_gbps'])} GB/s")]
+    if over is not None:
+        rows.append((f"harness overhead ({over['bytes']} B native, median of 20000)",
+                     f"bare {over['bare_us']:.3f} us, harness {over['harness_us']:.3f} us, "
+                     f"{over['overhead_us']:+.3f} us per call"))
+    console().print(make_table("distbench info", [("what", "left"), ("value", "left")], rows))
+    return 0
+
+
+@click.command("info")
+@click.option("--overhead", is_flag=True,
+              help="Also time MPI_Allreduce of 8 B through the harness and through a bare "
+                   "mpi4py loop, alternating in blocks, and print the difference of the "
+                   "medians (the harness's cost per call; run with mpirun -n 2).")
+@with_options(device_options())
+def info_command(overhead, device, gpu_aware):
+    """MPI library, versions, ranks, hosts, GPU status, and this host's single-core memcpy and
+    np.add bandwidth (the physical reference for the benchmark tables)."""
+    return Job("info", {"device": device, "gpu_aware": gpu_aware, "overhead": overhead},
+               lambda comm, argv: run_info(comm, device, gpu_aware, argv, overhead))

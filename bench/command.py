@@ -1,0 +1,208 @@
+"""What every subcommand is made of: the :class:`Job` it hands to :mod:`distbench.cli`, the
+:class:`Size` parameter type, and the click option blocks the benchmarks share (sizes,
+iterations, device, output, algorithm options declared next to the algorithms).
+
+A subcommand parses and checks its options and returns a Job; it holds no measuring logic and
+no MPI. :func:`distbench.cli.main` runs the job the same way for every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import click
+import numpy as np
+
+from distbench.registry import Option
+from distbench.runtime import UsageError
+
+
+@dataclass
+class Job:
+    """What a subcommand hands to :func:`distbench.cli.main`.
+
+    Attributes:
+        name: subcommand name.
+        config: the parsed options (JSON-serializable; compared across ranks).
+        run: ``run(comm, argv) -> exit code``, called on every rank (``comm`` is None when
+            ``needs_mpi`` is False, on the single process); ``argv`` is the command line as
+            the user typed it (``["distbench", "allreduce", ...]``), recorded in results.
+        needs_mpi: False for offline commands (report, compare, model, emulate).
+        validate: optional ``validate(comm)`` run on every rank before ``run``; it raises
+            :class:`~distbench.runtime.UsageError` for input only detectable under MPI (rank
+            count, memory). The ranks agree on the outcome, so rank 0 alone prints it and every
+            rank exits 2.
+    """
+
+    name: str
+    config: dict
+    run: Callable[..., int]
+    needs_mpi: bool = True
+    validate: Callable | None = None
+    argv: list = field(default_factory=list)
+
+
+class Size(click.ParamType):
+    """A size in bytes: an integer with an optional K, M or G suffix (powers of 1024)."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in "KMG" and text[-1:] else ""
+        number = text[: len(text) - len(unit)]
+        try:
+            n = int(number)
+        except ValueError:
+            self.fail(f"{value!r} is not a size (e.g. 8, 64K, 16M, 1G)", param, ctx)
+        if n < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        if n == 0:
+            self.fail(f"{value!r}: sizes start at 1 byte", param, ctx)
+        return n * self._UNITS[unit]
+
+
+def size_sweep(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
+    """``min_bytes, min_bytes*factor, ...`` up to ``max_bytes`` (nccl-tests' -b/-e/-f)."""
+    out, s = [], min_bytes
+    while s <= max_bytes:
+        out.append(s)
+        s *= factor
+    return out
+
+
+def check_size_range(min_bytes: int, max_bytes: int, factor: int, dtype: str | None = None
+                     ) -> None:
+    """-b/-e/-f checks shared by the sweeps: min <= max, integer factor >= 2, both ends a
+    multiple of ``dtype``'s item size (None: any byte count). Raises UsageError with a
+    one-line message."""
+    itemsize = 1 if dtype is None else np.dtype(dtype).itemsize
+    if min_bytes > max_bytes:
+        raise UsageError(f"--min-bytes ({min_bytes}) is larger than --max-bytes "
+                         f"({max_bytes})")
+    if factor < 2:
+        raise UsageError(f"--step-factor must be an integer >= 2, not {factor}")
+    for s in (min_bytes, max_bytes):
+        if s % itemsize:
+            raise UsageError(f"size {s} B is not a multiple of {dtype}'s {itemsize} B")
+
+
+def csv_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def apply(fn, options: list):
+    """Decorate ``fn`` with the click ``options`` in order (the first one shows first)."""
+    for o in reversed(options):
+        fn = o(fn)
+    return fn
+
+
+def with_options(options: list):
+    """A decorator applying the click ``options`` (:func:`apply`), for use beside single
+    ``@click.option`` lines."""
+    return lambda fn: apply(fn, options)
+
+
+def size_options(min_bytes: str, max_bytes: str, factor: int, min_help: str, max_help: str,
+                 factor_help: str = "Multiply the size by this integer (>= 2) at each step."):
+    """``-b/--min-bytes``, ``-e/--max-bytes``, ``-f/--step-factor`` (nccl-tests' sweep)."""
+    return [
+        click.option("-b", "--min-bytes", type=Size(), default=min_bytes, show_default=True,
+                     help=min_help),
+        click.option("-e", "--max-bytes", type=Size(), default=max_bytes, show_default=True,
+                     help=max_help),
+        click.option("-f", "--step-factor", "factor", type=int, default=factor,
+                     show_default=True, help=factor_help),
+    ]
+
+
+def iteration_options(iters_help: str, warmup_help: str, warmup_default: int | None = None):
+    """``-n/--iters`` (default adaptive) and ``-w/--warmup``."""
+    return [
+        click.option("-n", "--iters", type=int, default=None, help=iters_help),
+        click.option("-w", "--warmup", type=int, default=warmup_default,
+                     show_default=warmup_default is not None, help=warmup_help),
+    ]
+
+
+DEVICE_HELP = "Buffers on the host (NumPy) or on this rank's GPU (CuPy)."
+GPU_AWARE_HELP = ("Pass GPU buffers to MPI directly (yes) or stage them through host memory "
+                  "(no); auto asks the MPI library.")
+
+
+def device_options():
+    """``--device cpu|gpu`` and ``--gpu-aware auto|yes|no``."""
+    return [
+        click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu",
+                     show_default=True, help=DEVICE_HELP),
+        click.option("--gpu-aware", type=click.Choice(["auto", "yes", "no"]), default="auto",
+                     show_default=True, help=GPU_AWARE_HELP),
+    ]
+
+
+def output_options(benchmark: str, json_help: str = "Print the records as JSON on stdout "
+                   "(the table goes to stderr).", quiet_help: str = "No table, no progress bar."):
+    """``--output DIR``, ``--json``, ``--quiet``."""
+    return [
+        click.option("--output", type=click.Path(file_okay=False), default="results",
+                     show_default=True,
+                     help=f"Parent folder of the run folder <UTC>-{benchmark}/."),
+        click.option("--json", "as_json", is_flag=True, help=json_help),
+        click.option("--quiet", is_flag=True, help=quiet_help),
+    ]
+
+
+def compressor_options(density_help: str = "Kept fraction for topk and randk, in (0, 1].",
+                       error_feedback_help: str = "Residual memory around every method "
+                       "[default: on for the biased ones: sign, topk, randk]."):
+    """``--density``, ``--bits`` and ``--error-feedback/--no-error-feedback``: the options of
+    the compressors (every benchmark that compresses)."""
+    return [
+        click.option("--density", type=float, default=0.01, show_default=True,
+                     help=density_help),
+        click.option("--bits", type=int, default=8, show_default=True,
+                     help="Bits per element for qsgd: 2, 4 or 8 (s = 2^(bits-1) - 1 levels)."),
+        click.option("--error-feedback/--no-error-feedback", default=None,
+                     help=error_feedback_help),
+    ]
+
+
+def seed_option(help: str = "Seed of every random choice (data order, compressors)."):
+    """``--seed`` (an integer, default 0)."""
+    return click.option("--seed", type=int, default=0, show_default=True, help=help)
+
+
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def algorithm_options(declared: dict[str, Option]):
+    """One click option per algorithm option declared in a registry (``--inner``, ...)."""
+    return [click.option(opt.flag, opt.name, type=_CLICK_TYPES.get(opt.type, click.STRING),
+                         default=opt.default, show_default=opt.default is not None,
+                         help=opt.help) for opt in declared.values()]
+
+
+def check_algorithm_options(declared: dict[str, Option], values: dict) -> None:
+    """Run each declared option's ``check`` on the value given (UsageError on a bad one)."""
+    for name, opt in declared.items():
+        if values.get(name) is not None and opt.check is not None:
+            opt.check(values[name])
+
+
+def check_algorithm_options_size(declared: dict[str, Option], values: dict, ranks: int) -> None:
+    """Run each declared option's ``check_size`` against the rank count."""
+    for name, opt in declared.items():
+        if values.get(name) is not None and opt.check_size is not None:
+            opt.check_size(values[name], ranks)
+
+
+__all__ = ["Job", "Size", "size_sweep", "check_size_range", "csv_list", "apply", "with_options",
+           "size_options", "iteration_options", "device_options", "output_options",
+           "compressor_options", "seed_option",
+           "algorithm_options", "check_algorithm_options", "check_algorithm_options_size"]
