@@ -132,6 +132,7 @@ def run_model(opts: dict) -> int:
     """The ``model`` command's work (single process). Returns the exit code."""
     collective = opts["collective"]
     title = get_collective(collective).title
+    baseline = get_collective(collective).baseline
     algos = algorithms(collective) if opts["algos"] == ["all"] else opts["algos"]
     params, caption = _params_from_options(opts, algos)
     gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
@@ -176,8 +177,9 @@ def run_model(opts: dict) -> int:
         if json_mode:
             continue
         where = f"{p // k} nodes of {k}" if k else "one node"
-        cap = caption + "; fastest in bold" + ("" if len({params[a] for a in algos}) > 1 else
-                                               " (native: the fastest textbook algorithm)") + \
+        shared = len({params[a] for a in algos}) == 1 and baseline in algos
+        cap = caption + "; fastest in bold" + (f" ({baseline}: the fastest textbook algorithm)"
+                                               if shared else "") + \
             ". Crossovers among the textbook algorithms: " + (
             "; ".join(f"{lo} -> {hi} at {fmt_bytes(int(round(b)))}" for b, lo, hi in cross)
             or "none in this size range")
