@@ -12,19 +12,22 @@ for every benchmark:
 3. the job runs; an exception on any rank prints that rank's error and calls ``comm.Abort``,
    so the whole job ends instead of deadlocking.
 
-Exit codes: 0 success, 1 failure (including wrong results), 2 usage error.
+Exit codes: 0 success, 1 failure (wrong results, a rank failed, divergence, a full disk),
+2 usage error, 3 timeout (:mod:`distbench.watchdog`).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
 
-from distbench import __version__
+from distbench import __version__, watchdog
 from distbench.collectives import collective_names
 from distbench.command import Job
+from distbench.results import check_output_folder
 from distbench.runtime import (
     DistbenchError,
     UsageError,
@@ -154,43 +157,70 @@ def _run_mpi(job: Job) -> int:
         code = comm.allreduce(0, op=mpi().MAX)
         if code:
             return code
-    # Step 2: rank 0's configuration is the one; the others compare.
+    # The watchdog runs from here on: a check that hangs is a timeout, not a hang.
+    watchdog.start(comm, job.timeout)
+    watchdog.enter("the checks before the run")
+    # Step 2: rank 0's configuration is the one; the others compare (as JSON text, so a NaN
+    # equals itself).
     root_config = comm.bcast(job.config if rank == 0 else None, root=0)
     differing = sorted(k for k in set(root_config) | set(job.config)
-                       if root_config.get(k) != job.config.get(k))
+                       if _text(root_config.get(k)) != _text(job.config.get(k)))
     # Step 3: checks that need the communicator (same verdict on every rank).
-    problem = f"arguments differ between ranks ({', '.join(differing)})" if differing else None
-    if problem is None and job.validate is not None:
-        try:
-            job.validate(comm)
-        except UsageError as exc:
-            problem = str(exc)
+    problem = (f"arguments differ between ranks ({', '.join(differing)})", 2) if differing \
+        else _validate(job, comm)
     problems = comm.allgather(problem)
     first = next((p for p in problems if p), None)
     if first:
         if rank == 0:
-            eprint(f"Error: {first}")
-        return 2
+            eprint(f"Error: {first[0]}")
+        watchdog.stop()
+        return max(p[1] for p in problems if p)
     if comm.Get_size() == 1 and not launched_by_mpirun():
         eprint("Note: running as 1 rank; launch more with e.g. "
                f"`mpirun -n 4 {' '.join(job.argv)}`")
     # Step 4: run; any exception on any rank ends the whole job.
     try:
-        return int(job.run(comm, job.argv) or 0)
+        code = int(job.run(comm, job.argv) or 0)
     except UsageError as exc:
         _fail(comm, f"Error: {exc}", 2)
     except DistbenchError as exc:
         _fail(comm, f"Error: {exc}", 1)
-    except KeyboardInterrupt:
-        _fail(comm, "Error: interrupted", 130)
+    except KeyboardInterrupt as exc:
+        _fail(comm, f"Error: interrupted{f' by {exc}' if str(exc) else ''}", 130)
     except Exception as exc:  # a bug or an MPI error: say where, then end every rank
         _fail(comm, f"Error (rank {rank}): {type(exc).__name__}: {exc}", 1)
-    return 1
+    watchdog.stop()
+    return code
+
+
+def _text(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _validate(job: Job, comm) -> tuple[str, int] | None:
+    """``(message, exit code)`` of the first check that fails on this rank, or None: the output
+    folder (rank 0), then ``job.validate``. Usage errors and failures are the checks' verdicts,
+    which every rank reaches alike; any other exception (a bug, or a library's own error in a
+    check that runs on some ranks only) ends the job at once, as during the run."""
+    try:
+        if job.output is not None and comm.Get_rank() == 0:
+            check_output_folder(job.output)
+        if job.validate is not None:
+            job.validate(comm)
+    except UsageError as exc:
+        return str(exc), 2
+    except DistbenchError as exc:
+        return str(exc), 1
+    except Exception as exc:  # the others may be blocked in a collective of the checks
+        _fail(comm, f"Error (rank {comm.Get_rank()}): {type(exc).__name__}: {exc}", 1)
+    return None
 
 
 def _fail(comm, line: str, code: int) -> None:
     """Print ``line`` and end the job. A single rank just exits; several ranks Abort, since the
-    others may be blocked in a collective waiting for this one."""
+    others may be blocked in a collective waiting for this one. The results are marked
+    incomplete with ``line`` first (by rank 0, told through the watchdog)."""
+    watchdog.report_failure(line.removeprefix("Error: "))
     eprint(line)
     if comm.Get_size() == 1:
         sys.exit(code)

@@ -8,6 +8,7 @@ no MPI. :func:`distbench.cli.main` runs the job the same way for every command.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ class Job:
             :class:`~distbench.runtime.UsageError` for input only detectable under MPI (rank
             count, memory). The ranks agree on the outcome, so rank 0 alone prints it and every
             rank exits 2.
+        timeout: the watchdog's ``--timeout`` (None: its default per operation; 0: off).
+        output: the folder results go under, checked on rank 0 before the run.
     """
 
     name: str
@@ -41,6 +44,8 @@ class Job:
     needs_mpi: bool = True
     validate: Callable | None = None
     argv: list = field(default_factory=list)
+    timeout: float | None = None
+    output: str | None = None
 
 
 class Size(click.ParamType):
@@ -89,6 +94,75 @@ def check_size_range(min_bytes: int, max_bytes: int, factor: int, dtype: str | N
     for s in (min_bytes, max_bytes):
         if s % itemsize:
             raise UsageError(f"size {s} B is not a multiple of {dtype}'s {itemsize} B")
+
+
+class Number(click.ParamType):
+    """A finite real number (``nan`` and ``inf`` are refused), optionally bounded: ``Number(
+    low=0, low_open=True)`` is > 0, ``Number(0, 1, low_open=True)`` is in (0, 1]."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+        self.integer = integer
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.integer:
+            if x != int(x):
+                self.fail(f"{value!r} is not an integer", param, ctx)
+            x = int(x)
+        lo_bad = self.low is not None and (x < self.low or (self.low_open and x == self.low))
+        hi_bad = self.high is not None and (x > self.high or (self.high_open and x == self.high))
+        if lo_bad or hi_bad:
+            self.fail(f"{value!r} is not {self.range_text()}", param, ctx)
+        return x
+
+    def range_text(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "finite"
+
+
+FINITE = Number()
+POSITIVE = Number(0, low_open=True)
+NON_NEGATIVE = Number(0)
+POSITIVE_INT = Number(1, integer=True)
+NON_NEGATIVE_INT = Number(0, integer=True)
+DEFAULT_MAX_TIME = 3600.0
+
+
+def watch_options(what: str = "operation"):
+    """``--timeout`` (the watchdog's deadline per operation) and ``--max-time`` (the bound on
+    a run's estimated duration)."""
+    return [
+        click.option("--timeout", type=NON_NEGATIVE, default=None,
+                     help=f"Seconds one {what} may take before the job ends (exit 3) naming "
+                     "the ranks that did not arrive; 0: off [default: 60 s or 20x its estimated "
+                     "time, whichever is longer]."),
+        click.option("--max-time", type=POSITIVE, default=DEFAULT_MAX_TIME, show_default=True,
+                     help="Refuse a run estimated to take longer than this many seconds (and "
+                     "the time --target-ci may spend adding iterations)."),
+    ]
+
+
+def target_ci_option():
+    """``--target-ci PCT``: add iterations until every interval is narrow enough."""
+    return click.option("--target-ci", type=Number(0, 100, low_open=True), default=None,
+                        metavar="PCT", help="Add iterations to a size (doubling, within "
+                        "--max-time) until every t_max interval is narrower than PCT percent "
+                        "of t_max, as pyperf's rigorous mode does.")
 
 
 def csv_list(value: str) -> list[str]:
@@ -204,5 +278,6 @@ def check_algorithm_options_size(declared: dict[str, Option], values: dict, rank
 
 __all__ = ["Job", "Size", "size_sweep", "check_size_range", "csv_list", "apply", "with_options",
            "size_options", "iteration_options", "device_options", "output_options",
-           "compressor_options", "seed_option",
+           "compressor_options", "seed_option", "watch_options", "target_ci_option",
+           "Number", "FINITE", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
            "algorithm_options", "check_algorithm_options", "check_algorithm_options_size"]

@@ -27,12 +27,12 @@ _CONSOLES: dict[bool, Console] = {}
 
 
 def _width() -> int:
-    """Terminal width: $COLUMNS, else the terminal's, else 150 (mpirun's pseudo-terminals and
+    """Terminal width: $COLUMNS, else the terminal's, else 200 (mpirun's pseudo-terminals and
     pipes report no size; a table is better wide than wrapped at 80)."""
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
     cols = shutil.get_terminal_size((0, 0)).columns
-    return cols if cols >= 40 else 150
+    return cols if cols >= 40 else 200
 
 
 def console(stderr: bool = False) -> Console:

@@ -1,23 +1,31 @@
 """Result records, environment metadata, their JSON/CSV files, and every way runs are loaded
 back (:func:`load_run`, :func:`find_docs`).
 
-A run writes ``<parent>/<UTC time>-<benchmark>/results.json`` (``{"benchmark", "environment",
-"config", "records"}``) and ``results.csv`` (one row per record). Both are rewritten atomically
-(temporary file + ``os.replace``) every time records are appended, so an aborted run keeps what
-it measured, and a run folder is created exclusively, so an earlier run is never overwritten.
+A run writes ``<parent>/<UTC time>-<benchmark>/results.json`` (``{"schema", "benchmark",
+"complete", "reason", "environment", "config", "records"}``) and ``results.csv`` (one row per
+record). Both are rewritten atomically (temporary file + ``os.replace``, then an ``fsync`` of
+the folder) every time records are appended, so an aborted run keeps what it measured; a run
+folder (and, in a suite folder, a benchmark's file) is created exclusively, so an earlier run is
+never overwritten. ``complete`` stays false, with the reason, until the run finishes (a timeout,
+a failing rank, a signal or a divergence say so). The JSON is strict: a non-finite number is
+written as null and the record's ``non_finite`` names the field and its value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import errno
 import io
 import json
+import math
 import os
 import platform
 import socket
 import subprocess
 import sys
+import threading
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -25,9 +33,10 @@ from pathlib import Path
 import numpy
 
 from distbench import __version__
-from distbench.runtime import UsageError, proc_field
+from distbench.runtime import DistbenchError, UsageError, proc_field
 
-SCHEMA = 1
+SCHEMA = 2
+RUNNING = "not finished (still running, or ended without a word: killed)"
 
 
 def utc_now() -> _dt.datetime:
@@ -130,14 +139,91 @@ def env_line(env: dict) -> str:
     return " · ".join(parts)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, a rename and (with
+    ``durable``) an ``fsync`` of the file and the folder (so the new entry survives a crash;
+    without, it survives the process being killed, which is what a run ending early needs
+    fast).
+
+    Raises:
+        DistbenchError: the write failed (full disk, permissions): the message names the path
+            and the errno; the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        code = errno.errorcode.get(exc.errno, "?") if exc.errno else "?"
+        raise DistbenchError(f"cannot write {path}: {exc.strerror or exc} (errno {exc.errno} "
+                             f"{code})") from None
+
+
+def fsync_dir(folder: Path) -> None:
+    """``fsync`` a folder, making a rename or a new entry in it durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def strict(value, path: str = "", found: dict | None = None):
+    """``value`` with every non-finite float replaced by None (strict JSON); the dotted paths
+    of the replaced values and their text go into ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if found is not None:
+            found[path] = str(value)
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # NumPy scalars
+        return strict(value.item(), path, found)
+    return value
+
+
+def strict_record(rec: dict) -> dict:
+    """A record made strict (:func:`strict`), with ``non_finite`` naming what was replaced."""
+    found: dict = {}
+    out = strict(rec, "", found)
+    if found:
+        out["non_finite"] = {**(rec.get("non_finite") or {}), **found}
+    return out
+
+
+def check_output_folder(parent) -> None:
+    """That results can be written under ``parent``, checked before a run without creating
+    anything: ``parent`` is a writable folder, or its nearest existing ancestor is one (and
+    nothing on the way is a file); ``/proc`` and ``/sys`` are refused.
+
+    Raises:
+        UsageError: it cannot be created or written (``/proc/x``, a path under a regular file,
+            no permission), naming the path and the reason.
+    """
+    path = Path(parent).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    why = None
+    if path.parts[1:2] in (("proc",), ("sys",)):
+        why = "a kernel file system"
+    elif not probe.is_dir():
+        why = f"{probe} is not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        why = f"no permission to write in {probe}"
+    if why:
+        raise UsageError(f"--output {parent}: cannot create or write there ({why})")
 
 
 def new_run_dir(parent: str | os.PathLike, benchmark: str, when: _dt.datetime | None = None
@@ -187,9 +273,19 @@ class RunWriter:
             run folder's path is broadcast so every rank knows it.
         benchmark: name used in the folder and the JSON.
         parent: folder under which the run folder is created (``--output``), or an existing
-            run folder when ``exact=True`` (a suite writes several benchmarks into one).
+            run folder when ``exact=True`` (a suite writes several benchmarks into one; a
+            benchmark's file that exists already gets a ``-2``, ``-3``... name instead of being
+            overwritten).
         config: the parsed options.
         env: :func:`environment`'s dict.
+
+    The document says ``complete: false`` (reason :data:`RUNNING`) until :meth:`finish`;
+    :meth:`mark_incomplete` records why a run ended early. Thread-safe (the watchdog thread
+    marks runs while the main thread may be writing).
+
+    Raises:
+        UsageError: the folder cannot be created (the message names it).
+        DistbenchError: a file cannot be written (full disk: the path and the errno).
     """
 
     def __init__(self, comm, benchmark: str, parent, config: dict, env: dict,
@@ -200,17 +296,24 @@ class RunWriter:
         self.config = config
         self.env = env
         self.records: list[dict] = []
-        path = None
+        self.complete, self.reason = False, RUNNING
+        self._lock = threading.Lock()
+        path = stem = None
         if self.is_root:
-            if exact:
-                path = Path(parent)
-                path.mkdir(parents=True, exist_ok=True)
-            else:
-                path = new_run_dir(parent, benchmark)
+            try:
+                if exact:
+                    path = Path(parent)
+                    path.mkdir(parents=True, exist_ok=True)
+                    stem = _free_stem(path, benchmark)
+                else:
+                    path, stem = new_run_dir(parent, benchmark), "results"
+            except OSError as exc:
+                raise UsageError(f"cannot create the results folder under {parent}: "
+                                 f"{exc.strerror or exc}") from None
         if comm is not None and comm.Get_size() > 1:
-            path = comm.bcast(str(path) if path else None, root=0)
+            path, stem = comm.bcast((str(path), stem) if path else None, root=0)
         self.path = Path(path)
-        self.stem = "results" if not exact else f"{benchmark}"
+        self.stem = stem
         if self.is_root:
             self._write()
 
@@ -223,19 +326,62 @@ class RunWriter:
         return self.path / f"{self.stem}.csv"
 
     def document(self) -> dict:
-        return {"schema": SCHEMA, "benchmark": self.benchmark, "environment": self.env,
-                "config": self.config, "records": self.records}
+        return {"schema": SCHEMA, "benchmark": self.benchmark, "complete": self.complete,
+                "reason": self.reason, "environment": self.env, "config": self.config,
+                "records": self.records}
 
     def append(self, records: list[dict]) -> None:
-        """Add records and rewrite both files atomically (no-op off rank 0)."""
+        """Add records (made strict JSON) and rewrite both files atomically (no-op off rank
+        0)."""
         if not self.is_root:
             return
-        self.records.extend(records)
-        self._write()
+        with self._lock:
+            self.records.extend(strict_record(r) for r in records)
+            self._write()
 
-    def _write(self) -> None:
-        atomic_write(self.json_path, json.dumps(self.document(), indent=1, default=str) + "\n")
-        atomic_write(self.csv_path, csv_text(self.records))
+    def finish(self) -> None:
+        """The run completed: ``complete: true`` (rank 0 writes)."""
+        if self.is_root:
+            with self._lock:
+                self.complete, self.reason = True, None
+                self._write()
+
+    def mark_incomplete(self, reason: str) -> None:
+        """The run ends early because of ``reason`` (kept as the first one given). Fast: the
+        JSON alone, without fsync, and without waiting more than 0.1 s for a write of the main
+        thread to finish (``mpirun`` kills a rank about 0.25 s after its SIGTERM)."""
+        if not self.is_root:
+            return
+        locked = self._lock.acquire(timeout=0.1)
+        try:
+            if not self.complete and self.reason == RUNNING:
+                self.complete, self.reason = False, reason
+                self._write(csv=False, durable=False)
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _write(self, csv: bool = True, durable: bool = True) -> None:
+        doc = strict({k: v for k, v in self.document().items() if k != "records"})
+        doc["records"] = self.records
+        atomic_write(self.json_path, json.dumps(doc, indent=1, default=str, allow_nan=False)
+                     + "\n", durable)
+        if csv:
+            atomic_write(self.csv_path, csv_text(self.records), durable)
+
+
+def _free_stem(folder: Path, benchmark: str) -> str:
+    """``benchmark``, or ``benchmark-2``, ``-3``... : the first whose JSON does not exist yet,
+    claimed by creating it exclusively."""
+    for i in range(1, 1000):
+        stem = benchmark if i == 1 else f"{benchmark}-{i}"
+        try:
+            fd = os.open(folder / f"{stem}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return stem
+    raise FileExistsError(f"no free name for {benchmark}.json in {folder}")
 
 
 def normalize(doc: dict) -> dict:

@@ -84,6 +84,25 @@ def launcher_rank() -> int | None:
     return None
 
 
+def root_computes(comm, fn):
+    """``fn()`` run on rank 0 of ``comm`` and its result broadcast (pickled; for set-up data,
+    not hot paths). Collective. An exception on rank 0 is raised on every rank, so no rank is
+    left waiting in the broadcast: a UsageError or DistbenchError as it is, any other as a
+    DistbenchError naming it."""
+    outcome = None
+    if comm.Get_rank() == 0:
+        try:
+            outcome = ("ok", fn())
+        except DistbenchError as exc:
+            outcome = ("error", exc)
+        except Exception as exc:
+            outcome = ("error", DistbenchError(f"rank 0: {type(exc).__name__}: {exc}"))
+    kind, value = comm.bcast(outcome, root=0)
+    if kind == "error":
+        raise value
+    return value
+
+
 def node_comm(comm):
     """Ranks sharing this node's memory (``Split_type(COMM_TYPE_SHARED)``); caller frees it."""
     MPI = mpi()

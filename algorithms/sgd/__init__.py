@@ -15,9 +15,12 @@ the server.
 
 from __future__ import annotations
 
+import numpy as np
+
 from distbench.algorithms.sgd.common import (
     MODES,
     POLICIES,
+    Diverged,
     Problem,
     Sampler,
     SGDConfig,
@@ -39,12 +42,15 @@ def run_sgd(comm, problem: Problem, cfg: SGDConfig, on_eval=None) -> SGDResult:
 
     Raises:
         UsageError: see :meth:`SGDConfig.validate` and :class:`Sampler`.
+        Diverged: the loss or the parameters stopped being finite (on every rank alike;
+            NumPy's overflow warnings on the way there are silenced).
     """
     cfg.validate(comm.Get_size())
-    if cfg.mode == "async":
-        return run_async(comm, problem, cfg, on_eval)
-    return run_synchronous(comm, problem, cfg, on_eval)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if cfg.mode == "async":
+            return run_async(comm, problem, cfg, on_eval)
+        return run_synchronous(comm, problem, cfg, on_eval)
 
 
-__all__ = ["MODES", "POLICIES", "Problem", "Sampler", "SGDConfig", "SGDResult", "run_sgd",
-           "steps_for_epochs"]
+__all__ = ["MODES", "POLICIES", "Diverged", "Problem", "Sampler", "SGDConfig", "SGDResult",
+           "run_sgd", "steps_for_epochs"]

@@ -32,7 +32,7 @@ import numpy as np
 from distbench.algorithms.sgd.datasets import PARTITIONS, Dataset, shard_indices
 from distbench.algorithms.sgd.models import make_model, optimum
 from distbench.algorithms.sgd.schedules import LRSchedule
-from distbench.runtime import DistbenchError, UsageError
+from distbench.runtime import DistbenchError, UsageError, namespace_of
 
 MODES = ("sync", "local", "async")
 POLICIES = ("drop", "block")
@@ -128,6 +128,23 @@ class SGDConfig:
         """The schedule with this mode's linear-scaling factor."""
         k = (1 if self.mode == "async" else size) if self.scale_lr else 1
         return dataclasses.replace(self.schedule, scale=float(k))
+
+
+class Diverged(DistbenchError):
+    """Training diverged: the loss or the parameters are no longer finite at ``step``
+    (exit code 1; raised on every rank alike)."""
+
+    def __init__(self, mode: str, step: int):
+        super().__init__(f"diverged at step {step} ({mode} mode): the training loss or the "
+                         "parameters are not finite; lower --lr")
+        self.mode, self.step = mode, step
+
+
+def finite(record: dict | None, theta) -> bool:
+    """Whether an evaluation ``record``'s loss and the parameters ``theta`` are finite."""
+    xp = namespace_of(theta)
+    loss = None if record is None else record.get("train_loss")
+    return bool((loss is None or math.isfinite(loss)) and xp.isfinite(theta).all())
 
 
 def steps_for_epochs(epochs: float, n_train: int, batch_size: int, workers_per_update: int

@@ -77,15 +77,15 @@ def _is_number(token: str) -> bool:
 
 
 def _read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path) as fh:
-        first = fh.readline()
-    delimiter = "," if "," in first else None
-    tokens = [t.strip() for t in (first.split(delimiter) if delimiter else first.split())]
-    header = 1 if tokens and not all(_is_number(t) for t in tokens if t) else 0
-    try:
+    try:  # UnicodeDecodeError (a file of random bytes, not UTF-8) is a ValueError
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+        delimiter = "," if "," in first else None
+        tokens = [t.strip() for t in (first.split(delimiter) if delimiter else first.split())]
+        header = 1 if tokens and not all(_is_number(t) for t in tokens if t) else 0
         data = np.loadtxt(path, delimiter=delimiter, skiprows=header, ndmin=2,
-                          dtype=np.float64)
-    except ValueError as exc:
+                          dtype=np.float64, encoding="utf-8")
+    except (ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
         raise UsageError(f"{path}: not a numeric CSV file ({reason})") from None
     if data.shape[1] < 2:
@@ -146,6 +146,9 @@ def read_xy(source: str) -> tuple[str, np.ndarray, np.ndarray]:
     yf = y.astype(np.float64)
     if not np.all(np.isfinite(yf)) or not np.array_equal(yf, np.round(yf)):
         raise UsageError(f"{source}: labels (last column) must be integers")
+    if np.abs(yf).max() >= 2.0 ** 53:
+        raise UsageError(f"{source}: labels (last column) must be integers below 2**53 in "
+                         f"magnitude, found {yf[np.argmax(np.abs(yf))]:g}")
     return name, X, y.astype(np.int64)
 
 

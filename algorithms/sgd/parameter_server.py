@@ -38,7 +38,15 @@ import time
 
 import numpy as np
 
-from distbench.algorithms.sgd.common import Clock, Sampler, SGDResult, make_record, warm_up
+from distbench.algorithms.sgd.common import (
+    Clock,
+    Diverged,
+    Sampler,
+    SGDResult,
+    finite,
+    make_record,
+    warm_up,
+)
 from distbench.comm import CountingComm
 from distbench.runtime import DistbenchError, mpi, namespace_of
 
@@ -86,7 +94,10 @@ def run_async(comm, problem, cfg, on_eval=None) -> SGDResult:
     sent = np.zeros(comm.Get_size(), dtype=np.int64)
     comm.Allgather(np.array([cc.bytes_sent + cc.collective_bytes], dtype=np.int64), sent)
     wall = float(comm.bcast(out.get("wall", 0.0), root=0))
-    rounds, dropped = comm.bcast((out.get("rounds"), out.get("dropped")), root=0)
+    rounds, dropped, diverged = comm.bcast((out.get("rounds"), out.get("dropped"),
+                                            out.get("diverged")), root=0)
+    if diverged is not None:
+        raise Diverged(cfg.mode, diverged)
     return SGDResult(problem.xp.asarray(theta_host), out.get("records", []), cfg.steps, rounds,
                      [int(v) for v in sent], wall, out["times"], out.get("taus", []), dropped)
 
@@ -120,6 +131,7 @@ class _Server:
         self.read = [0] * self.nw
         self.received = [0] * self.nw
         self.v, self.rounds, self.dropped = 0, 0, 0
+        self.diverged: int | None = None
         self.taus: list[int] = []
         self.tau_sum, self.tau_max = 0, 0
         self.lr = cfg.lr(comm.Get_size())
@@ -188,6 +200,8 @@ class _Server:
         self.records.append(rec)
         if self.on_eval is not None:
             self.on_eval(rec)
+        if self.diverged is None and not finite(rec, self.theta):
+            self.diverged = self.v  # the loop ends, the workers get STOP, all ranks raise
         self.clock.resume()
 
     def progress_block(self) -> None:
@@ -220,7 +234,7 @@ class _Server:
         else:
             for i in range(self.nw):
                 self.dispatch(i)
-        while self.v < T:
+        while self.v < T and self.diverged is None:
             t0 = time.perf_counter()
             i = MPI.Request.Waitany(self.rreq, status)
             self.times["comm"] += time.perf_counter() - t0
@@ -245,7 +259,7 @@ class _Server:
         self.shutdown()
         return {"theta": self.theta, "records": self.records, "wall": wall,
                 "rounds": self.rounds, "times": self.times, "taus": self.taus,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "diverged": self.diverged}
 
     def shutdown(self) -> None:
         """Drain gradients still in flight, then send every worker STOP (header only)."""

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import time
 
+from distbench import watchdog
 from distbench.algorithms.sgd.common import (
     Clock,
+    Diverged,
     Problem,
     Sampler,
     SGDConfig,
     SGDResult,
+    finite,
     gather_sent,
     make_record,
     warm_up,
@@ -47,17 +50,22 @@ def run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResul
     delay = cfg.straggler.get(rank, 0) / 1000.0
     records: list = []
     pc = time.perf_counter
+    last = [0.0]  # training seconds at the previous evaluation
 
     def evaluate(step: int, rounds: int) -> None:
         wall = clock.pause()
         sent = gather_sent(comm, exchange.bytes_sent)
+        rec = None
         if rank == 0:
             rec = make_record(problem, cfg, theta, step, wall, rounds, sent,
                               lr(max(step - 1, 0)))
             records.append(rec)
             if on_eval is not None:
                 on_eval(rec)
-        comm.Barrier()
+        if not comm.bcast(finite(rec, theta), root=0):  # every rank stops alike
+            raise Diverged(cfg.mode, step)
+        watchdog.enter(f"sgd {cfg.mode} after step {step}", wall - last[0])
+        last[0] = wall
         clock.resume()
 
     warm_up(problem, cfg.batch_size)

@@ -20,13 +20,57 @@ COLLECTIVE_COLUMNS = [("size", "right"), ("count", "right"), ("algorithm", "left
                       ("x native", "right"), ("#wrong", "right")]
 
 
-def collective_row(rec: dict) -> list[str]:
-    """A collective record (allreduce and the others) as a row of :data:`COLLECTIVE_COLUMNS`."""
-    return [fmt_bytes(rec["bytes"]), str(rec["count"]), rec["algorithm"],
-            fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]), fmt_num(rec["t_max_us"]),
-            fmt_num(rec["p99_us"]), fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
-            f"{rec['vs_native']:.2f}" if rec.get("vs_native") else "-",
+SLOW_STATE = 1.3  # a size whose canary took this many times the run's fastest: a slow state
+
+STATS_CAPTION = ("±: half the 95 % interval in % of the value (bootstrap over the iterations; "
+                 "x native: paired over the interleaving rounds); (n spikes): iterations over "
+                 "10x the median, a rank stalled")
+
+
+def with_ci(value, ci, fmt=fmt_num) -> str:
+    """``"38235 ±1%"``: a value and half its interval's width in percent (the value alone
+    without an interval)."""
+    if value is None:
+        return "-"
+    text = fmt(value)
+    if ci and None not in ci and value:
+        text += f" ±{50 * (ci[1] - ci[0]) / abs(value):.0f}%"
+    return text
+
+
+def collective_row(rec: dict, fastest_canary: float | None = None) -> list[str]:
+    """A collective record (allreduce and the others) as a row of :data:`COLLECTIVE_COLUMNS`:
+    a size measured in a slow machine state (its canary over :data:`SLOW_STATE` times
+    ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes says how many."""
+    slow = bool(fastest_canary and rec.get("canary_us")
+                and rec["canary_us"] > SLOW_STATE * fastest_canary)
+    spikes = rec.get("spikes") or 0
+    return [fmt_bytes(rec["bytes"]) + ("*" if slow else ""), str(rec["count"]),
+            rec["algorithm"] + (f" ({spikes} spike{'s' if spikes > 1 else ''})" if spikes
+                                else ""),
+            fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]),
+            with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
+            fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
+            with_ci(rec.get("vs_native"), rec.get("vs_native_ci"), lambda x: f"{x:.2f}"),
             "-" if rec.get("wrong") is None else str(rec["wrong"])]
+
+
+def state_caption(records: list[dict]) -> str:
+    """How stable the machine was: the canary's range over the run and the sizes marked ``*``
+    (measured in a slow state), and the interleaving rounds' median spread."""
+    canaries = [r["canary_us"] for r in records if r.get("canary_us")]
+    spreads = [r["round_spread"] for r in records if r.get("round_spread") is not None]
+    if not canaries:
+        return "machine state: not measured"
+    lo, hi = min(canaries), max(canaries)
+    slow = sorted({r["bytes"] for r in records if r.get("canary_us", 0) > SLOW_STATE * lo})
+    text = (f"machine state: canary (np.add, 256 KiB) {fmt_num(lo)}-{fmt_num(hi)} us over the "
+            f"run; " + (f"* = measured in a slow state (canary > {SLOW_STATE:g}x the fastest): "
+                        f"{', '.join(fmt_bytes(b) for b in slow)}" if slow else
+                        "stable (no size in a slow state)"))
+    if spreads:
+        text += f"; rounds' t_max spread: median {100 * float(np.median(spreads)):.0f} %"
+    return text
 
 
 def options_text(options: dict | None) -> str:
@@ -55,12 +99,16 @@ def compress_row(r: dict) -> list[str]:
     def num(key):
         return fmt_num(r[key]) if r.get(key) is not None else "-"
 
-    return [fmt_bytes(r["bytes"]), r["method"], fmt_bytes(int(r["wire_bytes"])),
-            num("compression_ratio"), num("compress_us"), num("exchange_us"),
-            num("decompress_us"), num("t_max_us"),
-            f"{r['vs_native']:.2f}" if r.get("vs_native") else "-",
-            f"{r['vs_ring']:.2f}" if r.get("vs_ring") else "-",
-            num("mean_step_error"), num("final_drift"), num("break_even_gbps")]
+    def ratio(key):
+        return with_ci(r.get(key), r.get(key + "_ci"), lambda x: f"{x:.2f}")
+
+    spikes = r.get("spikes") or 0
+    return [fmt_bytes(r["bytes"]), r["method"] + (f" ({spikes} spikes)" if spikes else ""),
+            fmt_bytes(int(r["wire_bytes"])), num("compression_ratio"), num("compress_us"),
+            num("exchange_us"), num("decompress_us"),
+            with_ci(r.get("t_max_us"), r.get("t_max_us_ci")), ratio("vs_native"),
+            ratio("vs_ring"), num("mean_step_error"), num("final_drift"),
+            num("break_even_gbps")]
 
 
 # ----------------------------------------------------------------------------- sgd

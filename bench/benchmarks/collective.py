@@ -10,16 +10,32 @@ timing, checking, records and table for all of them, and builds each collective'
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import click
 import numpy as np
 
-from distbench.analysis.tables import COLLECTIVE_COLUMNS, algorithm_label, collective_row
-from distbench.benchmarks.sweep import Run, check_device_and_memory, check_iterations
+from distbench import watchdog
+from distbench.analysis.tables import (
+    COLLECTIVE_COLUMNS,
+    STATS_CAPTION,
+    algorithm_label,
+    collective_row,
+    state_caption,
+)
+from distbench.benchmarks.sweep import (
+    Run,
+    call_lower_bound,
+    check_device_and_memory,
+    check_duration,
+    check_iterations,
+    time_all,
+)
 from distbench.buffers import release_caches
 from distbench.check import CHUNK, Segment, fill_exact, input_table, mismatches, total
 from distbench.command import (
+    DEFAULT_MAX_TIME,
     Job,
     algorithm_options,
     apply,
@@ -32,12 +48,14 @@ from distbench.command import (
     output_options,
     size_options,
     size_sweep,
+    target_ci_option,
+    watch_options,
 )
 from distbench.console import fmt_bytes
-from distbench.metrics import algbw, summarize
+from distbench.metrics import algbw, rate_ci
 from distbench.results import env_line
 from distbench.runtime import eprint, get_backend
-from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
+from distbench.timing import adaptive_iters, canary, estimate_seconds
 
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
 DEFAULT_ITERS = (1000, 100)  # small, large (before the time budget caps them)
@@ -68,6 +86,9 @@ class SweepConfig:
     json: bool = False
     quiet: bool = False
     run_dir: str | None = None
+    timeout: float | None = None
+    max_time: float = DEFAULT_MAX_TIME
+    target_ci: float | None = None
     options: dict = field(default_factory=dict)
 
     def sizes(self) -> list[int]:
@@ -84,6 +105,21 @@ def validate_sweep(cfg: SweepConfig) -> None:
     """Checks that need no MPI. Raises UsageError with a one-line message."""
     check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
     check_iterations(cfg.iters, cfg.warmup)
+    check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
+
+
+def lower_bound_s(cfg: SweepConfig) -> float:
+    """An optimistic duration of the sweep (s): every size and algorithm's timed and warm-up
+    iterations at :func:`~distbench.benchmarks.sweep.call_lower_bound` each (with the
+    adaptive default, at most ``BUDGET_S`` of timed calls)."""
+    total = 0.0
+    for nbytes in cfg.sizes():
+        t = call_lower_bound(nbytes)
+        default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
+        iters = cfg.iters if cfg.iters is not None else adaptive_iters(t, default, BUDGET_S)
+        warm = cfg.warmup if cfg.warmup is not None else max(1, min(100, iters // 10))
+        total += (len(cfg.algos) + 1) * (iters + warm) * t
+    return total
 
 
 def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
@@ -99,19 +135,23 @@ def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
                             f"a {fmt_bytes(cfg.max_bytes)} sweep")
 
 
-def _iteration_plan(cfg, comm, fns, nbytes, sync):
-    """Per-algorithm timed and warm-up iteration counts for one size (same on all ranks)."""
+def _iteration_plan(cfg, comm, fns, nbytes, sync, label):
+    """Per-algorithm timed and warm-up iteration counts for one size (same on all ranks), and
+    each call's estimated seconds (for the watchdog's deadlines)."""
+    per_call = {}
+    for n, f in fns.items():
+        watchdog.enter(f"{label(n)} (estimate)", 2 * call_lower_bound(nbytes))
+        per_call[n] = estimate_seconds(comm, f, sync=sync)
     if cfg.iters is not None:
         iters = dict.fromkeys(fns, cfg.iters)
     else:
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
-        iters = {n: adaptive_iters(estimate_seconds(comm, f, sync=sync), default, BUDGET_S)
-                 for n, f in fns.items()}
+        iters = {n: adaptive_iters(per_call[n], default, BUDGET_S) for n in fns}
     if cfg.warmup is not None:
         warm = dict.fromkeys(fns, cfg.warmup)
     else:
         warm = {n: max(1, min(100, it // 10)) for n, it in iters.items()}
-    return iters, warm
+    return iters, warm, per_call
 
 
 def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
@@ -119,6 +159,7 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     result was wrong)."""
     run = Run(comm, decl.name, cfg.record(), argv, get_backend(cfg.device, cfg.gpu_aware, comm),
               cfg.output, cfg.run_dir)
+    deadline = time.monotonic() + cfg.max_time
     xp, wcomm, rank, p = run.xp, run.wcomm, run.rank, run.size
     registry = decl.registry
     names = [decl.baseline] + [a for a in cfg.algos if a != decl.baseline]
@@ -127,38 +168,39 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     itemsize = np.dtype(cfg.dtype).itemsize
     root_rank, op = 0, None
     any_wrong = 0
-    rows, sections, records_all = [], [], []
+    records_all = []
     sizes = cfg.sizes()
     with run.progress(len(sizes) * len(names), decl.name, cfg.quiet) as adv:
         for nbytes in sizes:
             count = decl.count(nbytes, itemsize, p)
+            size = fmt_bytes(count * itemsize)
+
+            def label(n, size=size):
+                return f"{decl.name} {n} at {size}"
+
+            watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * call_lower_bound(nbytes))
             n_send, n_recv = decl.buffers(count, p, rank, root_rank)
             send = xp.empty(n_send, dtype=cfg.dtype)
             fill_exact(send, rank)
             recv = xp.empty(n_recv, dtype=cfg.dtype)
             calls = {n: decl.invoke(fn, wcomm, send, recv, rank, root_rank, op)
                      for n, fn in fns.items()}
-            wrong = _check_all(decl, cfg, comm, calls, send, recv, count, run.sync)
-            iters, warm = _iteration_plan(cfg, comm, calls, nbytes, run.sync)
-            times = time_interleaved(comm, calls, iters, warm, sync=run.sync)
-            records = []
-            for n in names:
-                st = summarize(comm, times[n])
-                adv(1, f"{decl.name} {fmt_bytes(nbytes)} {n}")
-                if run.root:
-                    records.append(_record(decl, cfg, run, n, count * itemsize, count, st,
-                                           iters[n], warm[n], wrong[n], bound[n]))
+            wrong = _check_all(decl, cfg, comm, calls, send, recv, count, run.sync, label,
+                               nbytes)
+            iters, warm, per_call = _iteration_plan(cfg, comm, calls, nbytes, run.sync, label)
+            timed = time_all(comm, calls, iters, warm, label, per_call, run.sync,
+                             cfg.target_ci, deadline)
+            canary_us = canary(comm) * 1e6
+            adv(len(names), f"{decl.name} {size}")
             if run.root:
-                base = records[0]["t_max_us"]
-                for rec in records:
-                    rec["vs_native"] = base / rec["t_max_us"] if rec["t_max_us"] > 0 else None
-                    rows.append(collective_row(rec))
-                sections.append(len(rows) - 1)
+                records = [_record(decl, cfg, run, n, count * itemsize, count, timed, warm[n],
+                                   wrong[n], bound[n], canary_us) for n in names]
                 records_all += records
                 run.writer.append(records)
             any_wrong += sum(w or 0 for w in wrong.values())
             del send, recv, calls
             release_caches()
+    rows, sections = _rows(records_all)
     run.emit(cfg.json, cfg.quiet, f"{decl.title}, {p} ranks, {cfg.dtype}", COLLECTIVE_COLUMNS,
              rows, _caption(decl, run, records_all), sections)
     if any_wrong:
@@ -168,7 +210,18 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     return 0
 
 
-def _check_all(decl, cfg, comm, calls, send, recv, count, sync) -> dict:
+def _rows(records: list[dict]):
+    """Table rows of the records, a separator after each size, slow-state sizes marked."""
+    rows, sections = [], []
+    fastest = min((r["canary_us"] for r in records if r.get("canary_us")), default=None)
+    for i, rec in enumerate(records):
+        rows.append(collective_row(rec, fastest))
+        if i + 1 == len(records) or records[i + 1]["bytes"] != rec["bytes"]:
+            sections.append(len(rows) - 1)
+    return rows, sections
+
+
+def _check_all(decl, cfg, comm, calls, send, recv, count, sync, label, nbytes) -> dict:
     """Each algorithm's wrong elements (summed over ranks; None with --no-check): its output
     against the exact result, plus every element of the send buffer it changed. A send buffer
     found changed is refilled, so the next algorithm is judged on the right inputs."""
@@ -179,6 +232,8 @@ def _check_all(decl, cfg, comm, calls, send, recv, count, sync) -> dict:
     own = [Segment(0, send.shape[0], input_table(rank))]
     wrong = {}
     for n, call in calls.items():
+        # the call, a fill and two compares: a few passes over the buffers
+        watchdog.enter(f"{label(n)} (check)", 8 * call_lower_bound(nbytes))
         recv.fill(SENTINEL)
         call()
         if sync is not None:
@@ -190,17 +245,28 @@ def _check_all(decl, cfg, comm, calls, send, recv, count, sync) -> dict:
     return wrong
 
 
-def _record(decl, cfg, run, name, nbytes, count, st, iters, warm, wrong, options) -> dict:
+def _record(decl, cfg, run, name, nbytes, count, timed, warm, wrong, options,
+            canary_us) -> dict:
+    st = timed.stats[name]
+    factor = decl.bus_factor(run.size)
     bw = algbw(nbytes, st["t_max_us"] * 1e-6)
-    return {
+    t_ci = [x * 1e-6 for x in st["t_max_us_ci"]]
+    base = timed.stats[decl.baseline]["t_max_us"]
+    rec = {
         "benchmark": decl.name, "algorithm": name, "bytes": nbytes, "count": count,
-        "dtype": cfg.dtype, "ranks": run.size, "iters": iters, "warmup": warm,
+        "dtype": cfg.dtype, "ranks": run.size, "iters": timed.iters[name], "warmup": warm,
         **{k: v for k, v in st.items() if k != "iters"},
-        "algbw_gbps": bw, "busbw_gbps": bw * decl.bus_factor(run.size),
-        "wrong": wrong, "device": run.env["device"],
+        "algbw_gbps": bw, "algbw_gbps_ci": rate_ci(nbytes, t_ci),
+        "busbw_gbps": bw * factor, "busbw_gbps_ci": rate_ci(nbytes, t_ci, factor),
+        "vs_native": base / st["t_max_us"] if st["t_max_us"] > 0 else None,
+        "vs_native_ci": timed.ratio_ci(decl.baseline, name),
+        "canary_us": canary_us, "wrong": wrong, "device": run.env["device"],
         "ranks_per_node": cfg.options.get("ranks_per_node"), "options": options,
         "source": decl.registry.source(name),
     }
+    if cfg.target_ci is not None:
+        rec["target_ci_pct"], rec["target_ci_met"] = cfg.target_ci, timed.target_met
+    return rec
 
 
 def _caption(decl, run, records) -> str:
@@ -209,8 +275,8 @@ def _caption(decl, run, records) -> str:
     extra = "".join(f"; {what}: {', '.join(items)}" for what, items in
                     (("options", labels), ("plug-ins", plugins)) if items)
     return (env_line(run.env) + f"\nx native = t_max(native) / t_max(algorithm), measured "
-            f"interleaved; busbw = algbw * {decl.bus_formula}{extra}; results: "
-            f"{run.writer.path}")
+            f"interleaved; busbw = algbw * {decl.bus_formula}{extra}\n" + STATS_CAPTION
+            + "\n" + state_caption(records) + f"\nresults: {run.writer.path}")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -221,16 +287,19 @@ def collective_command(decl):
     declared = decl.registry.options()
 
     def command(algos, min_bytes, max_bytes, factor, iters, warmup, dtype, device, gpu_aware,
-                check, output, run_dir, as_json, quiet, **options):
+                check, timeout, max_time, target_ci, output, run_dir, as_json, quiet,
+                **options):
         names = decl.registry.require(csv_list(algos) if algos.strip() != "all" else ["all"],
                                       "--algo")
         check_algorithm_options(declared, options)
         cfg = SweepConfig(names, min_bytes, max_bytes, factor, iters, warmup, dtype, device,
-                          gpu_aware, check, output, as_json, quiet, run_dir, options)
+                          gpu_aware, check, output, as_json, quiet, run_dir, timeout, max_time,
+                          target_ci, options)
         validate_sweep(cfg)
         return Job(decl.name, cfg.record(),
                    lambda comm, argv: run_sweep(decl, cfg, comm, argv),
-                   validate=lambda comm: validate_mpi(decl, cfg, comm))
+                   validate=lambda comm: validate_mpi(decl, cfg, comm), timeout=timeout,
+                   output=run_dir or output)
 
     command.__doc__ = (
         f"Sweep {decl.title} algorithms over message sizes against {decl.call}.\n\n"
@@ -252,6 +321,8 @@ def collective_command(decl):
         click.option("--check/--no-check", default=True, show_default=True,
                      help=f"Compare every algorithm's result with the exact result, which "
                      f"{decl.call} must match too (untimed)."),
+        *watch_options("operation (a size's check, estimate or block of iterations)"),
+        target_ci_option(),
         *output_options(decl.name)[:1],
         click.option("--run-dir", type=click.Path(file_okay=False), default=None, hidden=True,
                      help=f"Write {decl.name}.json/.csv into this exact folder (make bench)."),

@@ -35,15 +35,24 @@ from dataclasses import asdict, dataclass, field
 import click
 import numpy as np
 
+from distbench import watchdog
 from distbench.algorithms.compression import COMPRESSORS
 from distbench.algorithms.compression.base import check_density
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
-from distbench.analysis.tables import COMPRESS_COLUMNS, compress_row
-from distbench.benchmarks.sweep import Run, check_device_and_memory, check_iterations
+from distbench.analysis.tables import COMPRESS_COLUMNS, STATS_CAPTION, compress_row
+from distbench.benchmarks.sweep import (
+    Run,
+    call_lower_bound,
+    check_device_and_memory,
+    check_duration,
+    check_iterations,
+    time_all,
+)
 from distbench.buffers import release_caches
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.command import (
+    DEFAULT_MAX_TIME,
     Job,
     apply,
     check_size_range,
@@ -55,12 +64,14 @@ from distbench.command import (
     seed_option,
     size_options,
     size_sweep,
+    target_ci_option,
+    watch_options,
 )
 from distbench.console import fmt_bytes
 from distbench.metrics import GB, summarize
 from distbench.results import env_line
 from distbench.runtime import UsageError, get_backend, mpi
-from distbench.timing import adaptive_iters, estimate_seconds, time_interleaved
+from distbench.timing import adaptive_iters, estimate_seconds
 
 DENSE = ("native", "ring")  # dense baselines, when registered
 BUDGET_S = 0.6  # timed seconds per (size, method) when -n is not given
@@ -85,12 +96,27 @@ class CompressConfig:
     seed: int = 0
     device: str = "cpu"
     gpu_aware: str = "auto"
+    timeout: float | None = None
+    max_time: float = DEFAULT_MAX_TIME
+    target_ci: float | None = None
     output: str = "results"
     json: bool = False
     quiet: bool = False
 
     def sizes(self) -> list[int]:
         return size_sweep(self.min_bytes, self.max_bytes, self.factor)
+
+    def lower_bound_s(self) -> float:
+        """An optimistic duration (s): per size, the error steps and the timed and warm-up
+        exchanges of every method and baseline, each at least one pass over the gradient."""
+        total = 0.0
+        for nbytes in self.sizes():
+            t = call_lower_bound(nbytes)
+            iters = self.iters if self.iters is not None else adaptive_iters(t, 20, BUDGET_S,
+                                                                             minimum=3)
+            calls = len(self.methods) + len(DENSE) + 1
+            total += t * (self.steps * len(self.methods) + calls * (iters + self.warmup))
+        return total
 
 
 def validate(cfg: CompressConfig) -> None:
@@ -107,7 +133,10 @@ def validate(cfg: CompressConfig) -> None:
         raise UsageError("gradients of 2**31 elements or more need int64 indices")
     if cfg.steps < 1:
         raise UsageError(f"--steps must be >= 1, not {cfg.steps}")
+    if cfg.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {cfg.seed}")
     check_iterations(cfg.iters, cfg.warmup)
+    check_duration(cfg.lower_bound_s(), cfg.max_time, "this compression sweep")
 
 
 def validate_mpi(cfg: CompressConfig, comm) -> None:
@@ -132,6 +161,7 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
               cfg.output)
     xp, wcomm, sync, rank, p, root = run.xp, run.wcomm, run.sync, run.rank, run.size, run.root
     env, writer = run.env, run.writer
+    deadline = time.monotonic() + cfg.max_time
     dense = [a for a in DENSE if a in ALLREDUCE]
     sizes = cfg.sizes()
     rows, sections = [], []
@@ -148,7 +178,10 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             sum_err = {m: [] for m in cfg.methods}
             spent = dict.fromkeys(cfg.methods, 0.0)
             norms = []
-            for _ in range(cfg.steps):
+            size = fmt_bytes(nbytes)
+            for step in range(cfg.steps):
+                watchdog.enter(f"compress at {size} (error step {step + 1})",
+                               (len(exchanges) + 2) * 20 * call_lower_bound(nbytes))
                 seq.next(grad)
                 wcomm.Allreduce(grad, mean)
                 xp.divide(mean, p, out=mean)
@@ -171,19 +204,22 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             phases = {m: [] for m in cfg.methods}
             fns.update({m: _recorder(ex, grad, out, phases[m]) for m, ex in exchanges.items()})
             fns["copy"] = _bind_copy(xp, grad, out)
+            watchdog.enter(f"compress at {size} (estimate)", 20 * call_lower_bound(nbytes))
             est = {n: estimate_seconds(comm, f, 1, sync) for n, f in fns.items()
                    if n not in exchanges}
             est.update({m: comm.allreduce(spent[m] / cfg.steps, op=mpi().MAX)
                         for m in exchanges})
             iters = {n: cfg.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
                      for n, t in est.items()}
-            times = time_interleaved(comm, fns, iters, cfg.warmup, sync=sync)
-            stats = {n: summarize(comm, t) for n, t in times.items()}
-            split = {m: {k: summarize(comm, np.array([ph[k] for ph in phases[m][-iters[m]:]]))
-                         for k in ("compress", "exchange", "decompress")} for m in exchanges}
+            timed = time_all(comm, fns, iters, dict.fromkeys(fns, cfg.warmup),
+                             lambda n, size=size: f"compress {n} at {size}", est, sync,
+                             cfg.target_ci, deadline)
+            split = {m: {k: summarize(comm, np.array(
+                [ph[k] for ph in phases[m][-timed.iters[m]:]]))
+                for k in ("compress", "exchange", "decompress")} for m in exchanges}
             adv(1, f"compress {fmt_bytes(nbytes)}: timed")
             if root:
-                recs = _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters,
+                recs = _records(cfg, env, nbytes, p, dense, exchanges, timed, split,
                                 step_err, sum_err)
                 rows += [compress_row(r) for r in recs]
                 sections.append(len(rows) - 1)
@@ -211,9 +247,16 @@ def _recorder(ex, grad, out, log):
     return call
 
 
-def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_err, sum_err
+def _records(cfg, env, nbytes, p, dense, exchanges, timed, split, step_err, sum_err
              ) -> list[dict]:
     """Result records of one size (rank 0)."""
+    stats, iters = timed.stats, timed.iters
+    has_ring = "dense ring" in stats
+
+    def ratios(name) -> dict:
+        return {"vs_native_ci": timed.ratio_ci("dense native", name),
+                "vs_ring_ci": timed.ratio_ci("dense ring", name) if has_ring else None}
+
     d = nbytes // 4
     dense_link = link_bytes(nbytes, p, True)
     t_native = stats["dense native"]["t_max_us"]
@@ -229,7 +272,8 @@ def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_er
                      **{k: v for k, v in st.items() if k != "iters"},
                      "wire_bytes": nbytes, "link_bytes": dense_link, "compression_ratio": 1.0,
                      "vs_native": t_native / st["t_max_us"],
-                     "vs_ring": t_ring / st["t_max_us"] if t_ring else None})
+                     "vs_ring": t_ring / st["t_max_us"] if t_ring else None,
+                     **ratios(f"dense {a}")})
     for m, ex in exchanges.items():
         st, ph = stats[m], split[m]
         comp = ex.compressor
@@ -244,11 +288,12 @@ def _records(cfg, env, nbytes, p, dense, exchanges, stats, split, iters, step_er
             if m in ("topk", "randk") else None, "bits": cfg.bits if m == "qsgd" else None,
             "iters": iters[m], **{k: v for k, v in st.items() if k != "iters"},
             **{f"{k}_us": ph[k]["t_avg_us"] for k in ph},
+            **{f"{k}_us_ci": ph[k]["t_avg_us_ci"] for k in ph},
             "compress_x_copy": ph["compress"]["t_avg_us"] / t_copy,
             "decompress_x_copy": ph["decompress"]["t_avg_us"] / t_copy,
             "wire_bytes": wire, "link_bytes": link, "compression_ratio": nbytes / wire,
             "vs_native": t_native / st["t_max_us"],
-            "vs_ring": t_ring / st["t_max_us"] if t_ring else None,
+            "vs_ring": t_ring / st["t_max_us"] if t_ring else None, **ratios(m),
             "step_error": step_err[m], "drift": sum_err[m],
             "mean_step_error": float(np.mean(step_err[m])), "final_drift": sum_err[m][-1],
             "break_even_gbps": (saved / added / GB if added > 0 else None)
@@ -267,8 +312,8 @@ def _caption(cfg, env, writer) -> str:
         f"step, in units of the average ||mean|| (bounded with error feedback, +EF; growing "
         f"without it for biased methods).\nbreak-even: (dense "
         f"ring link bytes 2(p-1)/p*S - the method's link bytes) / (compress + decompress "
-        f"time); on links slower than this the method beats a dense AllReduce. "
-        f"results: {writer.path}")
+        f"time); on links slower than this the method beats a dense AllReduce.\n"
+        f"{STATS_CAPTION}\nresults: {writer.path}")
 
 
 COMPRESS_OPTIONS = [
@@ -291,23 +336,25 @@ COMPRESS_OPTIONS = [
                  help="Registered AllReduce for summable payloads (none, fp16, randk)."),
     seed_option("Seed of the gradient sequence and the compressors."),
     *device_options(),
+    *watch_options("operation (an error step or a block of timed exchanges)"),
+    target_ci_option(),
     *output_options("compress"),
 ]
 
 
 def _compress(methods, density, bits, error_feedback, bucket_size, min_bytes, max_bytes,
-              factor, steps, iters, warmup, allreduce, seed, device, gpu_aware, output,
-              as_json, quiet):
+              factor, steps, iters, warmup, allreduce, seed, device, gpu_aware, timeout,
+              max_time, target_ci, output, as_json, quiet):
     """Gradient compression: bytes saved, time spent and error made by each compressor,
     against the dense AllReduce (native and ring), and its break-even link bandwidth."""
     names = COMPRESSORS.require(["all"] if methods.strip() == "all" else csv_list(methods),
                                 "--method")
     cfg = CompressConfig(names, density, bits, bucket_size, error_feedback, min_bytes,
                          max_bytes, factor, steps, iters, warmup, allreduce, seed, device,
-                         gpu_aware, output, as_json, quiet)
+                         gpu_aware, timeout, max_time, target_ci, output, as_json, quiet)
     validate(cfg)
     return Job("compress", asdict(cfg), lambda comm, argv: run(cfg, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, comm))
+               validate=lambda comm: validate_mpi(cfg, comm), timeout=timeout, output=output)
 
 
 compress_command = click.command("compress")(apply(_compress, COMPRESS_OPTIONS))

@@ -17,7 +17,14 @@ import click
 import numpy as np
 
 from distbench.algorithms.compression import COMPRESSORS, make_compressor
-from distbench.algorithms.sgd import MODES, Problem, SGDConfig, run_sgd, steps_for_epochs
+from distbench.algorithms.sgd import (
+    MODES,
+    Diverged,
+    Problem,
+    SGDConfig,
+    run_sgd,
+    steps_for_epochs,
+)
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset, shard_bounds
 from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.analysis.tables import (
@@ -26,19 +33,27 @@ from distbench.analysis.tables import (
     sgd_eval_row,
     sgd_summary_row,
 )
-from distbench.benchmarks.sweep import Run
+from distbench.benchmarks.sweep import Run, check_duration
 from distbench.collectives import ALLREDUCE
 from distbench.command import (
+    DEFAULT_MAX_TIME,
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
     Job,
+    Number,
     compressor_options,
     device_options,
     output_options,
     seed_option,
+    watch_options,
     with_options,
 )
 from distbench.console import print_table
 from distbench.results import env_line
-from distbench.runtime import UsageError, array_module, get_backend
+from distbench.runtime import UsageError, array_module, eprint, get_backend, root_computes
+
+STEP_LOWER_BOUND_S = 5e-6  # an optimistic time of one SGD update (s), for --max-time
 
 
 @dataclass
@@ -79,6 +94,8 @@ class SGDBenchConfig:
     device: str = "cpu"
     gpu_aware: str = "auto"
     seed: int = 0
+    timeout: float | None = None
+    max_time: float = DEFAULT_MAX_TIME
     output: str = "results"
     json: bool = False
     quiet: bool = False
@@ -98,20 +115,29 @@ def parse_straggler(values) -> dict:
                 r, d = int(rank), float(ms)
             except ValueError:
                 r, d = -1, -1.0
-            if not sep or r < 0 or not d >= 0:
-                raise UsageError(f"--straggler takes RANK:MS (e.g. 1:20), not {item!r}")
+            if not sep or r < 0 or not d >= 0 or not math.isfinite(d):
+                raise UsageError(f"--straggler takes RANK:MS (e.g. 1:20; a finite delay >= 0),"
+                                 f" not {item!r}")
             out[r] = d
     return out
 
 
 def validate(cfg: SGDBenchConfig) -> None:
-    """Checks that need neither MPI nor the data. Raises UsageError."""
+    """Checks that need neither MPI nor the data. Raises UsageError.
+
+    Options that default to a derived value (``--eval-every``, ``--decay-every``, ``--t0``)
+    given as 0 are refused rather than silently replaced; numbers are finite (the option
+    types refuse nan and inf)."""
     if cfg.modes is not None and not cfg.modes:
         raise UsageError("--mode needs at least one of " + ", ".join(MODES))
     if cfg.epochs is not None and cfg.steps is not None:
         raise UsageError("give --epochs or --steps, not both")
-    if cfg.epochs is not None and not cfg.epochs > 0:
-        raise UsageError(f"--epochs must be > 0, not {cfg.epochs}")
+    for flag, value in (("--batch-size", cfg.batch_size), ("--eval-every", cfg.eval_every),
+                        ("--decay-every", cfg.decay_every), ("--steps", cfg.steps)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, not {value}")
+    if cfg.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {cfg.seed}")
     for mode in cfg.modes or ["sync"]:  # mode names, steps, batch, H, schedule, staleness
         mode_cfg(cfg, mode, 2, cfg.batch_size).check_options()
     ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
@@ -127,6 +153,9 @@ def validate(cfg: SGDBenchConfig) -> None:
         array_module(cfg.device)  # CuPy and a CUDA device, or a one-line usage error
     COMPRESSORS.require([cfg.compress], "--compress", allow_all=False)
     make_compressor(cfg.compress, density=cfg.density, bits=cfg.bits)
+    updates = cfg.steps if cfg.steps is not None else 0  # epochs: bounded once data is known
+    check_duration(len(cfg.modes or MODES) * updates * STEP_LOWER_BOUND_S, cfg.max_time,
+                   "this SGD run")
 
 
 def modes_for(cfg: SGDBenchConfig, size: int) -> list[str]:
@@ -140,9 +169,7 @@ def ensure_dataset(cfg: SGDBenchConfig, data: dict, comm):
     bundled set is read by rank 0 alone and broadcast (one scikit-learn import per job, not
     per rank). Collective."""
     if data.get("dataset") is None:
-        root = comm.Get_rank() == 0
-        data["dataset"] = comm.bcast(load_dataset(cfg.dataset, cfg.seed) if root else None,
-                                     root=0)
+        data["dataset"] = root_computes(comm, lambda: load_dataset(cfg.dataset, cfg.seed))
     return data["dataset"]
 
 
@@ -150,14 +177,17 @@ def validate_mpi(cfg: SGDBenchConfig, data: dict, comm) -> None:
     """Checks against the rank count (async needs 2 ranks, straggler ranks, shard sizes)."""
     dataset = ensure_dataset(cfg, data, comm)
     size = comm.Get_size()
+    updates = 0
     for mode in modes_for(cfg, size):
         mcfg = mode_cfg(cfg, mode, size, dataset.n_train)
         mcfg.validate(size)
+        updates += mcfg.steps
         workers = mcfg.workers(size)
         smallest = int(np.diff(shard_bounds(dataset.n_train, workers)).min())
         if smallest < cfg.batch_size:
             raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {smallest} training "
                              f"samples of a worker's shard in {mode} mode ({workers} workers)")
+    check_duration(updates * STEP_LOWER_BOUND_S, cfg.max_time, "this SGD run")
 
 
 def mode_cfg(cfg: SGDBenchConfig, mode: str, size: int, n_train: int):
@@ -264,7 +294,10 @@ def _run(cfg: SGDBenchConfig, data: dict, comm, argv: list[str]) -> int:
                 advance(rec["step"] - done[0])
                 done[0] = rec["step"]
 
-            result = run_sgd(wcomm, problem, mcfg, on_eval)
+            try:
+                result = run_sgd(wcomm, problem, mcfg, on_eval)
+            except Diverged as exc:  # raised on every rank alike: no Abort needed
+                return _diverged(exc, run, base, rows, mcfg)
         if not root:
             continue
         s = {**base, **summary(rows, result, cfg, mcfg), "compress": mcfg.compress}
@@ -277,6 +310,20 @@ def _run(cfg: SGDBenchConfig, data: dict, comm, argv: list[str]) -> int:
              SGD_SUMMARY_COLUMNS, [sgd_summary_row(s) for s in summaries],
              _caption(cfg, run.env, writer, problem, dataset) if root else "")
     return 0
+
+
+def _diverged(exc: Diverged, run, base: dict, rows: list, mcfg) -> int:
+    """End the run on a divergence: a summary record of the mode saying where, the results
+    marked incomplete, one line; exit code 1."""
+    if run.root:
+        last = rows[-1] if rows else {}
+        run.writer.append([{**base, "kind": "summary", "mode": exc.mode, "steps": exc.step,
+                            "diverged_at_step": exc.step, "compress": mcfg.compress,
+                            "final_loss": last.get("train_loss"),
+                            "final_test_acc": last.get("test_acc")}])
+        run.writer.mark_incomplete(str(exc))
+        eprint(f"Error: {exc}; results: {run.writer.path}")
+    return 1
 
 
 def _recorded(cfg: SGDBenchConfig) -> dict:
@@ -313,28 +360,29 @@ def _caption(cfg, env, writer, problem, dataset) -> str:
 @click.option("--model", type=click.Choice(["softmax", "mlp"]), default="softmax",
               show_default=True, help="Softmax regression (convex, f* known) or a ReLU MLP.")
 @click.option("--width", type=int, default=64, show_default=True, help="MLP hidden units.")
-@click.option("--l2", type=float, default=None,
+@click.option("--l2", type=NON_NEGATIVE, default=None,
               help="L2 coefficient on the weights [default: 1e-3 softmax, 1e-4 mlp].")
 @click.option("--dataset", default="digits", show_default=True,
               help="digits, breast_cancer (bundled with scikit-learn), or a PATH.csv "
                    "(label in the last column, optional header) or PATH.npz (X, y).")
 @click.option("--partition", type=click.Choice(["iid", "label"]), default="iid",
               show_default=True, help="Shard the training set i.i.d. or sorted by label.")
-@click.option("--epochs", type=float, default=None,
+@click.option("--epochs", type=POSITIVE, default=None,
               help="Passes over the training set per mode [default: 20].")
 @click.option("--steps", type=int, default=None,
               help="Parameter updates per mode (instead of --epochs): sync steps, local steps "
                    "per rank, or updates applied by the async server.")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Minibatch size per worker.")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Base learning rate.")
+@click.option("--lr", type=POSITIVE, default=0.1, show_default=True, help="Base learning rate.")
 @click.option("--schedule", type=click.Choice(["constant", "step", "inverse"]),
               default="constant", show_default=True,
               help="constant; step: x decay-factor every decay-every steps; inverse: "
                    "lr t0/(t0+t).")
-@click.option("--decay-factor", type=float, default=0.1, show_default=True)
+@click.option("--decay-factor", type=POSITIVE, default=0.1, show_default=True)
 @click.option("--decay-every", type=int, default=None, help="[default: steps/3]")
-@click.option("--t0", type=float, default=None, help="1/t time constant [default: 1 epoch].")
+@click.option("--t0", type=POSITIVE, default=None,
+              help="1/t time constant in steps [default: 1 epoch].")
 @click.option("--scale-lr/--no-scale-lr", default=False, show_default=True,
               help="Linear scaling: lr x workers averaged per update (Goyal et al. 2017).")
 @click.option("--warmup", type=int, default=0, show_default=True,
@@ -360,15 +408,16 @@ def _caption(cfg, env, writer, problem, dataset) -> str:
               help="That rank sleeps MS milliseconds per step (repeatable).")
 @click.option("--eval-every", type=int, default=None,
               help="Evaluate every N updates [default: about 20 rows per mode].")
-@click.option("--target-loss", type=float, default=None,
+@click.option("--target-loss", type=FINITE, default=None,
               help="Report time and bytes until the training loss is <= this.")
-@click.option("--target-acc", type=float, default=None,
+@click.option("--target-acc", type=Number(0, 1, low_open=True), default=None,
               help="Report time and bytes until the test accuracy is >= this.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
 @click.option("--blas-threads", type=int, default=1, show_default=True,
               help="BLAS threads per rank.")
 @seed_option()
+@with_options(watch_options("evaluation interval (the steps between two evaluations)"))
 @with_options([*device_options(), *output_options(
     "sgd", json_help="Print the records as JSON on stdout (tables go to stderr).",
     quiet_help="No tables, no progress bar.")])
@@ -381,4 +430,5 @@ def sgd_command(modes, straggler, as_json, **options):
     validate(cfg)
     data = {"dataset": None if cfg.dataset in BUILTIN else load_dataset(cfg.dataset, cfg.seed)}
     return Job("sgd", _recorded(cfg), lambda comm, argv: run(cfg, data, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, data, comm))
+               validate=lambda comm: validate_mpi(cfg, data, comm), timeout=cfg.timeout,
+               output=cfg.output)

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from distbench import watchdog
 from distbench.console import fmt_bytes, print_table, progress
+from distbench.metrics import gather, ratio_ci, round_means, round_spread, stats_from_matrix
 from distbench.results import RunWriter, environment
-from distbench.runtime import UsageError, array_module, local_rank_and_size, proc_field
+from distbench.runtime import UsageError, array_module, local_rank_and_size, mpi, proc_field
+from distbench.timing import round_lengths, rounds_used, time_interleaved
+
+TARGET_CI_ROUNDS = 6   # --target-ci doubles the iterations at most this many times
 
 
 def check_iterations(iters: int | None, warmup: int | None) -> None:
@@ -20,6 +30,30 @@ def check_iterations(iters: int | None, warmup: int | None) -> None:
         raise UsageError(f"--iters must be >= 1, not {iters}")
     if warmup is not None and warmup < 0:
         raise UsageError(f"--warmup must be >= 0, not {warmup}")
+
+
+def check_duration(lower_bound_s: float, max_time: float | None, what: str) -> None:
+    """Refuse a run whose optimistic duration estimate exceeds ``--max-time`` seconds.
+
+    Raises:
+        UsageError: ``lower_bound_s`` > ``max_time`` (None: no bound).
+    """
+    if max_time is not None and lower_bound_s > max_time:
+        raise UsageError(f"{what} would take at least {duration_text(lower_bound_s)}, beyond "
+                         f"--max-time {max_time:g} s; lower the iterations or raise --max-time")
+
+
+def duration_text(seconds: float) -> str:
+    """``95 s``, ``12.5 min``, ``27.8 h``, ``3.2 days``, ``68.8 years``."""
+    for unit, scale in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def call_lower_bound(nbytes: float) -> float:
+    """An optimistic time of one call moving ``nbytes``: 1 us + nbytes at 50 GB/s (s)."""
+    return 1e-6 + nbytes / 50e9
 
 
 def mem_available() -> int | None:
@@ -43,6 +77,89 @@ def check_device_and_memory(comm, device: str, per_rank: int, what: str) -> None
         raise UsageError(f"{what} needs about {fmt_bytes(local * per_rank)} on this node "
                          f"({local} ranks) but {fmt_bytes(avail)} is available; lower "
                          "--max-bytes")
+
+
+@dataclass
+class Timed:
+    """What :func:`time_all` measured (statistics on rank 0 only).
+
+    Attributes:
+        stats: name -> :func:`distbench.metrics.stats_from_matrix`'s statistics, with
+            ``round_spread`` (rank 0; empty elsewhere).
+        iters: name -> timed iterations (more than planned when ``--target-ci`` added some).
+        target_met: whether every interval met ``--target-ci`` (None without it).
+    """
+
+    stats: dict = field(default_factory=dict)
+    iters: dict = field(default_factory=dict)
+    target_met: bool | None = None
+    _rounds: dict = field(default_factory=dict)
+    _matrices: dict = field(default_factory=dict)
+
+    def ratio_ci(self, base: str, other: str, seed: int = 0) -> list[float] | None:
+        """95 % interval of t_max(base) / t_max(other), paired over interleaving rounds
+        (rank 0; None elsewhere)."""
+        if base not in self._matrices or other not in self._matrices:
+            return None
+        return ratio_ci(round_means(self._matrices[base], self._rounds[base]),
+                        round_means(self._matrices[other], self._rounds[other]), seed)
+
+
+def time_all(comm, calls: dict[str, Callable], iters: dict[str, int], warm: dict[str, int],
+             label: Callable[[str], str], per_call_s: dict[str, float], sync=None,
+             target_ci: float | None = None, deadline: float | None = None) -> Timed:
+    """Time ``calls`` interleaved (:func:`distbench.timing.time_interleaved`) under the
+    watchdog (operation ``label(name)`` per block, estimated from ``per_call_s``), and reduce
+    the times to statistics with intervals on rank 0. Collective.
+
+    With ``target_ci`` (percent), more iterations are added (doubling, at most
+    :data:`TARGET_CI_ROUNDS` times, while ``time.monotonic()`` < ``deadline``) until every
+    name's t_max interval is narrower than ``target_ci`` percent of t_max.
+    """
+    def on_block(name, n):
+        watchdog.enter(label(name), n * per_call_s.get(name, 0.0))
+
+    out = Timed(iters=dict(iters))
+    times = time_interleaved(comm, calls, iters, warm, sync=sync, on_block=on_block)
+    nr = rounds_used(iters)
+    out._rounds = {n: round_lengths(iters[n], nr) for n in calls}
+    for attempt in range(TARGET_CI_ROUNDS + 1):
+        _reduce(comm, times, out)
+        if target_ci is None:
+            break
+        wide = comm.bcast(_too_wide(out, target_ci) if comm.Get_rank() == 0 else None, root=0)
+        out.target_met = not wide
+        late = deadline is not None and comm.allreduce(time.monotonic() > deadline,
+                                                      op=mpi().LOR)
+        if not wide or late or attempt == TARGET_CI_ROUNDS:
+            break
+        more = {n: out.iters[n] for n in calls}  # double each
+        extra = time_interleaved(comm, calls, more, 0, sync=sync, on_block=on_block)
+        nr = rounds_used(more)
+        for n in calls:
+            times[n] = np.concatenate([times[n], extra[n]])
+            out._rounds[n] += round_lengths(more[n], nr)
+            out.iters[n] += more[n]
+    watchdog.idle()
+    return out
+
+
+def _reduce(comm, times, out: Timed) -> None:
+    for n, t in times.items():
+        allt = gather(comm, t)
+        if allt is None:
+            continue
+        st = stats_from_matrix(allt)
+        st["round_spread"] = round_spread(round_means(allt, out._rounds[n]))
+        out.stats[n], out._matrices[n] = st, allt
+
+
+def _too_wide(out: Timed, target_ci: float) -> bool:
+    for st in out.stats.values():
+        lo, hi = st["t_max_us_ci"]
+        if st["t_max_us"] > 0 and 100.0 * (hi - lo) / st["t_max_us"] > target_ci:
+            return True
+    return False
 
 
 class Run:
@@ -73,6 +190,7 @@ class Run:
         self.env = environment(comm, backend, argv, extra=extra_env)
         self.writer = RunWriter(comm, benchmark, run_dir or output, config, self.env,
                                 exact=run_dir is not None)
+        watchdog.track(self.writer)
 
     def progress(self, total: int, description: str, quiet: bool):
         """A progress bar on rank 0's terminal (see :func:`distbench.console.progress`)."""
@@ -80,8 +198,11 @@ class Run:
 
     def emit(self, as_json: bool, quiet: bool, title: str, columns, rows, caption: str,
              sections=()) -> None:
-        """On rank 0: the records as JSON on stdout (``--json``), then the table (on stderr
-        when stdout carries JSON; none with ``--quiet``)."""
+        """The run is complete (the results say so); on rank 0: the records as JSON on stdout
+        (``--json``), then the table (on stderr when stdout carries JSON; none with
+        ``--quiet``)."""
+        watchdog.idle()
+        self.writer.finish()
         if not self.root:
             return
         if as_json:
@@ -92,5 +213,5 @@ class Run:
             print_table(title, columns, rows, caption, stderr=as_json, sections=sections)
 
 
-__all__ = ["check_iterations", "mem_available",
-           "check_device_and_memory", "Run"]
+__all__ = ["check_iterations", "check_duration", "duration_text", "call_lower_bound",
+           "mem_available", "check_device_and_memory", "Timed", "time_all", "Run"]
