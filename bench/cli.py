@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 
 import click
 
@@ -224,4 +225,5 @@ def _fail(comm, line: str, code: int) -> None:
     eprint(line)
     if comm.Get_size() == 1:
         sys.exit(code)
+    time.sleep(watchdog.ABORT_DELAY_S)
     comm.Abort(code)

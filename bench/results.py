@@ -400,6 +400,33 @@ def normalize(doc: dict) -> dict:
     return doc
 
 
+NUMERIC_SUFFIXES = ("_us", "_gbps", "_s")
+NUMERIC_FIELDS = ("bytes", "count", "ranks", "iters", "step", "steps")
+
+
+def check_document(doc: dict) -> None:
+    """That ``doc`` has the shape every reader relies on: ``records`` a list of objects whose
+    numeric fields (``*_us``, ``*_gbps``, ``*_s``, bytes, count, ranks, ...) are numbers or
+    null, and an ``environment`` object if any.
+
+    Raises:
+        ValueError: naming what is wrong (the readers turn it into a usage error).
+    """
+    records = doc.get("records")
+    if not isinstance(records, list):
+        raise ValueError(f"'records' is {type(records).__name__}, not a list of records")
+    if not isinstance(doc.get("environment", {}), dict):
+        raise ValueError("'environment' is not an object")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"record {i} is {type(rec).__name__}, not an object")
+        for key, value in rec.items():
+            numeric = key in NUMERIC_FIELDS or key.endswith(NUMERIC_SUFFIXES)
+            if numeric and value is not None and (isinstance(value, bool) or
+                                                  not isinstance(value, (int, float))):
+                raise ValueError(f"record {i}: field {key!r} is {value!r}, not a number")
+
+
 def load_run(path: str | os.PathLike) -> list[dict]:
     """Load the JSON document(s) of a run folder (or one JSON file), :func:`normalize` d.
 
@@ -407,6 +434,8 @@ def load_run(path: str | os.PathLike) -> list[dict]:
 
     Raises:
         FileNotFoundError: no results JSON at ``path``.
+        ValueError: a JSON file that is malformed, or not shaped like results
+            (:func:`check_document`).
     """
     path = Path(path)
     if path.is_file():
@@ -415,9 +444,10 @@ def load_run(path: str | os.PathLike) -> list[dict]:
         files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
     docs = []
     for f in files:
-        with open(f) as fh:
+        with open(f, encoding="utf-8") as fh:
             doc = json.load(fh)
         if isinstance(doc, dict) and "records" in doc:
+            check_document(doc)
             docs.append(normalize(doc))
     if not docs:
         raise FileNotFoundError(f"no distbench results (*.json with records) in {path}")

@@ -47,6 +47,7 @@ FACTOR = 20.0      # ... and this many times the operation's estimated duration
 TAG_BEAT, TAG_FAIL, TAG_ACK = 0x7701, 0x7702, 0x7703
 FAIL_BYTES = 512   # a failure line travels in a fixed-size buffer
 EXIT_TIMEOUT = 3
+ABORT_DELAY_S = 0.2  # lets mpirun forward the last line before MPI_Abort tears the job down
 
 _CURRENT: Watchdog | None = None
 
@@ -250,6 +251,7 @@ class Watchdog:
             with contextlib.suppress(Exception):
                 self._report(reason)
         eprint(f"Error: {reason}")
+        time.sleep(ABORT_DELAY_S)
         self.comm.Abort(EXIT_TIMEOUT)
 
     # ------------------------------------------------------------------ signals

@@ -48,7 +48,7 @@ def _slow_down(factor):
 def test_same_run_gives_ratio_one_and_exit_zero(capsys):
     code, out, _ = _cli(capsys, P2, P2, "--fail-on-regression", "0%")
     assert code == 0
-    assert "Same environment" in out and "No row slower by more than 0 %" in out
+    assert "Same environment" in out and "No row significantly slower by more than 0 %" in out
     n = len(json.loads((P2 / "allreduce.json").read_text())["records"])
     assert f"Matched {n} rows; only in A: 0, only in B: 0" in out.replace("\n", " ")
     assert out.count("1.000") >= 2 * n            # time and busbw ratios
@@ -70,14 +70,52 @@ def test_two_real_runs_match_row_by_row():
 
 
 def test_regression_threshold_sets_the_exit_code(tmp_path, capsys):
-    slow = _edited_copy(P2, tmp_path / "slow", _slow_down(2.0))
+    slow = _edited_copy(P2, tmp_path / "slow", _slow_down(10.0))
+    matches, _, _ = match(find_docs(P2), find_docs(slow))
+    # these rows (written before intervals existed) are decided by their spread: a 10x
+    # slowdown is significant where p99/p50 - 1 is below 900 %
+    significant = [m for m in matches if m.spread < 9.0]
+    assert 0 < len(significant) < len(matches)
+    assert {m.decided_by for m in matches} == {"spread"}
     code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "50%")
-    assert code == 1 and "Regression: 42 row(s) slower by more than 50 %" in out
-    assert "B/A = 2.000" in out
-    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "150")
+    assert code == 1
+    assert f"Regression: {len(significant)} row(s) significantly slower by more than 50 %" in out
+    assert "B/A = 10.000" in out
+    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "950")
     assert code == 0
     code, _, _ = _cli(capsys, slow, P2, "--fail-on-regression", "1%")   # B faster: fine
     assert code == 0
+
+
+def test_intervals_decide_when_present(tmp_path, capsys):
+    """Rows with intervals: significant only when they do not overlap; the effect size and
+    the interval of B/A are shown; --fail-on-regression counts significant rows only."""
+    overlapping = Match(("allreduce",), 100.0, 110.0, None, None, None, [90.0, 115.0],
+                        [100.0, 120.0])
+    assert overlapping.change == "" and overlapping.decided_by == "intervals"
+    assert overlapping.ratio_ci == pytest.approx([100 / 115, 120 / 90])
+    apart = Match(("allreduce",), 100.0, 130.0, None, None, 0.5, [95.0, 105.0], [125.0, 135.0])
+    assert apart.change == "slower" and apart.effect_pct == pytest.approx(30.0)
+    faster = Match(("allreduce",), 100.0, 70.0, None, None, None, [95.0, 105.0], [65.0, 75.0])
+    assert faster.change == "faster"
+
+    def with_ci(width, factor):
+        def edit(doc):
+            for rec in doc["records"]:
+                rec["t_max_us"] *= factor
+                rec["t_max_us_ci"] = [rec["t_max_us"] * (1 - width), rec["t_max_us"] * (1 + width)]
+        return edit
+
+    a = _edited_copy(P2, tmp_path / "a", with_ci(0.05, 1.0))
+    b = _edited_copy(P2, tmp_path / "b", with_ci(0.05, 1.3))
+    wide = _edited_copy(P2, tmp_path / "wide", with_ci(0.3, 1.3))
+    code, out, _ = _cli(capsys, a, b, "--fail-on-regression", "20%")
+    assert code == 1 and "Regression: 42 row(s) significantly slower by more than 20 %" in out
+    assert "+30.0 %" in out and "intervals" in out
+    code, out, _ = _cli(capsys, a, wide, "--fail-on-regression", "20%")
+    assert code == 0, "30 % slower but within the intervals: not significant"
+    code, _, _ = _cli(capsys, a, b, "--fail-on-regression", "40%")
+    assert code == 0, "significant, but smaller than the threshold"
 
 
 def test_change_is_marked_only_beyond_the_spread():

@@ -1,19 +1,22 @@
-"""``distbench compare A B``: two runs side by side, row by row.
+"""``distbench compare A B``: two runs side by side, row by row, and which differences are real.
 
 Rows are matched on what identifies a measurement (:data:`SPECS`: the benchmark, the
 algorithm / method / mode and its options, the size, the rank count and the dtype). For each
 match the table shows B/A of the time (lower is better) and of the bandwidth or rate (higher is
-better), and marks the change when it is larger than the runs' own spread:
+better), the effect size (B/A - 1 of the time, in percent) and whether the change is
+significant:
 
-* allreduce and compress rows carry per-iteration percentiles; a row's spread is
-  ``p99 / p50 - 1`` (the larger of A's and B's), so a change is marked only when the mean moved
-  by more than the tail of either run's iterations;
-* rows of one run that repeat the same key (e.g. a suite run twice into one folder) give a
-  spread from their repetitions: ``max / min - 1`` of the time;
-* rows with neither are shown without a mark.
+* rows with 95 % intervals (``<time>_ci``: a bootstrap over the iterations, written by
+  distbench >= 0.2): the change is significant when the two intervals do not overlap, i.e. the
+  interval of B/A, [B_low / A_high, B_high / A_low], excludes 1 (a conservative test: two 95 %
+  intervals that do not overlap mean a difference at well below the 5 % level);
+* older rows: a change is marked when it exceeds the runs' own spread, ``p99 / p50 - 1`` of
+  the iterations (allreduce, compress) or ``max / min - 1`` of repeated rows of one run;
+* rows with neither are shown undecided.
 
-``--fail-on-regression X%`` makes the exit code 1 when any matched row's time grew by more than
-X % (B/A > 1 + X/100), marked or not: the threshold is the user's statement of what matters.
+``--fail-on-regression X%`` makes the exit code 1 when any matched row is significantly slower
+in B (as above) by more than X % (B/A > 1 + X/100). Incomplete runs are said so above the
+table.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import click
 
-from distbench.analysis.tables import fmt_env, options_text
+from distbench.analysis.tables import completeness, fmt_env, options_text
 from distbench.collectives import collective_names
 from distbench.command import Job
 from distbench.console import console, fmt_bytes, fmt_num, print_table
@@ -110,6 +113,15 @@ def _spread(spec: Spec, recs: list[dict]) -> float | None:
     return max(vals) if vals else None
 
 
+def _hull(recs, field) -> list[float] | None:
+    """The smallest interval holding every record's ``field`` interval (None if any lacks
+    one): repeated rows of a key widen it."""
+    cis = [r.get(field) for r in recs]
+    if not cis or any(not isinstance(c, list) or len(c) != 2 or None in c for c in cis):
+        return None
+    return [min(c[0] for c in cis), max(c[1] for c in cis)]
+
+
 def _mean(recs, field):
     vals = [r[field] for r in recs if r.get(field) is not None]
     return sum(vals) / len(vals) if vals else None
@@ -123,10 +135,31 @@ class Match:
     rate_a: float | None
     rate_b: float | None
     spread: float | None
+    ci_a: list | None = None
+    ci_b: list | None = None
 
     @property
     def time_ratio(self) -> float:
         return self.time_b / self.time_a
+
+    @property
+    def ratio_ci(self) -> list[float] | None:
+        """The interval of B/A from the two runs' intervals, or None without them."""
+        if not self.ci_a or not self.ci_b or min(self.ci_a) <= 0:
+            return None
+        return [self.ci_b[0] / self.ci_a[1], self.ci_b[1] / self.ci_a[0]]
+
+    @property
+    def decided_by(self) -> str:
+        """``intervals``, ``spread`` or ``undecided`` (what :attr:`change` rests on)."""
+        if self.ratio_ci is not None:
+            return "intervals"
+        return "spread" if self.spread is not None else "undecided"
+
+    @property
+    def effect_pct(self) -> float:
+        """B/A - 1 of the time, in percent (> 0: B is slower)."""
+        return 100.0 * (self.time_ratio - 1.0)
 
     @property
     def rate_ratio(self) -> float | None:
@@ -136,7 +169,11 @@ class Match:
 
     @property
     def change(self) -> str:
-        """``slower``/``faster`` when the time moved by more than the spread, else ``""``."""
+        """``slower``/``faster`` when the change is significant (see the module docstring),
+        else ``""``."""
+        ci = self.ratio_ci
+        if ci is not None:
+            return "slower" if ci[0] > 1 else "faster" if ci[1] < 1 else ""
         if self.spread is None:
             return ""
         if self.time_ratio > 1 + self.spread:
@@ -159,7 +196,8 @@ def match(found_a, found_b) -> tuple[list[Match], int, int]:
         out.append(Match(key, _mean(ra, spec.time), _mean(rb, spec.time),
                          _mean(ra, spec.rate) if spec.rate else None,
                          _mean(rb, spec.rate) if spec.rate else None,
-                         max(spreads) if spreads else None))
+                         max(spreads) if spreads else None,
+                         _hull(ra, spec.time + "_ci"), _hull(rb, spec.time + "_ci")))
     return out, len(set(a) - set(b)), len(set(b) - set(a))
 
 
@@ -194,8 +232,8 @@ def _describe(key: tuple) -> tuple[str, str, str]:
 
 COLUMNS = [("benchmark / series", "left"), ("size", "right"), ("p dtype", "left"),
            ("time A", "right"), ("time B", "right"), ("B/A time", "right"),
-           ("rate A", "right"), ("rate B", "right"), ("B/A rate", "right"),
-           ("spread", "right"), ("change", "left")]
+           ("95 % interval", "right"), ("effect", "right"), ("rate A", "right"),
+           ("rate B", "right"), ("B/A rate", "right"), ("change", "left"), ("by", "left")]
 
 
 def run_compare(a: str, b: str, fail_pct: float | None) -> int:
@@ -206,7 +244,10 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
         raise UsageError(f"no rows of {a} match a row of {b} (same benchmark, algorithm, "
                          "size, ranks, dtype)")
     con = console()
-    con.print(f"A: {a}\nB: {b}", markup=False, soft_wrap=True)
+    for tag, path, found in (("A", a, found_a), ("B", b, found_b)):
+        status = sorted({completeness(d) for _, d in found if completeness(d) != "complete"})
+        con.print(f"{tag}: {path}" + (f"  ({'; '.join(status)})" if status else ""),
+                  markup=False, soft_wrap=True)
     diffs = env_differences(found_a, found_b)
     if diffs:
         con.print("Environments differ:")
@@ -218,25 +259,34 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
     for m in matches:
         what, size, pd = _describe(m.key)
         unit = "s" if SPECS[m.key[0]].time.endswith("_s") else "us"
+        ci = m.ratio_ci
         rows.append([what, size, pd, f"{fmt_num(m.time_a)} {unit}", f"{fmt_num(m.time_b)} {unit}",
-                     f"{m.time_ratio:.3f}", fmt_num(m.rate_a), fmt_num(m.rate_b),
-                     "-" if m.rate_ratio is None else f"{m.rate_ratio:.3f}",
-                     "-" if m.spread is None else f"±{100 * m.spread:.0f} %", m.change])
+                     f"{m.time_ratio:.3f}",
+                     f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else
+                     ("-" if m.spread is None else f"±{100 * m.spread:.0f} % spread"),
+                     f"{m.effect_pct:+.1f} %", fmt_num(m.rate_a), fmt_num(m.rate_b),
+                     "-" if m.rate_ratio is None else f"{m.rate_ratio:.3f}", m.change,
+                     m.decided_by])
         styles.append({"slower": "red", "faster": "green"}.get(m.change))
-    caption = ("time: allreduce and compress t_max, sgd wall; rate: allreduce busbw GB/s, "
-               "sgd steps/s. change: B/A beyond the runs' spread (p99/p50 - 1, or repetitions)."
+    caption = ("time: t_max of the collectives and compress, sgd wall; rate: busbw GB/s, sgd "
+               "steps/s; effect = B/A - 1 of the time. change: significant when the 95 % "
+               "intervals of A and B do not overlap (the interval of B/A excludes 1); rows "
+               "without intervals: B/A beyond the runs' spread (p99/p50 - 1, or repetitions)."
                f" Matched {len(matches)} rows; only in A: {only_a}, only in B: {only_b}.")
     print_table("distbench compare: B / A", COLUMNS, rows, caption=caption, row_styles=styles)
     if fail_pct is None:
         return 0
-    worst = [m for m in matches if m.time_ratio > 1 + fail_pct / 100]
+    worst = [m for m in matches if m.change == "slower" and m.time_ratio > 1 + fail_pct / 100]
+    undecided = sum(m.decided_by == "undecided" for m in matches)
+    note = f" ({undecided} row(s) undecided: no interval or spread)" if undecided else ""
     if worst:
         w = max(worst, key=lambda m: m.time_ratio)
         what, size, pd = _describe(w.key)
-        con.print(f"Regression: {len(worst)} row(s) slower by more than {fail_pct:g} % "
-                  f"(worst: {what} {size} p={pd}, B/A = {w.time_ratio:.3f})", markup=False)
+        con.print(f"Regression: {len(worst)} row(s) significantly slower by more than "
+                  f"{fail_pct:g} % (worst: {what} {size} p={pd}, B/A = {w.time_ratio:.3f})"
+                  + note, markup=False)
         return 1
-    con.print(f"No row slower by more than {fail_pct:g} %.")
+    con.print(f"No row significantly slower by more than {fail_pct:g} %{note}.")
     return 0
 
 
@@ -244,7 +294,8 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
 @click.argument("run_a", type=click.Path(exists=True))
 @click.argument("run_b", type=click.Path(exists=True))
 @click.option("--fail-on-regression", "fail", default=None, metavar="X%",
-              help="Exit 1 when any matched row is slower in B by more than X percent.")
+              help="Exit 1 when any matched row is significantly slower in B (the 95 % "
+              "intervals do not overlap) by more than X percent.")
 def compare_command(run_a, run_b, fail):
     """B/A of time and bandwidth for the rows two runs share (A: the reference).
 

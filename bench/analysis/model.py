@@ -10,7 +10,6 @@ Offline (no MPI). The row builders here are shared with ``distbench report``'s m
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict
 
@@ -27,6 +26,8 @@ from distbench.analysis.tables import (
 )
 from distbench.collectives import collective_names, get_collective
 from distbench.command import (
+    NON_NEGATIVE,
+    POSITIVE,
     Job,
     apply,
     check_algorithm_options,
@@ -94,8 +95,6 @@ def _params_from_options(opts, algos) -> tuple[dict[str, CostParams], str]:
             raise UsageError("give either --from RUN or --alpha/--beta-gbps, not both")
         return None, "fitted"
     vals = {k: DEFAULTS[k] if opts[k] is None else opts[k] for k in DEFAULTS}
-    if vals["alpha"] < 0 or vals["beta_gbps"] <= 0 or vals["gamma_gbps"] <= 0:
-        raise UsageError("--alpha must be >= 0 and bandwidths > 0")
     p = CostParams.from_units(vals["alpha"], vals["beta_gbps"], vals["gamma_gbps"],
                               inter["alpha_inter"], inter["beta_inter_gbps"])
     caption = (f"alpha {vals['alpha']:g} us, 1/beta {vals['beta_gbps']:g} GB/s, 1/gamma "
@@ -210,6 +209,9 @@ def _ranks_per_node(opts, p: int) -> int | None:
     return None
 
 
+MAX_RANKS = 1 << 53  # rank counts are exact in the model's float64 arithmetic below this
+
+
 def _int_list(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
@@ -217,6 +219,9 @@ def _int_list(text: str) -> list[int]:
         raise UsageError(f"--ranks takes comma-separated integers, not {text!r}") from None
     if not vals or min(vals) < 1:
         raise UsageError("--ranks must be integers >= 1")
+    if max(vals) >= MAX_RANKS:
+        raise UsageError(f"--ranks {max(vals)} is too large (the model takes rank counts "
+                         f"below 2**53)")
     return vals
 
 
@@ -229,16 +234,16 @@ MODEL_OPTIONS = [
     click.option("--measured", type=click.Path(exists=True), default=None,
                  help="Compare the model fitted on --from with this run (e.g. fit on p = 2, "
                  "3, check p = 4)."),
-    click.option("--alpha", type=float, default=None,
+    click.option("--alpha", type=NON_NEGATIVE, default=None,
                  help=f"Latency per message in us [default: {DEFAULTS['alpha']}]."),
-    click.option("--beta-gbps", type=float, default=None,
+    click.option("--beta-gbps", type=POSITIVE, default=None,
                  help=f"Link bandwidth 1/beta in GB/s [default: {DEFAULTS['beta_gbps']}]."),
-    click.option("--gamma-gbps", type=float, default=None,
+    click.option("--gamma-gbps", type=POSITIVE, default=None,
                  help="Reduction speed 1/gamma in GB/s (bytes reduced per second) "
                  f"[default: {DEFAULTS['gamma_gbps']}; with --from: fitted]."),
-    click.option("--alpha-inter", type=float, default=None,
+    click.option("--alpha-inter", type=NON_NEGATIVE, default=None,
                  help="Latency between nodes in us [default: --alpha]."),
-    click.option("--beta-inter-gbps", type=float, default=None,
+    click.option("--beta-inter-gbps", type=POSITIVE, default=None,
                  help="Bandwidth between nodes in GB/s [default: --beta-gbps]."),
     click.option("--ranks", "ranks", default=None,
                  help="Comma-separated rank counts p [default: 4,1024,1048576; with "
@@ -292,10 +297,6 @@ def _model(**opts):
     for key in ("nodes", "ranks_per_node"):
         if opts[key] is not None and opts[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1")
-    for key in ("alpha_inter", "beta_inter_gbps", "gamma_gbps"):
-        if opts[key] is not None and (opts[key] < 0 or math.isnan(opts[key])
-                                      or (key != "alpha_inter" and opts[key] == 0)):
-            raise UsageError(f"--{key.replace('_', '-')} must be > 0")
     return Job("model", dict(opts), lambda _comm, _argv: run_model(opts), needs_mpi=False)
 
 

@@ -11,6 +11,7 @@ the dense exchange ``none``) are black and dashed.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
 
 from distbench.collectives import collective_names, get_collective
+from distbench.results import atomic_write
 
 BASELINES = ("native", "dense native", "dense ring")
 DPI = 110
@@ -97,8 +99,12 @@ def _log_axis(ax, axis: str = "x", in_bytes: bool = False, numticks: int = 8) ->
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG (``DPI`` dots per inch)."""
-    fig.savefig(path, dpi=DPI)
+    """Write ``fig`` as PNG (``DPI`` dots per inch), atomically: rendered in memory, then
+    written through :func:`distbench.results.atomic_write`, so a full disk leaves no partial
+    file (and raises DistbenchError naming the path and the errno)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write(Path(path), buf.getvalue())
     return path
 
 

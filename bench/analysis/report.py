@@ -33,6 +33,7 @@ from distbench.analysis.tables import (
     SGD_SUMMARY_COLUMNS,
     algorithm_label,
     check_table,
+    completeness,
     compress_row,
     cost_rows,
     fit_rows,
@@ -50,6 +51,11 @@ from distbench.runtime import UsageError
 ENV_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python", "os",
             "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device", "backend",
             "emulated", "start_utc", "command")
+
+
+def _status(doc: dict) -> str:
+    """A warning line ahead of an incomplete run's section."""
+    return "" if doc.get("complete", True) else f"**Incomplete run** ({doc.get('reason')}).\n\n"
 
 
 def _doc_name(label: str, doc: dict) -> str:
@@ -239,8 +245,13 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
             sections.append((200, f"## {_doc_name(label, doc)}\n\n{len(doc['records'])} "
                                   "records (no plots for this benchmark)."))
             continue
-        text, made = maker(label, doc, out, tag)
-        sections.append((order.get(bench, 200), text))
+        try:
+            text, made = maker(label, doc, out, tag)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UsageError(f"{src / label if label != '.' else src}: malformed {bench} "
+                             f"results ({what})") from None
+        sections.append((order.get(bench, 200), _status(doc) + text))
         pngs += made
     for c in collectives:
         text, made = model_check_md(found, out, c)
@@ -249,9 +260,11 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
             pngs += made
     sections = [text for _, text in sorted(sections, key=lambda s: s[0])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    runs = md_table([("run", "left"), ("records", "right"), ("started (UTC)", "left")],
+    runs = md_table([("run", "left"), ("records", "right"), ("started (UTC)", "left"),
+                     ("status", "left")],
                     [[_doc_name(lab, d), str(len(d["records"])),
-                      d.get("environment", {}).get("start_utc", "-")] for lab, d in found])
+                      d.get("environment", {}).get("start_utc", "-"), completeness(d)]
+                     for lab, d in found])
     md = "\n\n".join([f"# distbench report: {src.name}",
                       f"Generated {now} by `distbench report` from `{src}`.", runs,
                       "## Environment", environment_md(found), *sections]) + "\n"

@@ -27,6 +27,12 @@ STATS_CAPTION = ("±: half the 95 % interval in % of the value (bootstrap over t
                  "10x the median, a rank stalled")
 
 
+def spikes_text(rec: dict) -> str:
+    """``" (3 spikes)"`` for a record whose iterations had spikes, else ``""``."""
+    n = rec.get("spikes") or 0
+    return f" ({n} spike{'s' if n > 1 else ''})" if n else ""
+
+
 def with_ci(value, ci, fmt=fmt_num) -> str:
     """``"38235 ±1%"``: a value and half its interval's width in percent (the value alone
     without an interval)."""
@@ -44,10 +50,8 @@ def collective_row(rec: dict, fastest_canary: float | None = None) -> list[str]:
     ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes says how many."""
     slow = bool(fastest_canary and rec.get("canary_us")
                 and rec["canary_us"] > SLOW_STATE * fastest_canary)
-    spikes = rec.get("spikes") or 0
     return [fmt_bytes(rec["bytes"]) + ("*" if slow else ""), str(rec["count"]),
-            rec["algorithm"] + (f" ({spikes} spike{'s' if spikes > 1 else ''})" if spikes
-                                else ""),
+            rec["algorithm"] + spikes_text(rec),
             fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]),
             with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
             fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
@@ -102,8 +106,7 @@ def compress_row(r: dict) -> list[str]:
     def ratio(key):
         return with_ci(r.get(key), r.get(key + "_ci"), lambda x: f"{x:.2f}")
 
-    spikes = r.get("spikes") or 0
-    return [fmt_bytes(r["bytes"]), r["method"] + (f" ({spikes} spikes)" if spikes else ""),
+    return [fmt_bytes(r["bytes"]), r["method"] + spikes_text(r),
             fmt_bytes(int(r["wire_bytes"])), num("compression_ratio"), num("compress_us"),
             num("exchange_us"), num("decompress_us"),
             with_ci(r.get("t_max_us"), r.get("t_max_us_ci")), ratio("vs_native"),
@@ -152,7 +155,8 @@ def sgd_summary_row(s: dict) -> list[str]:
     return [sgd_series(s), str(s.get("steps")), _fmt(s.get("final_loss")),
             _fmt(s.get("final_gap"), 3), _fmt(s.get("final_test_acc")),
             str(s.get("rounds")), fmt_bytes(int(s.get("bytes_sent_max") or 0)),
-            _fmt(s.get("wall_s")), _fmt(s.get("steps_per_s"), 3),
+            _fmt(s.get("wall_s")),
+            with_ci(s.get("steps_per_s"), s.get("steps_per_s_ci"), lambda x: fmt_num(x, 3)),
             "-" if s.get("comm_share") is None else f"{100 * s['comm_share']:.0f}",
             _fmt(s.get("time_to_target_s")),
             "-" if s.get("bytes_to_target") is None else fmt_bytes(s["bytes_to_target"])]
@@ -224,6 +228,13 @@ def md_table(columns, rows) -> str:
              "| " + " | ".join(align.get(j, "---") for _, j in columns) + " |"]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def completeness(doc: dict) -> str:
+    """``complete``, ``INCOMPLETE: reason``, or ``not recorded`` (runs before the field)."""
+    if "complete" not in doc:
+        return "not recorded"
+    return "complete" if doc["complete"] else f"INCOMPLETE: {doc.get('reason') or '?'}"
 
 
 def fmt_env(v) -> str:

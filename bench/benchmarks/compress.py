@@ -41,14 +41,7 @@ from distbench.algorithms.compression.base import check_density
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
 from distbench.analysis.tables import COMPRESS_COLUMNS, STATS_CAPTION, compress_row
-from distbench.benchmarks.sweep import (
-    Run,
-    call_lower_bound,
-    check_device_and_memory,
-    check_duration,
-    check_iterations,
-    time_all,
-)
+from distbench.benchmarks import sweep
 from distbench.buffers import release_caches
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.command import (
@@ -111,7 +104,7 @@ class CompressConfig:
         exchanges of every method and baseline, each at least one pass over the gradient."""
         total = 0.0
         for nbytes in self.sizes():
-            t = call_lower_bound(nbytes)
+            t = sweep.call_lower_bound(nbytes)
             iters = self.iters if self.iters is not None else adaptive_iters(t, 20, BUDGET_S,
                                                                              minimum=3)
             calls = len(self.methods) + len(DENSE) + 1
@@ -135,8 +128,8 @@ def validate(cfg: CompressConfig) -> None:
         raise UsageError(f"--steps must be >= 1, not {cfg.steps}")
     if cfg.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {cfg.seed}")
-    check_iterations(cfg.iters, cfg.warmup)
-    check_duration(cfg.lower_bound_s(), cfg.max_time, "this compression sweep")
+    sweep.check_iterations(cfg.iters, cfg.warmup)
+    sweep.check_duration(cfg.lower_bound_s(), cfg.max_time, "this compression sweep")
 
 
 def validate_mpi(cfg: CompressConfig, comm) -> None:
@@ -146,7 +139,7 @@ def validate_mpi(cfg: CompressConfig, comm) -> None:
     # method, the running error sum, the error-feedback memory and its p buffer, and the
     # gathered payloads of up to 4 ranks at 8 bits.
     per_rank = cfg.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
-    check_device_and_memory(comm, cfg.device, per_rank,
+    sweep.check_device_and_memory(comm, cfg.device, per_rank,
                             f"a {fmt_bytes(cfg.max_bytes)} gradient with "
                             f"{len(cfg.methods)} methods")
 
@@ -157,8 +150,8 @@ def _norm(xp, v) -> float:
 
 def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
     """Run the benchmark on every rank; returns the exit code."""
-    run = Run(comm, "compress", asdict(cfg), argv, get_backend(cfg.device, cfg.gpu_aware, comm),
-              cfg.output)
+    run = sweep.Run(comm, "compress", asdict(cfg), argv,
+                    get_backend(cfg.device, cfg.gpu_aware, comm), cfg.output)
     xp, wcomm, sync, rank, p, root = run.xp, run.wcomm, run.sync, run.rank, run.size, run.root
     env, writer = run.env, run.writer
     deadline = time.monotonic() + cfg.max_time
@@ -181,7 +174,7 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             size = fmt_bytes(nbytes)
             for step in range(cfg.steps):
                 watchdog.enter(f"compress at {size} (error step {step + 1})",
-                               (len(exchanges) + 2) * 20 * call_lower_bound(nbytes))
+                               (len(exchanges) + 2) * 20 * sweep.call_lower_bound(nbytes))
                 seq.next(grad)
                 wcomm.Allreduce(grad, mean)
                 xp.divide(mean, p, out=mean)
@@ -204,14 +197,14 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             phases = {m: [] for m in cfg.methods}
             fns.update({m: _recorder(ex, grad, out, phases[m]) for m, ex in exchanges.items()})
             fns["copy"] = _bind_copy(xp, grad, out)
-            watchdog.enter(f"compress at {size} (estimate)", 20 * call_lower_bound(nbytes))
+            watchdog.enter(f"compress at {size} (estimate)", 20 * sweep.call_lower_bound(nbytes))
             est = {n: estimate_seconds(comm, f, 1, sync) for n, f in fns.items()
                    if n not in exchanges}
             est.update({m: comm.allreduce(spent[m] / cfg.steps, op=mpi().MAX)
                         for m in exchanges})
             iters = {n: cfg.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
                      for n, t in est.items()}
-            timed = time_all(comm, fns, iters, dict.fromkeys(fns, cfg.warmup),
+            timed = sweep.time_all(comm, fns, iters, dict.fromkeys(fns, cfg.warmup),
                              lambda n, size=size: f"compress {n} at {size}", est, sync,
                              cfg.target_ci, deadline)
             split = {m: {k: summarize(comm, np.array(

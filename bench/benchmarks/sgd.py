@@ -50,6 +50,7 @@ from distbench.command import (
     with_options,
 )
 from distbench.console import print_table
+from distbench.metrics import interval
 from distbench.results import env_line
 from distbench.runtime import UsageError, array_module, eprint, get_backend, root_computes
 
@@ -223,9 +224,25 @@ def reached(rec: dict, cfg: SGDBenchConfig) -> bool:
     return ok_loss and ok_acc
 
 
+def rate_interval(records: list[dict]) -> list[float] | None:
+    """95 % interval of the updates per second, a bootstrap over the evaluation intervals
+    (each interval's updates and training seconds resampled together: a ratio estimator);
+    None with fewer than two intervals."""
+    steps = np.diff([r["step"] for r in records]).astype(np.float64)
+    secs = np.diff([r["wall_s"] for r in records]).astype(np.float64)
+    keep = secs > 0
+    steps, secs = steps[keep], secs[keep]
+    if steps.size < 2:
+        return None
+    low, high = interval(lambda idx: np.take(steps, idx).sum(axis=-1)
+                         / np.take(secs, idx).sum(axis=-1), steps.size)
+    return [float(low), float(high)]
+
+
 def summary(records: list[dict], result, cfg: SGDBenchConfig, mode_config) -> dict:
     """The summary row of one mode (final values, totals, time and bytes to the target)."""
     last = records[-1]
+    rate_ci = rate_interval(records)
     hit = next((r for r in records if reached(r, cfg)), None)
     comm_s = result.times.get("comm", 0.0)
     return {
@@ -236,6 +253,9 @@ def summary(records: list[dict], result, cfg: SGDBenchConfig, mode_config) -> di
         "bytes_sent_mean": sum(result.bytes_per_rank) / len(result.bytes_per_rank),
         "bytes_per_rank": result.bytes_per_rank, "wall_s": result.wall_s,
         "steps_per_s": result.steps / result.wall_s if result.wall_s > 0 else None,
+        "steps_per_s_ci": rate_ci,
+        "wall_s_ci": [result.steps / rate_ci[1], result.steps / rate_ci[0]] if rate_ci
+        and rate_ci[0] > 0 else None,
         "comm_share": comm_s / result.wall_s if result.wall_s > 0 else None,
         "time_to_target_s": hit["wall_s"] if hit else None,
         "bytes_to_target": hit["bytes_sent_max"] if hit else None,
