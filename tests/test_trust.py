@@ -113,16 +113,20 @@ def with_suppress_kill(pid: int) -> None:
 
 def test_a_rank_that_stalls_and_resumes_leaves_spikes_in_the_record(tmp_path):
     marker = str(tmp_path)
-    proc = _start(2, ["allreduce", "--algo", "native", "-b", "8", "-e", "8", "-n", "300000",
+    # two sizes of many ~10 us iterations: once the first is recorded, the second's timed
+    # loop (>= 1 s even on a fast machine) is running
+    proc = _start(2, ["allreduce", "--algo", "native", "-b", "8", "-e", "16", "-n", "200000",
                       "-w", "0", "--timeout", "60", "--json", "--output", marker])
     pid = _rank_pid(marker, 1)
-    time.sleep(3.0)
+    _wait_records(tmp_path)
+    time.sleep(0.3)
     os.kill(pid, signal.SIGSTOP)
     time.sleep(1.0)
     os.kill(pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    [rec] = json.loads(out)
+    rec = json.loads(out)[-1]
+    assert rec["bytes"] == 16
     assert rec["spikes"] >= 1, "a 1 s stall among ~20 us iterations is a spike"
     assert rec["p99_us"] < 1e5, "one spike does not move the 99th percentile"
     assert f"native ({rec['spikes']} spike" in err, "the table marks the row"
