@@ -12,11 +12,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
 from distbench.comm import HostStagingComm
+from distbench.errors import DistbenchError, UsageError, eprint  # noqa: F401 (re-exported)
 
 # Environment variables set by MPI launchers; when none is present and the world has one rank,
 # distbench was started without mpirun (a "singleton").
@@ -29,14 +29,6 @@ _LAUNCHER_ENV = (
     "SLURM_STEP_ID",
     "HYDRA_CONTROL_FD",
 )
-
-
-class DistbenchError(Exception):
-    """A failure the user should see as one line (``Error: ...``); exit code 1."""
-
-
-class UsageError(DistbenchError):
-    """Bad input; exit code 2."""
 
 
 def mpi():
@@ -138,11 +130,6 @@ def proc_field(path: str, key: str) -> str | None:
     except OSError:
         return None
     return None
-
-
-def eprint(*args: Any) -> None:
-    """Print to stderr and flush (any rank; used for errors)."""
-    print(*args, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- array backends

@@ -1,0 +1,119 @@
+"""What one rank of a D x T x P layout holds, computes and sends in one training step, in
+closed form: the figures the measured step (:mod:`.step`) is checked against.
+
+Parameters of rank (d, t, s): its stage's ``L/P`` layers and, on stage 0, the embeddings,
+split over the T tensor ranks: ``Psi_r = (L/P x layer + [s = 0] x embedding) / T`` (tensor
+parallelism splits the weight matrices; replicated layer norms and biases, ~1 % of a layer,
+are counted as split too). The tied output layer is counted once, on stage 0 (Megatron-LM
+keeps a copy on the last stage and all-reduces the two copies' gradients; that exchange is left
+out here).
+
+Bytes each rank sends per step, by traffic class, for algorithms that move the optimal volume
+(a ring; n = the bytes being exchanged, q = the group's size):
+
+* ``dp`` (data-parallel group, D ranks, gradients of B bytes): ZeRO 0, 1 and 2:
+  ``2 (D-1)/D Psi_r B`` (an AllReduce; or a reduce-scatter plus an allgather of the
+  parameters, the same volume: ZeRO, section 7.2); ZeRO 3: the parameters are allgathered
+  before each micro-batch's forward and again before its backward and the gradients
+  reduce-scattered once, ``(2m + 1)(D-1)/D Psi_r B``: 1.5x data parallelism for m = 1.
+* ``tp`` (tensor group, T ranks; Shoeybi et al. 2019, "Megatron-LM", section 3): two
+  AllReduces of the activations b S H in each layer's forward and two in its backward:
+  ``4 x 2 (T-1)/T x (L/P) x m x b S H B``.
+* ``pp`` (neighbouring stages): the activation b S H to the next stage after each forward
+  and its gradient to the previous stage after each backward: ``m b S H B`` each way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distbench.algorithms.parallel.layout import Layout
+from distbench.algorithms.parallel.memory import Memory, in_flight, rank_memory
+from distbench.algorithms.parallel.model import Transformer
+
+CLASSES = ("dp", "tp", "pp")
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """One rank's share of a step (see the module docstring).
+
+    Attributes:
+        model, layout, zero, schedule: the configuration.
+        data, tensor, stage: the rank's indices.
+    """
+
+    model: Transformer
+    layout: Layout
+    zero: int
+    schedule: str
+    data: int
+    tensor: int
+    stage: int
+
+    @classmethod
+    def of(cls, model: Transformer, layout: Layout, rank: int, zero: int = 0,
+           schedule: str = "1f1b") -> RankPlan:
+        d, t, s = layout.indices(rank)
+        return cls(model, layout, zero, schedule, d, t, s)
+
+    # ---------------------------------------------------------------- parameters
+    @property
+    def stage_layers(self) -> int:
+        return self.model.layers // self.layout.pp
+
+    def layer_elements(self) -> list[int]:
+        """Gradient elements of each of this rank's layers, forward order (the embeddings
+        first on stage 0)."""
+        per = round(self.model.layer_params / self.layout.tp)
+        out = [per] * self.stage_layers
+        if self.stage == 0 and self.model.embedding_params:
+            out.insert(0, round(self.model.embedding_params / self.layout.tp))
+        return out
+
+    @property
+    def params(self) -> int:
+        """Psi_r: the parameters this rank holds (before ZeRO's sharding)."""
+        return sum(self.layer_elements())
+
+    # ---------------------------------------------------------------- compute
+    def forward_flops(self) -> float:
+        """FLOPs of one micro-batch's forward on this rank (its layers, the logits on the
+        last stage), split over the tensor group."""
+        f = self.stage_layers * self.model.layer_forward_flops()
+        if self.stage == self.layout.pp - 1:
+            f += self.model.logit_forward_flops()
+        return f / self.layout.tp
+
+    def compute_seconds(self, tflops: float) -> float:
+        """This rank's compute per step at ``tflops`` (1e12 FLOP/s): 3 forwards per
+        micro-batch (a backward is two)."""
+        return 3.0 * self.model.micro_batches * self.forward_flops() / (tflops * 1e12)
+
+    # ---------------------------------------------------------------- traffic
+    @property
+    def activation_bytes(self) -> int:
+        """b S H elements of B bytes: a pipeline message, a tensor-parallel AllReduce."""
+        return self.model.activation_elements() * self.model.param_bytes
+
+    def traffic(self) -> dict[str, float]:
+        """Bytes this rank sends per step by class (the optimal volumes of the docstring)."""
+        D, T, P = self.layout.dp, self.layout.tp, self.layout.pp
+        m, b = self.model.micro_batches, self.model.param_bytes
+        grad = self.params * b
+        rounds = 2 * m + 1 if self.zero == 3 else 2
+        dp = rounds * (D - 1) / D * grad
+        tp = 8.0 * (T - 1) / T * self.stage_layers * m * self.activation_bytes
+        pp = m * self.activation_bytes * ((self.stage < P - 1) + (self.stage > 0))
+        return {"dp": dp, "tp": tp, "pp": float(pp)}
+
+    # ---------------------------------------------------------------- memory
+    def memory(self) -> Memory:
+        """Model states under ZeRO plus the activations the stage holds at once."""
+        held = in_flight(self.schedule, self.stage, self.layout.pp, self.model.micro_batches)
+        acts = self.stage_layers * self.model.activation_memory(self.layout.tp) * held
+        return rank_memory(self.params, self.zero, self.layout.dp, self.model.param_bytes,
+                           acts)
+
+
+__all__ = ["CLASSES", "RankPlan"]
