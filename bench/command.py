@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from distbench.registry import Option
+from distbench.registry import Option, in_range, range_text
 from distbench.runtime import UsageError
 
 
@@ -125,14 +125,7 @@ class Number(click.ParamType):
         return x
 
     def range_text(self) -> str:
-        if self.low is not None and self.high is not None:
-            return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                    f"{')' if self.high_open else ']'}")
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return "finite"
+        return range_text(self.low, self.high, self.low_open, self.high_open)
 
 
 FINITE = Number()
@@ -247,6 +240,51 @@ def compressor_options(density_help: str = "Kept fraction for topk and randk, in
     ]
 
 
+def problem_options():
+    """``--model``, ``--width``, ``--l2``, ``--dataset``: the learning problem of the benchmarks
+    that train (:class:`distbench.algorithms.sgd.Problem`)."""
+    return [
+        click.option("--model", type=click.Choice(["softmax", "mlp"]), default="softmax",
+                     show_default=True,
+                     help="Softmax regression (convex, f* known) or a ReLU MLP."),
+        click.option("--width", type=int, default=64, show_default=True,
+                     help="MLP hidden units."),
+        click.option("--l2", type=NON_NEGATIVE, default=None,
+                     help="L2 coefficient on the weights [default: 1e-3 softmax, 1e-4 mlp]."),
+        click.option("--dataset", default="digits", show_default=True,
+                     help="digits, breast_cancer (bundled with scikit-learn), or a PATH.csv "
+                          "(label in the last column, optional header) or PATH.npz (X, y)."),
+    ]
+
+
+def training_options(what: str = "time and bytes"):
+    """``--target-loss``, ``--target-acc``, ``--dtype``, ``--blas-threads``: the targets and
+    arithmetic of the benchmarks that train (``what``: what is reported until the target)."""
+    return [
+        click.option("--target-loss", type=FINITE, default=None,
+                     help=f"Report {what} until the training loss is <= this."),
+        click.option("--target-acc", type=Number(0, 1, low_open=True), default=None,
+                     help=f"Report {what} until the test accuracy is >= this."),
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+                     show_default=True),
+        click.option("--blas-threads", type=int, default=1, show_default=True,
+                     help="BLAS threads per rank."),
+    ]
+
+
+def check_training_options(cfg) -> None:
+    """The values of :func:`problem_options` and :func:`training_options` that are never valid
+    (``cfg`` has their attributes). Raises UsageError (NaN and infinities included)."""
+    in_range("--width", 1)(cfg.width)
+    in_range("--blas-threads", 1)(cfg.blas_threads)
+    if cfg.l2 is not None:
+        in_range("--l2", 0)(cfg.l2)
+    if cfg.target_acc is not None:
+        in_range("--target-acc", 0, 1, low_open=True)(cfg.target_acc)
+    if cfg.target_loss is not None:
+        in_range("--target-loss")(cfg.target_loss)
+
+
 def seed_option(help: str = "Seed of every random choice (data order, compressors)."):
     """``--seed`` (an integer, default 0)."""
     return click.option("--seed", type=int, default=0, show_default=True, help=help)
@@ -280,4 +318,6 @@ __all__ = ["Job", "Size", "size_sweep", "check_size_range", "csv_list", "apply",
            "size_options", "iteration_options", "device_options", "output_options",
            "compressor_options", "seed_option", "watch_options", "target_ci_option",
            "Number", "FINITE", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
+           "problem_options", "training_options",
+           "check_training_options",
            "algorithm_options", "check_algorithm_options", "check_algorithm_options_size"]

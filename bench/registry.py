@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
+import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +57,37 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+def range_text(low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False) -> str:
+    """``>= 1``, ``> 0``, ``<= 5``, ``in (0, 1]`` or ``finite``: the interval from ``low`` to
+    ``high`` (None: unbounded), ends included unless open."""
+    if low is not None and high is not None:
+        return (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+                f"{')' if high_open else ']'}")
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
+
+
+def in_range(flag: str, low: float | None = None, high: float | None = None,
+             low_open: bool = False, high_open: bool = False) -> Callable[[Any], None]:
+    """A ``check(value)`` (for :attr:`Option.check`, or called directly) that raises
+    :class:`~distbench.runtime.UsageError` unless ``value`` is a finite number from ``low`` to
+    ``high`` (None: unbounded; ends included unless open). NaN and infinities are always
+    rejected, e.g. ``--fraction must be in (0, 1], not nan``."""
+    want = range_text(low, high, low_open, high_open)
+
+    def check(value) -> None:
+        ok = isinstance(value, numbers.Real) and math.isfinite(value) and (
+            low is None or (value > low if low_open else value >= low)) and (
+            high is None or (value < high if high_open else value <= high))
+        if not ok:
+            raise UsageError(f"{flag} must be {want}, not {value}")
+    return check
 
 
 @dataclass(frozen=True)
@@ -289,4 +322,4 @@ def _dist_label(ep) -> str:
     return f"{dist.metadata['Name'] or dist.name} {dist.version}"
 
 
-__all__ = ["Algorithm", "Option", "Registry", "accepted"]
+__all__ = ["Algorithm", "Option", "Registry", "accepted", "in_range", "range_text"]

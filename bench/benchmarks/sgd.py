@@ -37,15 +37,15 @@ from distbench.benchmarks.sweep import Run, check_duration
 from distbench.collectives import ALLREDUCE
 from distbench.command import (
     DEFAULT_MAX_TIME,
-    FINITE,
-    NON_NEGATIVE,
     POSITIVE,
     Job,
-    Number,
+    check_training_options,
     compressor_options,
     device_options,
     output_options,
+    problem_options,
     seed_option,
+    training_options,
     watch_options,
     with_options,
 )
@@ -142,14 +142,7 @@ def validate(cfg: SGDBenchConfig) -> None:
     for mode in cfg.modes or ["sync"]:  # mode names, steps, batch, H, schedule, staleness
         mode_cfg(cfg, mode, 2, cfg.batch_size).check_options()
     ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
-    if cfg.target_acc is not None and not 0 < cfg.target_acc <= 1:
-        raise UsageError(f"--target-acc must be in (0, 1], not {cfg.target_acc}")
-    if cfg.width < 1:
-        raise UsageError(f"--width must be >= 1, not {cfg.width}")
-    if cfg.blas_threads < 1:
-        raise UsageError(f"--blas-threads must be >= 1, not {cfg.blas_threads}")
-    if cfg.l2 is not None and cfg.l2 < 0:
-        raise UsageError(f"--l2 must be >= 0, not {cfg.l2}")
+    check_training_options(cfg)
     if cfg.device != "cpu":
         array_module(cfg.device)  # CuPy and a CUDA device, or a one-line usage error
     COMPRESSORS.require([cfg.compress], "--compress", allow_all=False)
@@ -377,14 +370,7 @@ def _caption(cfg, env, writer, problem, dataset) -> str:
 @click.option("--mode", "modes", default=None,
               help="Comma list of sync, local, async, run one after another on the same data "
                    "and seed [default: sync,local,async; sync,local on one rank].")
-@click.option("--model", type=click.Choice(["softmax", "mlp"]), default="softmax",
-              show_default=True, help="Softmax regression (convex, f* known) or a ReLU MLP.")
-@click.option("--width", type=int, default=64, show_default=True, help="MLP hidden units.")
-@click.option("--l2", type=NON_NEGATIVE, default=None,
-              help="L2 coefficient on the weights [default: 1e-3 softmax, 1e-4 mlp].")
-@click.option("--dataset", default="digits", show_default=True,
-              help="digits, breast_cancer (bundled with scikit-learn), or a PATH.csv "
-                   "(label in the last column, optional header) or PATH.npz (X, y).")
+@with_options(problem_options())
 @click.option("--partition", type=click.Choice(["iid", "label"]), default="iid",
               show_default=True, help="Shard the training set i.i.d. or sorted by label.")
 @click.option("--epochs", type=POSITIVE, default=None,
@@ -428,14 +414,7 @@ def _caption(cfg, env, writer, problem, dataset) -> str:
               help="That rank sleeps MS milliseconds per step (repeatable).")
 @click.option("--eval-every", type=int, default=None,
               help="Evaluate every N updates [default: about 20 rows per mode].")
-@click.option("--target-loss", type=FINITE, default=None,
-              help="Report time and bytes until the training loss is <= this.")
-@click.option("--target-acc", type=Number(0, 1, low_open=True), default=None,
-              help="Report time and bytes until the test accuracy is >= this.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
-@click.option("--blas-threads", type=int, default=1, show_default=True,
-              help="BLAS threads per rank.")
+@with_options(training_options())
 @seed_option()
 @with_options(watch_options("evaluation interval (the steps between two evaluations)"))
 @with_options([*device_options(), *output_options(
