@@ -60,6 +60,18 @@ def pytest_runtest_makereport(item, call):
     comm.Abort(1)
 
 
+@pytest.fixture(scope="session")
+def digits(request):
+    """The bundled digits set, split with seed 0. Under mpirun rank 0 reads it and broadcasts
+    it (one scikit-learn import per job instead of one per rank: the suite's start-up time)."""
+    from distbench.algorithms.sgd.datasets import load_dataset
+
+    if not _under_mpi(request.config):
+        return load_dataset("digits", seed=0)
+    comm = _world()
+    return comm.bcast(load_dataset("digits", seed=0) if comm.Get_rank() == 0 else None)
+
+
 @pytest.fixture(autouse=True)
 def _mpi_watchdog(request):
     """Abort the MPI job if one MPI test runs longer than MPI_TEST_TIMEOUT seconds."""

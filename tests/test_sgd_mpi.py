@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd
-from distbench.algorithms.sgd.datasets import load_dataset
 from distbench.algorithms.sgd.parameter_server import HEADER_BYTES
 from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.comm import CountingComm
@@ -19,13 +18,6 @@ def _world():
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
-
-
-@pytest.fixture(scope="module")
-def digits():
-    # one scikit-learn import per job instead of one per rank (the suite's start-up time)
-    comm = _world()
-    return comm.bcast(load_dataset("digits", seed=0) if comm.Get_rank() == 0 else None)
 
 
 @pytest.fixture(scope="module")
