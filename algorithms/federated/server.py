@@ -1,0 +1,171 @@
+"""The federated algorithms (:data:`ALGORITHMS`): what a client does locally and how the server
+turns the clients' average update into the next global model.
+
+Every round the server holds the global model x_t (a flat vector of the model's dtype, shape
+(d,)); the clients that answer return their updates Delta_k = y_k - x_t (y_k: the model after
+local training), and the server forms their average Delta = sum_k w_k Delta_k with
+w_k = n_k / sum_j n_j over the clients that answered (n_k: samples of client k; McMahan et al.
+2017, Algorithm 1). The server optimizer then moves x along Delta, Reddi et al. 2021
+("Adaptive Federated Optimization", Algorithm 1) treating -Delta as a pseudo-gradient:
+
+* ``fedsgd`` (McMahan et al. 2017, section 2): one full-batch gradient step per client
+  (E = 1, B = 0 whatever ``--local-epochs``/``--local-batch`` say), x += eta_s Delta;
+* ``fedavg`` (McMahan et al. 2017, Algorithm 1): E epochs of minibatch SGD (batch B) per
+  client, x += eta_s Delta (eta_s = 1: the weighted average of the client models);
+* ``fedprox --mu X`` (Li et al. 2020, "Federated Optimization in Heterogeneous Networks",
+  Algorithm 2): the local objective gets (mu/2) ||y - x_t||^2, so each local step adds
+  mu (y - x_t) to the gradient; mu = 0 is fedavg;
+* ``fedavgm`` (Hsu et al. 2019, section 4; Reddi et al. 2021): server momentum
+  v = beta v + Delta, x += eta_s v; beta = 0 and eta_s = 1 is fedavg;
+* ``fedadam`` (Reddi et al. 2021, Algorithm 2, FedAdam): m = b1 m + (1 - b1) Delta,
+  v = b2 v + (1 - b2) Delta^2, x += eta_s m / (sqrt(v) + tau) (no bias correction, as there);
+* ``scaffold`` (Karimireddy et al. 2020, "SCAFFOLD: Stochastic Controlled Averaging for
+  Federated Learning", Algorithm 1, option II): control variates c (server) and c_k (client)
+  correct every local step, g <- g - c_k + c; after K local steps with rate eta_l the client
+  sets c_k+ = c_k - c + (x_t - y_k) / (K eta_l) and uploads Delta_k and Delta c_k = c_k+ - c_k;
+  the server does x += eta_s Delta and c += sum_k (n_k / n) Delta c_k, so c stays the
+  n_k/n-weighted mean of the c_k (the paper's 1/N for equal sizes). With one client the
+  correction is zero and SCAFFOLD is local SGD.
+
+Algorithms are classes; :meth:`~distbench.registry.Registry.create` builds one with the options
+its constructor names (``--server-lr``, ``--mu``, ...), so each declares its own.
+"""
+
+from __future__ import annotations
+
+from distbench.registry import Algorithm, Option, Registry, in_range
+
+
+class FedAvg:
+    """``fedavg``: x += eta_s Delta (see the module docstring).
+
+    Args:
+        server_lr: eta_s > 0 (1: the weighted average of the client models).
+
+    Attributes (read by the round loop): ``full_batch`` (E = 1, B = 0 forced), ``mu`` (the
+    proximal coefficient), ``scaffold`` (control variates travel both ways).
+    """
+
+    name = "fedavg"
+    full_batch = False
+    scaffold = False
+
+    def __init__(self, server_lr: float = 1.0):
+        self.server_lr = float(server_lr)
+        self.mu = 0.0
+
+    def options(self) -> dict:
+        """The options this algorithm was built with (for records and tables)."""
+        return {"server_lr": self.server_lr}
+
+    def step(self, x, delta, xp) -> None:
+        """``x += eta_s delta`` in place (``delta`` may be overwritten)."""
+        if self.server_lr != 1.0:
+            xp.multiply(delta, self.server_lr, out=delta)
+        xp.add(x, delta, out=x)
+
+
+class FedSGD(FedAvg):
+    """``fedsgd``: FedAvg with one full-batch step per client (E = 1, B = 0)."""
+
+    name = "fedsgd"
+    full_batch = True
+
+
+class FedProx(FedAvg):
+    """``fedprox``: FedAvg with the proximal term (mu/2) ||y - x_t||^2, mu >= 0."""
+
+    name = "fedprox"
+
+    def __init__(self, mu: float = 0.01, server_lr: float = 1.0):
+        super().__init__(server_lr)
+        self.mu = float(mu)
+
+    def options(self) -> dict:
+        return {"mu": self.mu, **super().options()}
+
+
+class FedAvgM(FedAvg):
+    """``fedavgm``: server momentum v = beta v + Delta, x += eta_s v (beta in [0, 1))."""
+
+    name = "fedavgm"
+
+    def __init__(self, server_lr: float = 1.0, server_momentum: float = 0.9):
+        super().__init__(server_lr)
+        self.momentum = float(server_momentum)
+        self.v = None
+
+    def options(self) -> dict:
+        return {**super().options(), "server_momentum": self.momentum}
+
+    def step(self, x, delta, xp) -> None:
+        if self.v is None:
+            self.v = xp.zeros_like(x)
+        xp.multiply(self.v, self.momentum, out=self.v)
+        xp.add(self.v, delta, out=self.v)
+        xp.copyto(delta, self.v)
+        super().step(x, delta, xp)
+
+
+class FedAdam(FedAvg):
+    """``fedadam``: Adam at the server on the pseudo-gradient -Delta (Reddi et al. 2021)."""
+
+    name = "fedadam"
+
+    def __init__(self, server_lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99,
+                 eps: float = 1e-3):
+        super().__init__(server_lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.m = self.v = self.tmp = None
+
+    def options(self) -> dict:
+        return {**super().options(), "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps}
+
+    def step(self, x, delta, xp) -> None:
+        if self.m is None:
+            self.m, self.v, self.tmp = (xp.zeros_like(x) for _ in range(3))
+        m, v, tmp = self.m, self.v, self.tmp
+        xp.multiply(m, self.beta1, out=m)
+        xp.multiply(delta, 1.0 - self.beta1, out=tmp)
+        xp.add(m, tmp, out=m)
+        xp.multiply(delta, delta, out=tmp)
+        xp.multiply(tmp, 1.0 - self.beta2, out=tmp)
+        xp.multiply(v, self.beta2, out=v)
+        xp.add(v, tmp, out=v)
+        xp.sqrt(v, out=tmp)
+        xp.add(tmp, self.eps, out=tmp)
+        xp.divide(m, tmp, out=delta)
+        super().step(x, delta, xp)
+
+
+class Scaffold(FedAvg):
+    """``scaffold``: control variates (Karimireddy et al. 2020), x += eta_s Delta."""
+
+    name = "scaffold"
+    scaffold = True
+
+
+SERVER_LR = Option("server_lr", float, None, "Server learning rate eta_s [default: 1; fedadam "
+                   "0.03].", check=in_range("--server-lr", 0, low_open=True))
+ALGORITHMS = Registry("federated algorithm", "distbench.federated", {
+    "fedsgd": Algorithm(FedSGD, options=(SERVER_LR,)),
+    "fedavg": Algorithm(FedAvg, options=(SERVER_LR,)),
+    "fedprox": Algorithm(FedProx, options=(Option(
+        "mu", float, 0.01, "fedprox: proximal coefficient mu >= 0.",
+        check=in_range("--mu", 0)), SERVER_LR)),
+    "fedavgm": Algorithm(FedAvgM, options=(SERVER_LR, Option(
+        "server_momentum", float, 0.9, "fedavgm: server momentum beta in [0, 1).",
+        check=in_range("--server-momentum", 0, 1, high_open=True)))),
+    "fedadam": Algorithm(FedAdam, options=(SERVER_LR, Option(
+        "beta1", float, 0.9, "fedadam: first-moment decay in [0, 1).",
+        check=in_range("--beta1", 0, 1, high_open=True)), Option(
+        "beta2", float, 0.99, "fedadam: second-moment decay in [0, 1).",
+        check=in_range("--beta2", 0, 1, high_open=True)), Option(
+        "eps", float, 1e-3, "fedadam: tau > 0 in m / (sqrt(v) + tau).",
+        check=in_range("--eps", 0, low_open=True)))),
+    "scaffold": Algorithm(Scaffold, options=(SERVER_LR,)),
+})
+
+
+__all__ = ["ALGORITHMS", "FedAvg", "FedSGD", "FedProx", "FedAvgM", "FedAdam", "Scaffold"]
