@@ -45,6 +45,8 @@ COMMANDS = {
                  "Gradient compressors: wire bytes, time, error, break-even bandwidth."),
     "sgd": ("distbench.benchmarks.sgd", "sgd_command",
             "Synchronous, local and asynchronous SGD on real data: convergence."),
+    "fedavg": ("distbench.benchmarks.fedavg", "fedavg_command",
+               "Federated learning: many clients, sampling, non-IID data, FedProx, SCAFFOLD."),
     "info": ("distbench.benchmarks.info", "info_command",
              "MPI library, versions, hosts, GPUs; memcpy and np.add bandwidth."),
     "report": ("distbench.analysis.report", "report_command",

@@ -51,3 +51,13 @@ def error_lines(text: str) -> list[str]:
             continue
         out.append(line)
     return out
+
+
+def usage_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one line a usage error prints, after checking that there is one line, that it starts
+    with ``Error: ``, that the exit code is 2 and that no traceback was printed."""
+    lines = error_lines(proc.stderr)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]

@@ -162,6 +162,60 @@ def sgd_summary_row(s: dict) -> list[str]:
             "-" if s.get("bytes_to_target") is None else fmt_bytes(s["bytes_to_target"])]
 
 
+# ----------------------------------------------------------------------------- fedavg
+
+FED_ROUND_COLUMNS = [("series", "left"), ("round", "right"), ("wall s", "right"),
+                     ("train loss", "right"), ("f - f*", "right"), ("test acc", "right"),
+                     ("clients", "right"), ("up", "right"), ("down", "right")]
+
+FED_SUMMARY_COLUMNS = [("series", "left"), ("rounds", "right"), ("final loss", "right"),
+                       ("f - f*", "right"), ("test acc", "right"), ("up", "right"),
+                       ("down", "right"), ("wall s", "right"), ("to target rounds", "right"),
+                       ("to target up", "right"), ("to target s", "right")]
+
+
+def fed_series(rec: dict) -> str:
+    """``fedavg``, ``fedprox mu=0.1``, ``fedavg qsgd``, ``fedavg dp z=1``: an algorithm with
+    the options that set it apart (FedProx's mu, the uploads' compressor, DP noise)."""
+    name = str(rec.get("algorithm"))
+    mu = (rec.get("options") or {}).get("mu")
+    if name == "fedprox" and mu is not None:
+        name += f" mu={mu:g}"
+    if rec.get("compress") not in (None, "none"):
+        name += f" {rec['compress']}"
+    if rec.get("dp_clip") is not None:
+        name += f" dp z={rec.get('dp_noise') or 0:g}"
+    return name
+
+
+def _size(n) -> str:
+    return "-" if n is None else fmt_bytes(int(n))
+
+
+def fed_round_row(rec: dict) -> list[str]:
+    """A fedavg round record as a row of :data:`FED_ROUND_COLUMNS`."""
+    return [rec["series"], str(rec["round"]), f"{rec['wall_s']:.3f}", _fmt(rec["train_loss"]),
+            _fmt(rec["gap"], 3), _fmt(rec["test_acc"]), str(rec["clients"]),
+            _size(rec["bytes_up"]), _size(rec["bytes_down"])]
+
+
+def fed_summary_row(s: dict) -> list[str]:
+    """A fedavg summary record as a row of :data:`FED_SUMMARY_COLUMNS`."""
+    return [s["series"], str(s["rounds"]), _fmt(s.get("final_loss")),
+            _fmt(s.get("final_gap"), 3), _fmt(s.get("final_test_acc")),
+            _size(s.get("bytes_up")), _size(s.get("bytes_down")), _fmt(s.get("wall_s")),
+            "-" if s.get("round_to_target") is None else str(s["round_to_target"]),
+            _size(s.get("bytes_up_to_target")), _fmt(s.get("time_to_target_s"))]
+
+
+def abridge(rows: list, most: int) -> list:
+    """At most ``most`` of ``rows``, evenly spread, the first and the last always kept."""
+    if len(rows) <= most or most < 2:
+        return list(rows)
+    picks = sorted({round(i * (len(rows) - 1) / (most - 1)) for i in range(most)})
+    return [rows[i] for i in picks]
+
+
 # ----------------------------------------------------------------------------- model fits
 
 def _bw(x: float) -> str:
