@@ -1,6 +1,6 @@
 # distbench: the commands the README gives.
 #   make allreduce        install, then `mpirun -n $(NP) distbench allreduce` (the main job)
-#   make compress | sgd   the other benchmarks the same way (options in ARGS=...)
+#   make compress | sgd | fedavg   the other benchmarks the same way (options in ARGS=...)
 #   make bench            the whole suite into results/<UTC>-suite/ and its report
 #   make test             install test dependencies, run the serial and the MPI test suites
 #   make lint | clean
@@ -31,7 +31,7 @@ OVERSUB = $(if $(IS_OMPI),$$(if [ $(1) -gt $(NCORES) ]; then echo --oversubscrib
 MPIRUN_FLAGS ?=
 TEST_TIMEOUT ?= 600
 
-.PHONY: install allreduce compress sgd test test-serial test-mpi lint clean info
+.PHONY: install allreduce compress sgd fedavg test test-serial test-mpi lint clean info
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ compress: install
 
 sgd: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench sgd $(ARGS)
+
+fedavg: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench fedavg $(ARGS)
 
 test: $(BIN)/activate
 	$(PY) -m pip install -q -e '.[$(if $(strip $(EXTRAS)),$(EXTRAS)$(comma))test]'
@@ -75,10 +78,10 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------
-# make bench: the allreduce, compress and sgd suites into one folder results/<UTC>-suite/, then
+# make bench: the allreduce, compress, sgd and fedavg suites into one folder results/<UTC>-suite/, then
 # `distbench report` on it (REPORT.md + PNGs beside the results). QUICK=1: a short first look.
 # Layout: allreduce.json/.csv, model-p2/ model-p3/ (allreduce at fewer ranks, for the model
-# check), <UTC>-compress/ and <UTC>-sgd/ (their run folders), REPORT.md, *.png.
+# check), <UTC>-compress/, <UTC>-sgd/ and <UTC>-fedavg/ (their run folders), REPORT.md, *.png.
 #   NP, MPIRUN, MPIRUN_FLAGS  as above;  HOSTFILE=FILE  passed to mpirun (not to srun)
 #   MODEL_NP   extra allreduce runs at these rank counts (those < NP) for the model check
 #   SUITE      the folder [results/<UTC>-suite];  *_ARGS  each benchmark's sweep options
@@ -92,10 +95,12 @@ ifeq ($(QUICK),1)
 ALLREDUCE_ARGS ?= -b 8 -e 1M -f 8
 COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --steps 3
 SGD_ARGS       ?= --steps 60 --eval-every 20
+FEDAVG_ARGS    ?= --rounds 10 --algorithm fedsgd,fedavg
 else
 ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
 COMPRESS_ARGS  ?=
 SGD_ARGS       ?=
+FEDAVG_ARGS    ?= --rounds 30 --algorithm fedsgd,fedavg,fedprox,scaffold --partition dirichlet --alpha 0.1
 endif
 HOSTFLAG = $(if $(HOSTFILE),$(if $(findstring srun,$(MPIRUN)),,$(if $(IS_OMPI),--hostfile,-f) $(HOSTFILE)),)
 # $(call LAUNCH,N): the launcher for N ranks (oversubscribe only on this host, not with a hostfile)
@@ -122,4 +127,5 @@ bench-run:
 	done
 	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --output $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench fedavg $(FEDAVG_ARGS) --output $(SUITE)
 	$(BIN)/distbench report $(SUITE)

@@ -161,11 +161,13 @@ def test_suites_match_every_benchmark(capsys):
     suite = DATA / "suite"
     docs = {d["benchmark"]: d for _, d in find_docs(suite)}
     expected = (len(docs["allreduce"]["records"]) + len(docs["compress"]["records"])
-                + sum(r.get("kind") == "summary" for r in docs["sgd"]["records"]))
+                + sum(r.get("kind") == "summary" for r in docs["sgd"]["records"])
+                + sum(r.get("kind") == "summary" for r in docs["fedavg"]["records"]))
     matches, only_a, only_b = match(find_docs(suite), find_docs(suite))
     assert len(matches) == expected and only_a == only_b == 0
-    assert {m.key[0] for m in matches} == {"allreduce", "compress", "sgd"}
-    sgd = [m for m in matches if m.key[0] == "sgd"]
-    assert all(m.rate_a and m.time_ratio == 1.0 and m.rate_ratio == 1.0 for m in sgd)
+    assert {m.key[0] for m in matches} == {"allreduce", "compress", "sgd", "fedavg"}
+    trained = [m for m in matches if m.key[0] in ("sgd", "fedavg")]
+    assert all(m.rate_a and m.time_ratio == 1.0 and m.rate_ratio == 1.0 for m in trained)
     code, out, _ = _cli(capsys, suite, suite, "--fail-on-regression", "0")
     assert code == 0 and "compress topk" in out and "sgd sync" in out
+    assert "fedavg fedsgd" in out and "fedavg fedavg" in out

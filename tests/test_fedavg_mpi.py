@@ -116,6 +116,6 @@ def test_benchmark_run_writes_partition_rounds_and_summaries(digits, tmp_path):
         assert s["final_test_acc"] == rows[-1]["test_acc"] and s["final_gap"] > 0
         assert s["bytes_up"] == rows[-1]["bytes_up"] == sum(s["bytes_up_per_rank"])
         assert s["round_to_target"] in (None, 2, 4, 6)
-        assert all(r["clients"] == 10 for r in rows[1:])
+        assert all(r["answered"] == 10 and r["clients"] == 20 for r in rows[1:])
     assert sums[2]["bytes_up"] == 2 * sums[1]["bytes_up"]  # SCAFFOLD: Delta y and Delta c
     assert (folder / "results.csv").read_text().count("\n") == len(recs) + 1

@@ -98,10 +98,10 @@ def test_report_of_a_suite(tmp_path):
     md = report.read_text()
     found = find_docs(src)
     benches = sorted(d["benchmark"] for _, d in found)
-    assert benches == ["allreduce", "compress", "sgd"]
+    assert benches == ["allreduce", "compress", "fedavg", "sgd"]
     names = {p.name for p in pngs}
     assert names == {"allreduce_busbw_p2.png", "allreduce_latency_p2.png", "compress_p2.png",
-                     "sgd_convergence_p2.png"}
+                     "sgd_convergence_p2.png", "fedavg_convergence_p2.png"}
     assert _embedded(md) == names
     for p in pngs:
         _check_png(p)
@@ -114,6 +114,11 @@ def test_report_of_a_suite(tmp_path):
     assert "## SGD:" in md and modes
     for m in modes:
         assert re.search(rf"^\| {m}( H=\d+)? \| \d+ \|", md, re.M), m
+    fed = [r for r in docs["fedavg"]["records"] if r.get("kind") == "summary"]
+    assert "## Federated learning: digits, softmax, 20 clients (dirichlet)" in md and fed
+    assert "Partition: 20 clients" in md
+    for r in fed:
+        assert re.search(rf"^\| {r['series']} \| {r['rounds']} \|", md, re.M), r["series"]
 
 
 @pytest.mark.slow
@@ -126,14 +131,15 @@ def test_make_bench_end_to_end(tmp_path):
            f"VENV={Path(sys.executable).parent.parent}", f"SUITE={suite}",
            "ALLREDUCE_ARGS=-b 8 -e 64 -f 8 -n 3 -w 1 --algo ring",
            "COMPRESS_ARGS=-b 4K -e 4K --steps 2 -n 3 --method none,topk",
-           "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local"]
+           "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local",
+           "FEDAVG_ARGS=--rounds 3 --clients 8 --fraction 0.5 --algorithm fedsgd,fedavg"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benches = sorted(d["benchmark"] for _, d in find_docs(suite))
-    assert benches == ["allreduce", "compress", "sgd"]
+    assert benches == ["allreduce", "compress", "fedavg", "sgd"]
     assert (suite / "allreduce.json").exists()
     md = (suite / "REPORT.md").read_text()
     pngs = {p.name for p in suite.glob("*.png")}
     assert pngs == {"allreduce_busbw_p2.png", "allreduce_latency_p2.png", "compress_p2.png",
-                    "sgd_convergence_p2.png"}
+                    "sgd_convergence_p2.png", "fedavg_convergence_p2.png"}
     assert _embedded(md) == pngs

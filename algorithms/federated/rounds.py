@@ -250,7 +250,7 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
                "gap": None if problem.f_star is None else loss - problem.f_star,
                "test_acc": test_acc, "train_acc": train_acc,
                "sampled": 0 if plan is None else int(plan.sampled.size),
-               "clients": 0 if plan is None else int(plan.answered.size),
+               "answered": 0 if plan is None else int(plan.answered.size),
                "slow": 0 if plan is None else len(plan.slow),
                "bytes_up": int(up.bytes_recv), "bytes_down": int(down.bytes_sent)}
         records.append(rec)

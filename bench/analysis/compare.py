@@ -45,6 +45,7 @@ class Spec:
     p50: str | None = None
     p99: str | None = None
     select: tuple = ()    # (field, value) a record must have to be compared
+    label: str | None = None  # the field naming a row's series, when the records carry one
 
 
 # every collective's records compare alike: the algorithm with its options
@@ -57,6 +58,9 @@ SPECS = {
     "sgd": Spec(("mode", "compress", "allreduce", "local_steps", "model", "dataset", "ranks",
                  "dtype", "batch_size"), "wall_s", "steps_per_s", "steps/s",
                 select=(("kind", "summary"),)),
+    "fedavg": Spec(("series", "options", "partition", "clients", "fraction", "local_epochs",
+                    "local_batch", "model", "dataset", "ranks", "dtype"), "wall_s",
+                   "rounds_per_s", "rounds/s", select=(("kind", "summary"),), label="series"),
 }
 ENV_DIFF_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python",
                  "os", "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device",
@@ -212,8 +216,11 @@ def env_differences(found_a, found_b) -> list[tuple[str, str, str]]:
 def _describe(key: tuple) -> tuple[str, str, str]:
     """(series, size, "ranks dtype") cells of a row key."""
     bench = key[0]
-    rec = dict(zip(SPECS[bench].key, key[1:], strict=True))
-    if "algorithm" in rec:
+    spec = SPECS[bench]
+    rec = dict(zip(spec.key, key[1:], strict=True))
+    if spec.label:
+        what = str(rec[spec.label])
+    elif "algorithm" in rec:
         what = rec["algorithm"]
         opts = options_text(dict(rec.get("options") or ()))
         if opts:
@@ -268,10 +275,11 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
                      "-" if m.rate_ratio is None else f"{m.rate_ratio:.3f}", m.change,
                      m.decided_by])
         styles.append({"slower": "red", "faster": "green"}.get(m.change))
-    caption = ("time: t_max of the collectives and compress, sgd wall; rate: busbw GB/s, sgd "
-               "steps/s; effect = B/A - 1 of the time. change: significant when the 95 % "
-               "intervals of A and B do not overlap (the interval of B/A excludes 1); rows "
-               "without intervals: B/A beyond the runs' spread (p99/p50 - 1, or repetitions)."
+    caption = ("time: t_max of the collectives and compress, sgd and fedavg wall; rate: busbw "
+               "GB/s, sgd steps/s, fedavg rounds/s; effect = B/A - 1 of the time. change: "
+               "significant when the 95 % intervals of A and B do not overlap (the interval of "
+               "B/A excludes 1); rows without intervals: B/A beyond the runs' spread (p99/p50 - "
+               "1, or repetitions)."
                f" Matched {len(matches)} rows; only in A: {only_a}, only in B: {only_b}.")
     print_table("distbench compare: B / A", COLUMNS, rows, caption=caption, row_styles=styles)
     if fail_pct is None:

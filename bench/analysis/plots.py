@@ -26,8 +26,10 @@ BASELINES = ("native", "dense native", "dense ring")
 DPI = 110
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#bcbd22", "#17becf"]
-# series that share a plot get distinct colours: compressors, SGD modes (and algorithms, below)
-_FAMILIES = (["none", "fp16", "qsgd", "sign", "topk", "randk"], ["sync", "local", "async"])
+# series that share a plot get distinct colours: compressors, SGD modes, federated algorithms
+# (and the collectives' algorithms, below)
+_FAMILIES = (["none", "fp16", "qsgd", "sign", "topk", "randk"], ["sync", "local", "async"],
+             ["fedsgd", "fedavg", "fedprox", "fedavgm", "fedadam", "scaffold"])
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,9 @@ sub-folders goes into the report:
   (Hockney) fit per algorithm; with runs at two or more rank counts, the model fitted on the
   smaller ones against the largest (predicted vs measured per size, with the error);
 * compress: per compressor wire bytes, time and error vs size;
-* sgd: loss and accuracy vs step, vs bytes sent and vs wall time, per mode; the summary table.
+* sgd: loss and accuracy vs step, vs bytes sent and vs wall time, per mode; the summary table;
+* fedavg: test accuracy and training loss vs round and vs bytes uploaded, per algorithm; the
+  partition (samples and labels per client) and the summary table.
 
 Files go beside the results (or to ``--out``); existing plots of the same name are replaced.
 """
@@ -29,6 +31,7 @@ from distbench.analysis.tables import (
     CHECK_SUMMARY_COLUMNS,
     COMPRESS_COLUMNS,
     COST_COLUMNS,
+    FED_SUMMARY_COLUMNS,
     FIT_COLUMNS,
     SGD_SUMMARY_COLUMNS,
     algorithm_label,
@@ -36,6 +39,7 @@ from distbench.analysis.tables import (
     completeness,
     compress_row,
     cost_rows,
+    fed_summary_row,
     fit_rows,
     fmt_env,
     md_table,
@@ -210,6 +214,40 @@ def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     return "\n".join(lines), pngs
 
 
+def fedavg_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    """The section of a federated run: accuracy and loss per round and per byte uploaded."""
+    recs = doc["records"]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    sums = [r for r in recs if r.get("kind") == "summary"]
+    parts = [r for r in recs if r.get("kind") == "partition"]
+    env = doc.get("environment", {})
+    first = evals[0] if evals else {}
+    title = (f"Federated learning: {first.get('dataset', '')}, {first.get('model', '')}, "
+             f"{first.get('clients', len(parts))} clients ({first.get('partition', '?')}), "
+             f"{env.get('ranks', '?')} ranks")
+    pngs = []
+    if evals:
+        pngs.append(grid_panels(
+            evals, out / f"fedavg_convergence_{tag}.png", "series",
+            [("test_acc", "test accuracy", False), ("train_loss", "training loss", True)],
+            [("round", "round", False), ("bytes_up", "bytes uploaded (all clients)", False)],
+            title))
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", ""]
+    lines += [f"![fedavg]({p.name})" for p in pngs]
+    if parts:
+        sizes = sorted(r["samples"] for r in parts)
+        labels = [sum(c > 0 for c in r["label_counts"]) for r in parts]
+        lines += ["", f"Partition: {len(parts)} clients, {sizes[0]} to {sizes[-1]} samples "
+                      f"(median {sizes[len(sizes) // 2]}), {min(labels)} to {max(labels)} "
+                      f"labels per client (mean {sum(labels) / len(labels):.1f})."]
+    if sums:
+        lines += ["", "up / down: bytes through MPI, all clients together (down: the model "
+                      "to every sampled client; up: every answering client's update).", "",
+                  md_table(FED_SUMMARY_COLUMNS, [fed_summary_row(s) for s in sums])]
+    return "\n".join(lines), pngs
+
+
 def write_report(path, out=None) -> tuple[Path, list[Path]]:
     """Write the plots and ``REPORT.md`` of the runs in ``path``; returns (REPORT.md, PNGs).
 
@@ -226,9 +264,9 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     # the collectives in their order, each followed by its model check; then the others
     collectives = collective_names()
     order = {c: 2 * i for i, c in enumerate(collectives)}
-    order.update(compress=100, sgd=101)
+    order.update(compress=100, sgd=101, fedavg=102)
     makers = {**dict.fromkeys(collectives, collective_md), "sgd": sgd_md,
-              "compress": compress_md}
+              "compress": compress_md, "fedavg": fedavg_md}
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []

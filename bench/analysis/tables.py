@@ -195,7 +195,7 @@ def _size(n) -> str:
 def fed_round_row(rec: dict) -> list[str]:
     """A fedavg round record as a row of :data:`FED_ROUND_COLUMNS`."""
     return [rec["series"], str(rec["round"]), f"{rec['wall_s']:.3f}", _fmt(rec["train_loss"]),
-            _fmt(rec["gap"], 3), _fmt(rec["test_acc"]), str(rec["clients"]),
+            _fmt(rec["gap"], 3), _fmt(rec["test_acc"]), str(rec["answered"]),
             _size(rec["bytes_up"]), _size(rec["bytes_down"])]
 
 
