@@ -190,6 +190,17 @@ def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     return "\n".join(lines), [png]
 
 
+def _training_section(label, doc, png: Path, title: str, evals, ys, xs
+                      ) -> tuple[list[str], list[Path]]:
+    """The heading, command and convergence plot of a benchmark that trains: panels of the
+    ``ys`` fields against the ``xs`` fields (:func:`grid_panels`), one line per series."""
+    env = doc.get("environment", {})
+    pngs = [grid_panels(evals, png, "series", ys, xs, title)] if evals else []
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", ""]
+    return lines + [f"![{png.stem}]({p.name})" for p in pngs], pngs
+
+
 def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     evals = [{**r, "series": sgd_series(r)} for r in doc["records"]
              if r.get("kind", "eval") == "eval" and "train_loss" in r]
@@ -198,43 +209,32 @@ def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     first = doc["records"][0] if doc["records"] else {}
     title = (f"SGD: {first.get('dataset', env.get('dataset', ''))}, {first.get('model', '')}, "
              f"{env.get('ranks', '?')} ranks")
-    pngs = []
-    if evals:
-        pngs.append(grid_panels(
-            evals, out / f"sgd_convergence_{tag}.png", "series",
-            [("train_loss", "training loss", True), ("test_acc", "test accuracy", False)],
-            [("step", "step", False), ("bytes_sent_max", "bytes sent per rank", False),
-             ("wall_s", "wall time (s)", False)], title))
+    lines, pngs = _training_section(
+        label, doc, out / f"sgd_convergence_{tag}.png", title, evals,
+        [("train_loss", "training loss", True), ("test_acc", "test accuracy", False)],
+        [("step", "step", False), ("bytes_sent_max", "bytes sent per rank", False),
+         ("wall_s", "wall time (s)", False)])
     rows = [sgd_summary_row(s) for s in sums]
-    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
-             f"`{env.get('command', '')}`", ""]
-    lines += [f"![sgd]({p.name})" for p in pngs]
     if rows:
         lines += ["", md_table(SGD_SUMMARY_COLUMNS, rows)]
     return "\n".join(lines), pngs
 
 
 def fedavg_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
-    """The section of a federated run: accuracy and loss per round and per byte uploaded."""
+    """The section of a federated run: accuracy and loss per round and per byte uploaded, the
+    partition and the summary."""
     recs = doc["records"]
     evals = [r for r in recs if r.get("kind") == "eval"]
     sums = [r for r in recs if r.get("kind") == "summary"]
     parts = [r for r in recs if r.get("kind") == "partition"]
-    env = doc.get("environment", {})
     first = evals[0] if evals else {}
     title = (f"Federated learning: {first.get('dataset', '')}, {first.get('model', '')}, "
              f"{first.get('clients', len(parts))} clients ({first.get('partition', '?')}), "
-             f"{env.get('ranks', '?')} ranks")
-    pngs = []
-    if evals:
-        pngs.append(grid_panels(
-            evals, out / f"fedavg_convergence_{tag}.png", "series",
-            [("test_acc", "test accuracy", False), ("train_loss", "training loss", True)],
-            [("round", "round", False), ("bytes_up", "bytes uploaded (all clients)", False)],
-            title))
-    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
-             f"`{env.get('command', '')}`", ""]
-    lines += [f"![fedavg]({p.name})" for p in pngs]
+             f"{doc.get('environment', {}).get('ranks', '?')} ranks")
+    lines, pngs = _training_section(
+        label, doc, out / f"fedavg_convergence_{tag}.png", title, evals,
+        [("test_acc", "test accuracy", False), ("train_loss", "training loss", True)],
+        [("round", "round", False), ("bytes_up", "bytes uploaded (all clients)", False)])
     if parts:
         sizes = sorted(r["samples"] for r in parts)
         labels = [sum(c > 0 for c in r["label_counts"]) for r in parts]
