@@ -78,8 +78,10 @@ class FedConfig:
     eval_every: int = 1
     seed: int = 0
 
-    def check(self) -> None:
-        """Raises UsageError for a value that is never valid (one line naming the flag)."""
+    def check(self, scaffold: bool = False) -> None:
+        """Raises UsageError for a value that is never valid (one line naming the flag), and
+        for DP with SCAFFOLD (``scaffold``: SCAFFOLD is among the algorithms to run), whose
+        control variates the clipping and noise do not cover."""
         for flag, value in (("--rounds", self.rounds), ("--clients", self.clients),
                             ("--local-epochs", self.local_epochs),
                             ("--eval-every", self.eval_every)):
@@ -96,6 +98,9 @@ class FedConfig:
             raise UsageError("--dp-noise needs --dp-clip (the noise is Z times the clip norm)")
         COMPRESSORS.require([self.compress], "--compress", allow_all=False)
         make_compressor(self.compress, density=self.density, bits=self.bits)
+        if scaffold and self.dp_clip is not None:
+            raise UsageError("--dp-clip does not cover SCAFFOLD's control variates; run "
+                             "scaffold without DP")
 
     def sampled(self) -> int:
         """K = ceil(C M) clients per round (at least 1; 0.1 x 100 is 10)."""
@@ -211,14 +216,11 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
 
     Raises:
         UsageError: see :meth:`FedConfig.check`; a partition of another length than
-            ``cfg.clients``; DP with SCAFFOLD (its control variates are not privatized).
+            ``cfg.clients``.
     """
-    cfg.check()
+    cfg.check(algo.scaffold)
     if len(parts) != cfg.clients:
         raise UsageError(f"the partition has {len(parts)} clients, not {cfg.clients}")
-    if algo.scaffold and cfg.dp_clip is not None:
-        raise UsageError("--dp-clip does not cover SCAFFOLD's control variates; run scaffold "
-                         "without DP")
     rank, size = comm.Get_rank(), comm.Get_size()
     root = rank == 0
     model, dtype = problem.model, problem.dtype

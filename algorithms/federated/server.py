@@ -28,7 +28,10 @@ w_k = n_k / sum_j n_j over the clients that answered (n_k: samples of client k; 
   correction is zero and SCAFFOLD is local SGD.
 
 Algorithms are classes; :meth:`~distbench.registry.Registry.create` builds one with the options
-its constructor names (``--server-lr``, ``--mu``, ...), so each declares its own.
+its constructor names (``--server-lr``, ``--mu``, ...), so each declares its own. A plug-in
+(entry-point group ``distbench.federated``) is a class with the same interface as
+:class:`FedAvg`: class attributes ``name``, ``full_batch`` and ``scaffold``, an attribute
+``mu``, ``options()`` and ``step(x, delta, xp)``.
 """
 
 from __future__ import annotations

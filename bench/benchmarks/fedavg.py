@@ -93,11 +93,8 @@ def validate(cfg) -> None:
     options = vars(cfg)
     check_algorithm_options(ALGORITHMS.options(), options)
     check_algorithm_options(PARTITIONS.options(), options)
-    fed_config(cfg).check()
+    fed_config(cfg).check(any(ALGORITHMS[n].scaffold for n in cfg.algorithms))
     check_training_options(cfg)
-    if cfg.dp_clip is not None and "scaffold" in cfg.algorithms:
-        raise UsageError("--dp-clip does not cover SCAFFOLD's control variates; run scaffold "
-                         "without DP")
 
 
 def validate_mpi(cfg, data: dict, comm) -> None:
