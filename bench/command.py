@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from distbench.registry import Option, in_range, range_text
+from distbench.registry import Option, Range, in_range, range_text
 from distbench.runtime import UsageError
 
 
@@ -293,11 +293,28 @@ def seed_option(help: str = "Seed of every random choice (data order, compressor
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+def _click_type(opt: Option):
+    """A :class:`Number` of the option's range when its check is a
+    :class:`~distbench.registry.Range` (refused while parsing), else the plain type."""
+    r = opt.check
+    if isinstance(r, Range) and opt.type in (int, float):
+        return Number(r.low, r.high, r.low_open, r.high_open, integer=opt.type is int)
+    return _CLICK_TYPES.get(opt.type, click.STRING)
+
+
 def algorithm_options(declared: dict[str, Option]):
     """One click option per algorithm option declared in a registry (``--inner``, ...)."""
-    return [click.option(opt.flag, opt.name, type=_CLICK_TYPES.get(opt.type, click.STRING),
-                         default=opt.default, show_default=opt.default is not None,
-                         help=opt.help) for opt in declared.values()]
+    return [click.option(opt.flag, opt.name, type=_click_type(opt), default=opt.default,
+                         show_default=opt.default is not None, help=_with_range(opt))
+            for opt in declared.values()]
+
+
+def _with_range(opt: Option) -> str:
+    """The option's help, ending with its range when its check is a Range."""
+    r = opt.check
+    if not isinstance(r, Range):
+        return opt.help
+    return f"{opt.help} [{range_text(r.low, r.high, r.low_open, r.high_open)}]"
 
 
 def check_algorithm_options(declared: dict[str, Option], values: dict) -> None:

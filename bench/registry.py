@@ -73,21 +73,36 @@ def range_text(low: float | None = None, high: float | None = None, low_open: bo
     return "finite"
 
 
-def in_range(flag: str, low: float | None = None, high: float | None = None,
-             low_open: bool = False, high_open: bool = False) -> Callable[[Any], None]:
-    """A ``check(value)`` (for :attr:`Option.check`, or called directly) that raises
-    :class:`~distbench.runtime.UsageError` unless ``value`` is a finite number from ``low`` to
-    ``high`` (None: unbounded; ends included unless open). NaN and infinities are always
-    rejected, e.g. ``--fraction must be in (0, 1], not nan``."""
-    want = range_text(low, high, low_open, high_open)
+@dataclass(frozen=True)
+class Range:
+    """A check that a value is a finite number from ``low`` to ``high`` (None: unbounded; ends
+    included unless open), for :attr:`Option.check` or called directly; built by
+    :func:`in_range`. :func:`distbench.command.algorithm_options` turns an option whose check
+    is a Range into a click option of that range (refused while parsing)."""
 
-    def check(value) -> None:
+    flag: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __call__(self, value) -> None:
+        """Raises :class:`~distbench.runtime.UsageError` unless ``value`` is in the range (NaN
+        and infinities never are), e.g. ``--fraction must be in (0, 1], not nan``."""
+        low, high = self.low, self.high
         ok = isinstance(value, numbers.Real) and math.isfinite(value) and (
-            low is None or (value > low if low_open else value >= low)) and (
-            high is None or (value < high if high_open else value <= high))
+            low is None or (value > low if self.low_open else value >= low)) and (
+            high is None or (value < high if self.high_open else value <= high))
         if not ok:
-            raise UsageError(f"{flag} must be {want}, not {value}")
-    return check
+            raise UsageError(f"{self.flag} must be "
+                             f"{range_text(low, high, self.low_open, self.high_open)}, "
+                             f"not {value}")
+
+
+def in_range(flag: str, low: float | None = None, high: float | None = None,
+             low_open: bool = False, high_open: bool = False) -> Range:
+    """The :class:`Range` check of option ``flag``."""
+    return Range(flag, low, high, low_open, high_open)
 
 
 @dataclass(frozen=True)
@@ -322,4 +337,4 @@ def _dist_label(ep) -> str:
     return f"{dist.metadata['Name'] or dist.name} {dist.version}"
 
 
-__all__ = ["Algorithm", "Option", "Registry", "accepted", "in_range", "range_text"]
+__all__ = ["Algorithm", "Option", "Range", "Registry", "accepted", "in_range", "range_text"]
