@@ -14,6 +14,7 @@ from distbench.algorithms.compression import make_compressor
 from distbench.algorithms.federated import (
     ALGORITHMS,
     FedConfig,
+    FedDiverged,
     label_counts,
     make_partition,
     plan_round,
@@ -324,36 +325,54 @@ def test_command_parses_into_a_job():
     assert every.config["algorithms"] == list(ALGORITHMS)
 
 
-PARSE_ERRORS = {  # arguments -> the error's text
-    "--fraction nan": "--fraction must be in (0, 1], not nan",
-    "--lr inf": "--lr must be > 0, not inf",
-    "--server-lr -1": "--server-lr must be > 0",
-    "--server-momentum 1": "--server-momentum must be in [0, 1)",
-    "--local-batch -1": "--local-batch must be >= 0",
+PARSE_ERRORS = {  # arguments -> the error's text (the command line's parse, in-process)
+    "--fraction nan": "'--fraction': 'nan' is not a finite number",
+    "--lr inf": "'--lr': 'inf' is not a finite number",
+    "--server-lr -1": "'--server-lr': '-1' is not > 0",
+    "--server-momentum 1": "'--server-momentum': '1' is not in [0, 1)",
+    "--local-batch -1": "'--local-batch': '-1' is not >= 0",
+    "--rounds 2.5": "'--rounds': '2.5' is not an integer",
     "--dp-noise 1": "--dp-noise needs --dp-clip",
     "--compress zip": "unknown compression method 'zip'",
-    "--l2 nan": "--l2 must be >= 0, not nan",
+    "--l2 nan": "'--l2': 'nan' is not a finite number",
 }
 
 
 @pytest.mark.parametrize("args", PARSE_ERRORS)
 def test_command_rejects_at_parse_time(args):
-    from distbench.benchmarks.fedavg import fedavg_command
+    from distbench.cli import _parse
 
-    with pytest.raises(UsageError) as info:
-        fedavg_command.main(args.split(), standalone_mode=False)
-    assert PARSE_ERRORS[args] in str(info.value)
+    code, message = _parse(["fedavg", *args.split()])
+    assert code == 2 and PARSE_ERRORS[args] in message, message
+
+
+def test_config_checks_the_same_ranges_without_the_command_line():
+    with pytest.raises(UsageError, match=r"--fraction must be in \(0, 1\], not nan"):
+        FedConfig(fraction=math.nan).check()
+    with pytest.raises(UsageError, match=r"--dropout must be in \[0, 1\), not 1"):
+        FedConfig(dropout=1).check()
+    with pytest.raises(UsageError, match="does not cover SCAFFOLD"):
+        FedConfig(dp_clip=1.0).check(scaffold=True)
+    FedConfig(dp_clip=1.0).check()
+
+
+def test_divergence_stops_the_run(problem, digits):
+    parts = make_partition("iid", digits.y_train, 6, 0)
+    with pytest.raises(FedDiverged, match="diverged at round 1 \\(fedavg\\)") as info:
+        _run(problem, parts, "fedavg", rounds=3, lr=1e300)
+    assert info.value.step == 1 and info.value.mode == "fedavg"
 
 
 BAD_INPUT = {  # the list and more: arguments -> the one line's text
-    "--fraction 0": "--fraction must be in (0, 1], not 0.0",
-    "--fraction 1.5": "--fraction must be in (0, 1], not 1.5",
+    "--fraction 0": "Invalid value for '--fraction': '0' is not in (0, 1]",
+    "--fraction 1.5": "Invalid value for '--fraction': '1.5' is not in (0, 1]",
     "--classes-per-client 4 --partition shards": "exceeds the 3 classes",
-    "--alpha 0 --partition dirichlet": "--alpha must be > 0, not 0.0",
-    "--clients 0": "--clients must be >= 1, not 0",
-    "--dropout 1": "--dropout must be in [0, 1), not 1.0",
+    "--alpha 0 --partition dirichlet": "Invalid value for '--alpha': '0' is not > 0",
+    "--clients 0": "Invalid value for '--clients': '0' is not >= 1",
+    "--dropout 1": "Invalid value for '--dropout': '1' is not in [0, 1)",
     "--algorithm fedavg,fedyogi": "unknown federated algorithm 'fedyogi'",
     "--algorithm scaffold --dp-clip 1": "does not cover SCAFFOLD",
+    "--clients 61": "--clients 61 exceeds the 48 training samples",
 }
 
 

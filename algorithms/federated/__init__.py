@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from distbench.algorithms.federated.partitions import PARTITIONS, label_counts, make_partition
 from distbench.algorithms.federated.rounds import (
+    OPTIONS,
     FedConfig,
+    FedDiverged,
     FedResult,
     RoundPlan,
     make_clients,
@@ -25,5 +27,6 @@ from distbench.algorithms.federated.rounds import (
 )
 from distbench.algorithms.federated.server import ALGORITHMS
 
-__all__ = ["ALGORITHMS", "PARTITIONS", "FedConfig", "FedResult", "RoundPlan", "label_counts",
-           "make_clients", "make_partition", "plan_round", "run_federated"]
+__all__ = ["ALGORITHMS", "OPTIONS", "PARTITIONS", "FedConfig", "FedDiverged", "FedResult",
+           "RoundPlan", "label_counts", "make_clients", "make_partition", "plan_round",
+           "run_federated"]

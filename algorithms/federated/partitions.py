@@ -168,7 +168,7 @@ def size_skew(labels: np.ndarray, clients: int, seed: int, power: float = 1.0
 PARTITIONS = Registry("partition", "distbench.partitions", {
     "iid": Algorithm(iid),
     "dirichlet": Algorithm(dirichlet, options=(Option(
-        "alpha", float, 0.5, "dirichlet: concentration A > 0 of each client's label mix "
+        "alpha", float, 0.5, "dirichlet: concentration A of each client's label mix "
         "(small: few labels per client).", check=ALPHA),)),
     "shards": Algorithm(shards, options=(Option(
         "classes_per_client", int, 2, "shards: exactly this many labels per client.",

@@ -40,13 +40,43 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distbench import watchdog
 from distbench.algorithms.compression import COMPRESSORS, make_compressor
 from distbench.algorithms.compression.base import keep_count
-from distbench.algorithms.federated.client import Client, client_seed, clip, local_steps
-from distbench.algorithms.sgd.common import Clock, gather_sent, warm_up
+from distbench.algorithms.federated.client import Client, clip, local_steps
+from distbench.algorithms.federated.server import Uplink
+from distbench.algorithms.sgd.common import Clock, Diverged, finite, gather_sent, warm_up
 from distbench.comm import CountingComm
-from distbench.registry import in_range
-from distbench.runtime import UsageError, mpi
+from distbench.registry import Option, in_range
+from distbench.runtime import DistbenchError, UsageError, mpi
+
+
+def _option(name: str, kind, default, text: str, *bounds, **open_ends) -> Option:
+    """An option of the round loop with its range (see :class:`~distbench.registry.Range`)."""
+    flag = "--" + name.replace("_", "-")
+    return Option(name, kind, default, text, check=in_range(flag, *bounds, **open_ends))
+
+
+# The numeric options of a run, declared once: FedConfig.check applies their ranges and
+# ``distbench fedavg`` turns them into its flags (refused while parsing).
+OPTIONS = {o.name: o for o in (
+    _option("rounds", int, 50, "R: communication rounds per algorithm.", 1),
+    _option("clients", int, 100, "M: simulated clients, client k on rank k mod N.", 1),
+    _option("fraction", float, 0.1, "C: ceil(C M) clients sampled per round.", 0, 1,
+            low_open=True),
+    _option("local_epochs", int, 5, "E: local epochs per round.", 1),
+    _option("local_batch", int, 10, "B: local minibatch; 0: all of a client's data (E=1, "
+            "B=0 is FedSGD).", 0),
+    _option("lr", float, 0.1, "Client learning rate eta_l.", 0, low_open=True),
+    _option("slow_fraction", float, 0.0, "Share of the sampled clients that do only part "
+            "(uniform) of their local steps each round.", 0, 1),
+    _option("dropout", float, 0.0, "Share of the sampled clients that never answer in a "
+            "round.", 0, 1, high_open=True),
+    _option("dp_clip", float, None, "DP-FedAvg: clip every update to this L2 norm S.", 0,
+            low_open=True),
+    _option("dp_noise", float, 0.0, "DP-FedAvg: Gaussian noise of std Z*S on the sum.", 0),
+    _option("eval_every", int, 1, "Evaluate every N rounds (the last one always).", 1),
+)}
 
 
 @dataclass
@@ -82,19 +112,10 @@ class FedConfig:
         """Raises UsageError for a value that is never valid (one line naming the flag), and
         for DP with SCAFFOLD (``scaffold``: SCAFFOLD is among the algorithms to run), whose
         control variates the clipping and noise do not cover."""
-        for flag, value in (("--rounds", self.rounds), ("--clients", self.clients),
-                            ("--local-epochs", self.local_epochs),
-                            ("--eval-every", self.eval_every)):
-            in_range(flag, 1)(value)
-        in_range("--local-batch", 0)(self.local_batch)
-        in_range("--fraction", 0, 1, low_open=True)(self.fraction)
-        in_range("--lr", 0, low_open=True)(self.lr)
-        in_range("--slow-fraction", 0, 1)(self.slow_fraction)
-        in_range("--dropout", 0, 1, high_open=True)(self.dropout)
-        in_range("--dp-noise", 0)(self.dp_noise)
-        if self.dp_clip is not None:
-            in_range("--dp-clip", 0, low_open=True)(self.dp_clip)
-        elif self.dp_noise:
+        for name, opt in OPTIONS.items():
+            if getattr(self, name) is not None:
+                opt.check(getattr(self, name))
+        if self.dp_clip is None and self.dp_noise:
             raise UsageError("--dp-noise needs --dp-clip (the noise is Z times the clip norm)")
         COMPRESSORS.require([self.compress], "--compress", allow_all=False)
         make_compressor(self.compress, density=self.density, bits=self.bits)
@@ -109,6 +130,18 @@ class FedConfig:
     def work(self, algo) -> tuple[int, int]:
         """(E, B) of ``algo``: (1, 0) for FedSGD, else the configured ones."""
         return (1, 0) if algo.full_batch else (self.local_epochs, self.local_batch)
+
+
+class FedDiverged(Diverged):
+    """The global model or its training loss is no longer finite after ``round`` (raised on
+    every rank alike; exit code 1). A :class:`~distbench.algorithms.sgd.common.Diverged`
+    whose ``mode`` is the algorithm and ``step`` the round."""
+
+    def __init__(self, algorithm: str, round_: int):
+        DistbenchError.__init__(self, f"diverged at round {round_} ({algorithm}): the training "
+                                "loss or the global model is not finite; lower --lr or "
+                                "--server-lr")
+        self.mode, self.step = algorithm, round_
 
 
 @dataclass(frozen=True)
@@ -168,38 +201,6 @@ class FedResult:
     wall_s: float
 
 
-class _Uplink:
-    """The server's side of the uploads: the receive buffers (the wire arrays of the compressor
-    on a d-element update, sized exactly), and mirrors of the clients' randomized summable
-    compressors that rebuild the parts that do not travel."""
-
-    def __init__(self, cfg: FedConfig, d: int, dtype):
-        self.cfg, self.d = cfg, d
-        self.zeros = np.zeros(d, dtype=dtype)
-        self.codec = make_compressor(cfg.compress, density=cfg.density, bits=cfg.bits)
-        payload = self.codec.compress(self.zeros)
-        wire = self.codec.wire_arrays(payload)
-        self.bufs = [np.empty_like(a) for a in wire]
-        self.side = len(payload) > len(wire)
-        self.mirrors: dict = {}
-        self.out = np.empty(d, dtype=dtype)
-
-    def receive(self, up, source: int, client: int, stream: int) -> np.ndarray:
-        """Receive one payload of ``client`` and return D(payload) (a (d,) scratch array)."""
-        for b in self.bufs:
-            up.Recv(b.view(np.uint8), source, client)
-        payload = tuple(self.bufs)
-        if self.side:
-            key = (client, stream)
-            if key not in self.mirrors:
-                cfg = self.cfg
-                self.mirrors[key] = make_compressor(
-                    cfg.compress, density=cfg.density, bits=cfg.bits,
-                    seed=client_seed(cfg.seed, client, stream), rank=client)
-            payload += tuple(self.mirrors[key].compress(self.zeros)[len(self.bufs):])
-        return self.codec.decompress(payload, (self.d,), out=self.out)
-
-
 def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None,
                   clients: dict | None = None) -> FedResult:
     """Run ``algo`` (an :data:`~distbench.algorithms.federated.server.ALGORITHMS` instance)
@@ -217,7 +218,13 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
     Raises:
         UsageError: see :meth:`FedConfig.check`; a partition of another length than
             ``cfg.clients``.
+        FedDiverged: the global model or its loss stopped being finite (every rank alike).
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # a divergence is reported, not warned
+        return _run(comm, problem, parts, algo, cfg, on_eval, clients)
+
+
+def _run(comm, problem, parts: list, algo, cfg: FedConfig, on_eval, clients) -> FedResult:
     cfg.check(algo.scaffold)
     if len(parts) != cfg.clients:
         raise UsageError(f"the partition has {len(parts)} clients, not {cfg.clients}")
@@ -241,30 +248,40 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
                                                              dtype=dtype),
             "yb": np.empty(max(B, 1), dtype=np.int64)}
     pool: list = []  # per trained client of a round: its update buffers (alive until sent)
-    uplink = _Uplink(cfg, d, dtype) if root else None
+    uplink = Uplink(cfg, d, dtype) if root else None
     acc, acc_c = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
     records: list = []
 
     def evaluate(t: int, plan: RoundPlan | None) -> None:
+        """Rank 0 evaluates x and records the round; every rank learns whether x is finite
+        (and stops alike if not) and starts the watchdog's next interval."""
         wall = clock.pause()
-        loss, test_acc, train_acc = problem.evaluate(x)
-        rec = {"algorithm": algo.name, "round": t, "wall_s": wall, "train_loss": loss,
-               "gap": None if problem.f_star is None else loss - problem.f_star,
-               "test_acc": test_acc, "train_acc": train_acc,
-               "sampled": 0 if plan is None else int(plan.sampled.size),
-               "answered": 0 if plan is None else int(plan.answered.size),
-               "slow": 0 if plan is None else len(plan.slow),
-               "bytes_up": int(up.bytes_recv), "bytes_down": int(down.bytes_sent)}
-        records.append(rec)
-        if on_eval is not None:
-            on_eval(rec)
+        rec = None
+        if root:
+            loss, test_acc, train_acc = problem.evaluate(x)
+            rec = {"algorithm": algo.name, "round": t, "wall_s": wall, "train_loss": loss,
+                   "gap": None if problem.f_star is None else loss - problem.f_star,
+                   "test_acc": test_acc, "train_acc": train_acc,
+                   "sampled": 0 if plan is None else int(plan.sampled.size),
+                   "answered": 0 if plan is None else int(plan.answered.size),
+                   "slow": 0 if plan is None else len(plan.slow),
+                   "bytes_up": int(up.bytes_recv), "bytes_down": int(down.bytes_sent)}
+            records.append(rec)
+            if on_eval is not None:
+                on_eval(rec)
+        if not comm.bcast(finite(rec, x) if root else None, root=0):
+            for proxy in (down, up):
+                proxy.comm.Free()
+            raise FedDiverged(algo.name, t)
+        watchdog.enter(f"fedavg {algo.name} after round {t}", wall - last[0])
+        last[0] = wall
         clock.resume()
 
     warm_up(problem, max(B, 1))
     comm.Barrier()
+    last = [0.0]  # training seconds at the previous evaluation
     clock = Clock()
-    if root:
-        evaluate(0, None)
+    evaluate(0, None)
     for t in range(1, cfg.rounds + 1):
         plan = plan_round(cfg, t)
         answered = set(plan.answered.tolist())
@@ -280,14 +297,14 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
                                    pool[j], plan.cap(k, local_steps(clients[k].n, E, B)), t,
                                    up)
         if root:
-            _aggregate(uplink, up, plan, sizes, cfg, algo, acc, acc_c, size, t)
+            uplink.aggregate(up, plan, sizes, algo, acc, acc_c, size, t)
         mpi().Request.Waitall(sends)
         if root:
             algo.step(x, acc, np)
             if algo.scaffold:
                 np.add(c, acc_c, out=c)
-            if t % cfg.eval_every == 0 or t == cfg.rounds:
-                evaluate(t, plan)
+        if t % cfg.eval_every == 0 or t == cfg.rounds:
+            evaluate(t, plan)
     wall = float(comm.bcast(clock.pause() if root else None, root=0))
     comm.Bcast(x, root=0)
     sent_up, got_down = gather_sent(comm, up.bytes_sent), gather_sent(comm, down.bytes_recv)
@@ -333,30 +350,5 @@ def _client_round(cl: Client, model, cfg: FedConfig, algo, x, cvec, y, work, buf
     return reqs
 
 
-def _aggregate(uplink: _Uplink, up, plan: RoundPlan, sizes, cfg: FedConfig, algo, acc, acc_c,
-               size: int, t: int) -> None:
-    """The server's average of the answering clients' updates into ``acc`` (and SCAFFOLD's
-    sum_k n_k/n Delta c_k into ``acc_c``), in client-id order (see the module docstring)."""
-    acc.fill(0)
-    acc_c.fill(0)
-    answered = plan.answered
-    dp = cfg.dp_clip is not None
-    total = float(sizes[answered].sum())
-    for k in answered.tolist():
-        w = 1.0 if dp else sizes[k] / total
-        dec = uplink.receive(up, k % size, k, 0)
-        np.multiply(dec, w, out=dec)
-        np.add(acc, dec, out=acc)
-        if algo.scaffold:
-            dec = uplink.receive(up, k % size, k, 1)
-            np.multiply(dec, sizes[k] / sizes.sum(), out=dec)
-            np.add(acc_c, dec, out=acc_c)
-    if dp:
-        noise = np.random.default_rng([cfg.seed, t, 0xD9]).normal(
-            0.0, cfg.dp_noise * cfg.dp_clip, acc.shape[0])
-        np.add(acc, noise.astype(acc.dtype), out=acc)
-        np.multiply(acc, 1.0 / answered.size, out=acc)
-
-
-__all__ = ["FedConfig", "FedResult", "RoundPlan", "plan_round", "make_clients",
-           "run_federated"]
+__all__ = ["OPTIONS", "FedConfig", "FedDiverged", "FedResult", "RoundPlan", "plan_round",
+           "make_clients", "run_federated"]

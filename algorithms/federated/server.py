@@ -27,6 +27,9 @@ w_k = n_k / sum_j n_j over the clients that answered (n_k: samples of client k; 
   n_k/n-weighted mean of the c_k (the paper's 1/N for equal sizes). With one client the
   correction is zero and SCAFFOLD is local SGD.
 
+:class:`Uplink` is the server's side of the uploads: it receives each answering client's
+payload in client-id order, decompresses it and forms the average Delta.
+
 Algorithms are classes; :meth:`~distbench.registry.Registry.create` builds one with the options
 its constructor names (``--server-lr``, ``--mu``, ...), so each declares its own. A plug-in
 (entry-point group ``distbench.federated``) is a class with the same interface as
@@ -36,6 +39,10 @@ its constructor names (``--server-lr``, ``--mu``, ...), so each declares its own
 
 from __future__ import annotations
 
+import numpy as np
+
+from distbench.algorithms.compression import make_compressor
+from distbench.algorithms.federated.client import client_seed
 from distbench.registry import Algorithm, Option, Registry, in_range
 
 
@@ -155,20 +162,81 @@ ALGORITHMS = Registry("federated algorithm", "distbench.federated", {
     "fedsgd": Algorithm(FedSGD, options=(SERVER_LR,)),
     "fedavg": Algorithm(FedAvg, options=(SERVER_LR,)),
     "fedprox": Algorithm(FedProx, options=(Option(
-        "mu", float, 0.01, "fedprox: proximal coefficient mu >= 0.",
+        "mu", float, 0.01, "fedprox: proximal coefficient mu.",
         check=in_range("--mu", 0)), SERVER_LR)),
     "fedavgm": Algorithm(FedAvgM, options=(SERVER_LR, Option(
-        "server_momentum", float, 0.9, "fedavgm: server momentum beta in [0, 1).",
+        "server_momentum", float, 0.9, "fedavgm: server momentum beta.",
         check=in_range("--server-momentum", 0, 1, high_open=True)))),
     "fedadam": Algorithm(FedAdam, options=(SERVER_LR, Option(
-        "beta1", float, 0.9, "fedadam: first-moment decay in [0, 1).",
+        "beta1", float, 0.9, "fedadam: first-moment decay beta1.",
         check=in_range("--beta1", 0, 1, high_open=True)), Option(
-        "beta2", float, 0.99, "fedadam: second-moment decay in [0, 1).",
+        "beta2", float, 0.99, "fedadam: second-moment decay beta2.",
         check=in_range("--beta2", 0, 1, high_open=True)), Option(
-        "eps", float, 1e-3, "fedadam: tau > 0 in m / (sqrt(v) + tau).",
+        "eps", float, 1e-3, "fedadam: tau in m / (sqrt(v) + tau).",
         check=in_range("--eps", 0, low_open=True)))),
     "scaffold": Algorithm(Scaffold, options=(SERVER_LR,)),
 })
 
 
-__all__ = ["ALGORITHMS", "FedAvg", "FedSGD", "FedProx", "FedAvgM", "FedAdam", "Scaffold"]
+class Uplink:
+    """The server's side of the uploads of a run with configuration ``cfg`` (a
+    :class:`~distbench.algorithms.federated.rounds.FedConfig`) and d-element updates of
+    ``dtype``: the receive buffers (the wire arrays of the compressor, sized exactly), and
+    mirrors of the clients' randomized summable compressors (rand-k), which rebuild the parts
+    of a payload that do not travel (the indices: same seed, same step as the client's)."""
+
+    def __init__(self, cfg, d: int, dtype):
+        self.cfg, self.d = cfg, d
+        self.zeros = np.zeros(d, dtype=dtype)
+        self.codec = make_compressor(cfg.compress, density=cfg.density, bits=cfg.bits)
+        payload = self.codec.compress(self.zeros)
+        wire = self.codec.wire_arrays(payload)
+        self.bufs = [np.empty_like(a) for a in wire]
+        self.side = len(payload) > len(wire)
+        self.mirrors: dict = {}
+        self.out = np.empty(d, dtype=dtype)
+
+    def receive(self, up, source: int, client: int, stream: int) -> np.ndarray:
+        """Receive one payload of ``client`` and return D(payload) (a (d,) scratch array)."""
+        for b in self.bufs:
+            up.Recv(b.view(np.uint8), source, client)
+        payload = tuple(self.bufs)
+        if self.side:
+            key = (client, stream)
+            if key not in self.mirrors:
+                cfg = self.cfg
+                self.mirrors[key] = make_compressor(
+                    cfg.compress, density=cfg.density, bits=cfg.bits,
+                    seed=client_seed(cfg.seed, client, stream), rank=client)
+            payload += tuple(self.mirrors[key].compress(self.zeros)[len(self.bufs):])
+        return self.codec.decompress(payload, (self.d,), out=self.out)
+
+    def aggregate(self, up, plan, sizes, algo, acc, acc_c, size: int, t: int) -> None:
+        """The average of round ``t``'s answering clients' updates into ``acc`` (and
+        SCAFFOLD's sum_k n_k/n Delta c_k into ``acc_c``), received in client-id order from the
+        ranks holding them (client k on rank k mod ``size``; ``sizes``: n_k); with DP, the
+        clipped updates' sum plus Gaussian noise of std Z S, over their number."""
+        acc.fill(0)
+        acc_c.fill(0)
+        answered = plan.answered
+        cfg = self.cfg
+        dp = cfg.dp_clip is not None
+        total = float(sizes[answered].sum())
+        for k in answered.tolist():
+            w = 1.0 if dp else sizes[k] / total
+            dec = self.receive(up, k % size, k, 0)
+            np.multiply(dec, w, out=dec)
+            np.add(acc, dec, out=acc)
+            if algo.scaffold:
+                dec = self.receive(up, k % size, k, 1)
+                np.multiply(dec, sizes[k] / sizes.sum(), out=dec)
+                np.add(acc_c, dec, out=acc_c)
+        if dp:
+            noise = np.random.default_rng([cfg.seed, t, 0xD9]).normal(
+                0.0, cfg.dp_noise * cfg.dp_clip, acc.shape[0])
+            np.add(acc, noise.astype(acc.dtype), out=acc)
+            np.multiply(acc, 1.0 / answered.size, out=acc)
+
+
+__all__ = ["ALGORITHMS", "FedAvg", "FedSGD", "FedProx", "FedAvgM", "FedAdam", "Scaffold",
+           "Uplink"]

@@ -18,10 +18,13 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
+from distbench import command
 from distbench.algorithms.federated import (
     ALGORITHMS,
+    OPTIONS,
     PARTITIONS,
     FedConfig,
+    FedDiverged,
     label_counts,
     make_clients,
     make_partition,
@@ -37,47 +40,17 @@ from distbench.analysis.tables import (
     fed_series,
     fed_summary_row,
 )
-from distbench.benchmarks.sgd import ensure_dataset, reached
-from distbench.benchmarks.sweep import Run
-from distbench.command import (
-    Job,
-    algorithm_options,
-    check_algorithm_options,
-    check_training_options,
-    compressor_options,
-    csv_list,
-    output_options,
-    problem_options,
-    seed_option,
-    training_options,
-    with_options,
-)
+from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, ensure_dataset, reached
+from distbench.benchmarks.sweep import Run, check_duration
+from distbench.command import Job, algorithm_options, csv_list, with_options
 from distbench.console import print_table
-from distbench.registry import Option
 from distbench.results import env_line
-from distbench.runtime import UsageError, get_backend, mpi
+from distbench.runtime import UsageError, eprint, get_backend, mpi
 
-# The command's own numeric options, declared like an algorithm's (FedConfig checks them).
-ROUND_OPTIONS = {o.name: o for o in (
-    Option("rounds", int, 50, "R: communication rounds per algorithm."),
-    Option("clients", int, 100, "M: simulated clients, client k on rank k mod N."),
-    Option("fraction", float, 0.1, "C in (0, 1]: ceil(C M) clients sampled per round."),
-    Option("local_epochs", int, 5, "E: local epochs per round."),
-    Option("local_batch", int, 10, "B: local minibatch; 0: all of a client's data (E=1, "
-           "B=0 is FedSGD)."),
-    Option("lr", float, 0.1, "Client learning rate eta_l."),
-)}
-CLIENT_OPTIONS = {o.name: o for o in (
-    Option("slow_fraction", float, 0.0, "Share of the sampled clients that do only part "
-           "(uniform) of their local steps each round."),
-    Option("dropout", float, 0.0, "Share in [0, 1) of the sampled clients that never answer "
-           "in a round."),
-)}
-DP_OPTIONS = {o.name: o for o in (
-    Option("dp_clip", float, None, "DP-FedAvg: clip every update to this L2 norm S."),
-    Option("dp_noise", float, 0.0, "DP-FedAvg: Gaussian noise of std Z*S on the sum."),
-    Option("eval_every", int, 1, "Evaluate every N rounds (the last one always)."),
-)}
+# The round loop's options, in the order --help shows them.
+ROUND_OPTIONS, CLIENT_OPTIONS, DP_OPTIONS = ({n: OPTIONS[n] for n in names} for names in (
+    ("rounds", "clients", "fraction", "local_epochs", "local_batch", "lr"),
+    ("slow_fraction", "dropout"), ("dp_clip", "dp_noise", "eval_every")))
 _TABLE_ROWS = 12  # rows per algorithm in the live table (every row is in the results)
 
 
@@ -91,10 +64,21 @@ def validate(cfg) -> None:
     cfg.algorithms = ALGORITHMS.require(cfg.algorithms, "--algorithm")
     PARTITIONS.require([cfg.partition], "--partition", allow_all=False)
     options = vars(cfg)
-    check_algorithm_options(ALGORITHMS.options(), options)
-    check_algorithm_options(PARTITIONS.options(), options)
-    fed_config(cfg).check(any(ALGORITHMS[n].scaffold for n in cfg.algorithms))
-    check_training_options(cfg)
+    command.check_algorithm_options(ALGORITHMS.options(), options)
+    command.check_algorithm_options(PARTITIONS.options(), options)
+    fcfg = fed_config(cfg)
+    fcfg.check(any(ALGORITHMS[n].scaffold for n in cfg.algorithms))
+    command.check_training_options(cfg)
+    check_duration(_local_steps(cfg, fcfg, 1) * STEP_LOWER_BOUND_S, cfg.max_time,
+                   "this federated run")
+
+
+def _local_steps(cfg, fcfg: FedConfig, mean_steps: float) -> float:
+    """Local steps of the whole run when a client takes ``mean_steps`` per epoch: the bound
+    of --max-time (FedSGD: one per client and round)."""
+    per_client = sum(1 if ALGORITHMS[n].full_batch else cfg.local_epochs * mean_steps
+                     for n in cfg.algorithms)
+    return cfg.rounds * fcfg.sampled() * per_client
 
 
 def validate_mpi(cfg, data: dict, comm) -> None:
@@ -105,8 +89,13 @@ def validate_mpi(cfg, data: dict, comm) -> None:
     if tag_ub is not None and cfg.clients - 1 > tag_ub:
         raise UsageError(f"--clients {cfg.clients}: client ids are MPI tags, and this MPI's "
                          f"tags stop at {tag_ub}")
-    data["parts"] = make_partition(cfg.partition, dataset.y_train, cfg.clients, cfg.seed,
-                                   **{k: getattr(cfg, k) for k in PARTITIONS.options()})
+    parts = data["parts"] = make_partition(
+        cfg.partition, dataset.y_train, cfg.clients, cfg.seed,
+        **{k: getattr(cfg, k) for k in PARTITIONS.options()})
+    B = cfg.local_batch
+    per_epoch = np.mean([-(-p.size // B) if 0 < B < p.size else 1 for p in parts])
+    check_duration(_local_steps(cfg, fed_config(cfg), per_epoch) * STEP_LOWER_BOUND_S,
+                   cfg.max_time, "this federated run")
 
 
 def summary(rows: list[dict], result, cfg, algo) -> dict:
@@ -187,7 +176,10 @@ def _run(cfg, data: dict, comm, argv: list[str]) -> int:
                     writer.append(pending)
                     pending.clear()
 
-            result = run_federated(comm, problem, parts, algo, fcfg, on_eval, clients)
+            try:
+                result = run_federated(comm, problem, parts, algo, fcfg, on_eval, clients)
+            except FedDiverged as exc:  # raised on every rank alike: no Abort needed
+                return _diverged(exc, run, {**tag, "kind": "summary"}, rows, pending)
         if not root:
             continue
         s = {**base, **summary(rows, result, cfg, algo)}
@@ -203,6 +195,19 @@ def _run(cfg, data: dict, comm, argv: list[str]) -> int:
              [fed_summary_row(s) for s in summaries],
              _caption(cfg, run.env, writer, problem, dataset, parts, counts) if root else "")
     return 0
+
+
+def _diverged(exc: FedDiverged, run, tag: dict, rows: list, pending: list) -> int:
+    """End the run on a divergence: the rounds not yet written, a summary saying where, the
+    results marked incomplete, one line; exit code 1."""
+    if run.root:
+        last = rows[-1] if rows else {}
+        run.writer.append([*pending, {**tag, "diverged_at_round": exc.step,
+                                      "final_loss": last.get("train_loss"),
+                                      "final_test_acc": last.get("test_acc")}])
+        run.writer.mark_incomplete(str(exc))
+        eprint(f"Error: {exc}; results: {run.writer.path}")
+    return 1
 
 
 def _caption(cfg, env, writer, problem, dataset, parts, counts) -> str:
@@ -239,14 +244,15 @@ def _caption(cfg, env, writer, problem, dataset, parts, counts) -> str:
 @with_options(algorithm_options(CLIENT_OPTIONS))
 @click.option("--compress", default="none", show_default=True,
               help="Compressor of the clients' uploads (none, fp16, qsgd, sign, topk, randk).")
-@with_options(compressor_options(
+@with_options(command.compressor_options(
     "Kept fraction for topk/randk.",
     "Residual memory per client [default: on for sign/topk/randk, off otherwise]."))
 @with_options(algorithm_options(DP_OPTIONS))
-@with_options(problem_options())
-@with_options(training_options("rounds, bytes and time"))
-@seed_option("Seed of every random choice (partition, samples, local batches, noise).")
-@with_options(output_options("fedavg", json_help="Print the records as JSON on stdout "
+@with_options(command.problem_options())
+@with_options(command.training_options("rounds, bytes and time"))
+@command.seed_option("Seed of every random choice (partition, samples, local batches, noise).")
+@with_options(command.watch_options("evaluation interval (the rounds between two evaluations)"))
+@with_options(command.output_options("fedavg", json_help="Print the records as JSON on stdout "
                              "(tables go to stderr).", quiet_help="No tables, no progress bar."))
 def fedavg_command(algorithms, as_json, **options):
     """Federated learning with many simulated clients: FedSGD, FedAvg, FedProx, FedAvgM,
@@ -256,4 +262,5 @@ def fedavg_command(algorithms, as_json, **options):
     validate(cfg)
     data = {"dataset": None if cfg.dataset in BUILTIN else load_dataset(cfg.dataset, cfg.seed)}
     return Job("fedavg", vars(cfg), lambda comm, argv: run(cfg, data, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, data, comm))
+               validate=lambda comm: validate_mpi(cfg, data, comm), timeout=cfg.timeout,
+               output=cfg.output)
