@@ -269,7 +269,9 @@ def _run(comm, problem, parts: list, algo, cfg: FedConfig, on_eval, clients) -> 
             records.append(rec)
             if on_eval is not None:
                 on_eval(rec)
-        if not comm.bcast(finite(rec, x) if root else None, root=0):
+        ok[0] = finite(rec, x) if root else 0
+        comm.Bcast(ok, root=0)  # every rank stops alike
+        if not ok[0]:
             for proxy in (down, up):
                 proxy.comm.Free()
             raise FedDiverged(algo.name, t)
@@ -280,6 +282,7 @@ def _run(comm, problem, parts: list, algo, cfg: FedConfig, on_eval, clients) -> 
     warm_up(problem, max(B, 1))
     comm.Barrier()
     last = [0.0]  # training seconds at the previous evaluation
+    ok = np.zeros(1, dtype=np.int8)  # rank 0's verdict: the model is finite
     clock = Clock()
     evaluate(0, None)
     for t in range(1, cfg.rounds + 1):

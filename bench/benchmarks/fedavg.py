@@ -161,7 +161,8 @@ def _run(cfg, data: dict, comm, argv: list[str]) -> int:
     summaries = []
     for name in cfg.algorithms:
         algo = ALGORITHMS.create(name, **algo_options)
-        tag = {"kind": "eval", **base, "algorithm": name, "options": algo.options()}
+        tag = {"kind": "eval", **base, "algorithm": name, "options": algo.options(),
+               "source": ALGORITHMS.source(name)}
         tag["series"] = fed_series(tag)
         rows: list = []
         pending: list = []
