@@ -41,7 +41,8 @@ def problem(digits):
 def _run(problem, parts, name, comm=None, **kwargs):
     options = {k: kwargs.pop(k) for k in ("mu", "server_lr", "server_momentum")
                if k in kwargs}
-    cfg = FedConfig(clients=len(parts), **kwargs)
+    cfg = FedConfig(**{"clients": len(parts), "fraction": 1.0, "local_epochs": 1,
+                       "local_batch": 0, **kwargs})  # every client, FedSGD's work unless told
     return run_federated(comm or _self(), problem, parts, ALGORITHMS.create(name, **options),
                          cfg)
 
@@ -216,7 +217,7 @@ def test_round_plan_is_seeded_and_counts_dropouts_and_slow_clients():
     assert np.array_equal(plan.sampled, again.sampled) and plan.slow == again.slow
     assert not np.array_equal(plan.sampled, plan_round(cfg, 4).sampled)
     # 0.29 x 100 clients drop 29, and never all of them
-    assert plan_round(FedConfig(clients=100, dropout=0.29), 1).answered.size == 71
+    assert plan_round(FedConfig(clients=100, fraction=1.0, dropout=0.29), 1).answered.size == 71
     assert plan_round(FedConfig(clients=3, fraction=0.5, dropout=0.99), 1).answered.size == 1
     k = next(iter(plan.slow))
     assert 1 <= plan.cap(k, 10) <= 10 and plan.cap(-1, 10) is None

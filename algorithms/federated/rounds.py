@@ -81,7 +81,8 @@ OPTIONS = {o.name: o for o in (
 
 @dataclass
 class FedConfig:
-    """One algorithm's federated run (the options of ``distbench fedavg``).
+    """One algorithm's federated run (the options of ``distbench fedavg``, with its defaults:
+    :data:`OPTIONS` and the compressor options').
 
     Attributes: rounds R; clients M; fraction C in (0, 1] sampled per round; local_epochs E and
     local_batch B (0 = all of a client's data); lr, the clients' rate eta_l; slow_fraction and
@@ -91,21 +92,21 @@ class FedConfig:
     evaluated); seed.
     """
 
-    rounds: int = 10
-    clients: int = 10
-    fraction: float = 1.0
-    local_epochs: int = 1
-    local_batch: int = 0
-    lr: float = 0.1
-    slow_fraction: float = 0.0
-    dropout: float = 0.0
+    rounds: int = OPTIONS["rounds"].default
+    clients: int = OPTIONS["clients"].default
+    fraction: float = OPTIONS["fraction"].default
+    local_epochs: int = OPTIONS["local_epochs"].default
+    local_batch: int = OPTIONS["local_batch"].default
+    lr: float = OPTIONS["lr"].default
+    slow_fraction: float = OPTIONS["slow_fraction"].default
+    dropout: float = OPTIONS["dropout"].default
     compress: str = "none"
     density: float = 0.01
     bits: int = 8
     error_feedback: bool | None = None
-    dp_clip: float | None = None
-    dp_noise: float = 0.0
-    eval_every: int = 1
+    dp_clip: float | None = OPTIONS["dp_clip"].default
+    dp_noise: float = OPTIONS["dp_noise"].default
+    eval_every: int = OPTIONS["eval_every"].default
     seed: int = 0
 
     def check(self, scaffold: bool = False) -> None:
