@@ -116,6 +116,8 @@ def test_benchmark_run_writes_partition_rounds_and_summaries(digits, tmp_path):
         assert s["final_test_acc"] == rows[-1]["test_acc"] and s["final_gap"] > 0
         assert s["bytes_up"] == rows[-1]["bytes_up"] == sum(s["bytes_up_per_rank"])
         assert s["round_to_target"] in (None, 2, 4, 6)
+        low, high = s["rounds_per_s_ci"]  # a bootstrap over the 3 evaluation intervals
+        assert 0 < low <= high and s["wall_s_ci"][0] <= s["wall_s_ci"][1]
         assert all(r["answered"] == 10 and r["clients"] == 20 for r in rows[1:])
     assert sums[2]["bytes_up"] == 2 * sums[1]["bytes_up"]  # SCAFFOLD: Delta y and Delta c
     assert (folder / "results.csv").read_text().count("\n") == len(recs) + 1

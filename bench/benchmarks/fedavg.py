@@ -40,7 +40,7 @@ from distbench.analysis.tables import (
     fed_series,
     fed_summary_row,
 )
-from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, ensure_dataset, reached
+from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, ensure_dataset, rate_interval, reached
 from distbench.benchmarks.sweep import Run, check_duration
 from distbench.command import Job, algorithm_options, csv_list, with_options
 from distbench.console import print_table
@@ -102,6 +102,7 @@ def summary(rows: list[dict], result, cfg, algo) -> dict:
     """The summary row of one algorithm (final values, totals, rounds/bytes/time to target)."""
     last = rows[-1]
     hit = next((r for r in rows if reached(r, cfg)), None)
+    rate_ci = rate_interval(rows, "round")
     return {
         "kind": "summary", "algorithm": algo.name, "series": last["series"],
         "options": algo.options(), "rounds": result.rounds,
@@ -110,6 +111,9 @@ def summary(rows: list[dict], result, cfg, algo) -> dict:
         "bytes_up": last["bytes_up"], "bytes_down": last["bytes_down"],
         "bytes_up_per_rank": result.bytes_up_per_rank, "wall_s": result.wall_s,
         "rounds_per_s": result.rounds / result.wall_s if result.wall_s > 0 else None,
+        "rounds_per_s_ci": rate_ci,
+        "wall_s_ci": [result.rounds / rate_ci[1], result.rounds / rate_ci[0]] if rate_ci
+        and rate_ci[0] > 0 else None,
         "round_to_target": hit["round"] if hit else None,
         "bytes_up_to_target": hit["bytes_up"] if hit else None,
         "bytes_down_to_target": hit["bytes_down"] if hit else None,

@@ -217,11 +217,11 @@ def reached(rec: dict, cfg: SGDBenchConfig) -> bool:
     return ok_loss and ok_acc
 
 
-def rate_interval(records: list[dict]) -> list[float] | None:
-    """95 % interval of the updates per second, a bootstrap over the evaluation intervals
-    (each interval's updates and training seconds resampled together: a ratio estimator);
-    None with fewer than two intervals."""
-    steps = np.diff([r["step"] for r in records]).astype(np.float64)
+def rate_interval(records: list[dict], unit: str = "step") -> list[float] | None:
+    """95 % interval of the updates (the records' ``unit``: ``step``, or ``round`` for fedavg)
+    per second, a bootstrap over the evaluation intervals (each interval's updates and training
+    seconds resampled together: a ratio estimator); None with fewer than two intervals."""
+    steps = np.diff([r[unit] for r in records]).astype(np.float64)
     secs = np.diff([r["wall_s"] for r in records]).astype(np.float64)
     keep = secs > 0
     steps, secs = steps[keep], secs[keep]
