@@ -47,6 +47,8 @@ COMMANDS = {
             "Synchronous, local and asynchronous SGD on real data: convergence."),
     "fedavg": ("distbench.benchmarks.fedavg", "fedavg_command",
                "Federated learning: many clients, sampling, non-IID data, FedProx, SCAFFOLD."),
+    "parallel": ("distbench.benchmarks.parallel", "parallel_command",
+                 "A training step under data, ZeRO, tensor and pipeline parallelism."),
     "info": ("distbench.benchmarks.info", "info_command",
              "MPI library, versions, hosts, GPUs; memcpy and np.add bandwidth."),
     "report": ("distbench.analysis.report", "report_command",
@@ -110,6 +112,10 @@ def _parse(argv: list[str]):
         return 2, str(exc)
     except click.ClickException as exc:
         return 2, exc.format_message()
+    except DistbenchError as exc:
+        return 1, str(exc)
+    except Exception as exc:  # a bug in a command's checks: one line, not a traceback
+        return 1, f"{type(exc).__name__}: {exc}"
     if isinstance(result, Job):
         return result, None
     return (result if isinstance(result, int) else 0), None

@@ -216,6 +216,50 @@ def abridge(rows: list, most: int) -> list:
     return [rows[i] for i in picks]
 
 
+# ----------------------------------------------------------------------------- parallel
+
+PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
+                    ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
+                    ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
+                    ("tp MB", "right"), ("pp MB", "right"), ("memory GiB", "right"),
+                    ("bubble", "right")]
+
+
+def _mb(rec: dict, cls: str) -> str:
+    counted, formula = rec.get(f"bytes_{cls}"), rec.get(f"bytes_{cls}_formula")
+    if not counted and not formula:
+        return "-"
+    return f"{fmt_num(counted / 1e6)} / {fmt_num(formula / 1e6)}"
+
+
+def parallel_row(rec: dict, place: int) -> list[str]:
+    """A ``parallel`` step record as a row of :data:`PARALLEL_COLUMNS` (``place``: its rank
+    by step time)."""
+    bubble = "-" if rec["pp"] == 1 else \
+        f"{100 * rec['bubble']:.0f} % ({100 * rec['bubble_formula']:.0f} %)"
+    return [str(place), rec["layout"], str(rec["zero"]), f"{rec['bucket_mb']:g}",
+            with_ci(rec["step_s"] * 1e3, [x * 1e3 for x in rec["step_s_ci"]]),
+            fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["exposed_s"] * 1e3),
+            f"{rec['efficiency']:.2f}" if rec.get("efficiency") is not None else "-",
+            _mb(rec, "dp"), _mb(rec, "tp"), _mb(rec, "pp"),
+            fmt_num(rec["memory_bytes"] / 2**30), bubble]
+
+
+PARALLEL_MEMORY_COLUMNS = [("layout DxTxP", "left"), ("ZeRO", "right"),
+                           ("params/rank", "right"), ("params GiB", "right"),
+                           ("grads GiB", "right"), ("optimizer GiB", "right"),
+                           ("activations GiB", "right"), ("total GiB", "right")]
+
+
+def parallel_memory_row(rec: dict) -> list[str]:
+    """A ``parallel --memory-only`` record as a row of :data:`PARALLEL_MEMORY_COLUMNS`."""
+    gib = 2.0 ** 30
+    return [rec["layout"], str(rec["zero"]), f"{rec['params_per_rank'] / 1e6:.4g}M",
+            *(fmt_num(rec[f"memory_{k}_bytes"] / gib) for k in
+              ("params", "grads", "optimizer", "activations")),
+            fmt_num(rec["memory_bytes"] / gib)]
+
+
 # ----------------------------------------------------------------------------- model fits
 
 def _bw(x: float) -> str:

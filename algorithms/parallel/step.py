@@ -1,0 +1,315 @@
+"""One training step's communication on MPI, on real buffers of the real sizes, with the
+compute stood in for: data parallelism with gradient buckets (DDP), ZeRO 1-3, Megatron-LM
+tensor parallelism and a pipeline (1F1B or GPipe) over D x T x P ranks.
+
+What a rank (d, t, s) does, micro-batch by micro-batch in its stage's schedule
+(:mod:`.pipeline`):
+
+* forward of micro-batch i: receive the activation from stage s-1; per layer: (ZeRO 3:
+  allgather the layer's parameters in the data group) half the layer's compute, an AllReduce
+  of the b S H activation in the tensor group, the other half, another AllReduce (Shoeybi et
+  al. 2019, section 3: after the attention block and after the MLP); the logits on the last
+  stage; send the activation to stage s+1 (``Isend``);
+* backward of micro-batch i: receive the gradient from stage s+1; the layers in reverse, each
+  twice its forward's compute with the same two AllReduces; on the step's last micro-batch each
+  gradient bucket (:mod:`.buckets`) whose layers are all done starts its exchange at once
+  (``--overlap``: nonblocking, progressed by ``Test`` while the compute goes on) or after the
+  backward (no overlap); send the gradient to stage s-1;
+* after the schedule: wait for the buckets' exchanges: an AllReduce (ZeRO 0) or a
+  reduce-scatter (ZeRO 1-3) per bucket in the data group; the optimizer's update of the
+  rank's (shard of the) parameters; ZeRO 1 and 2 then allgather the updated parameters.
+
+The compute is either ``device``: the time FLOPs / ``tflops`` passes without using the host CPU
+(short sleeps, testing the in-flight requests in between: how an accelerator computes while the
+host drives the network), or ``host``: NumPy matmuls of the layer's shape, really computed,
+with the tests between them. The buffers have the model's sizes but not its values (zeros of
+an integer type of ``param_bytes`` bytes, summed exactly); each pipeline message carries its
+micro-batch's number so the receiver checks that every activation and gradient arrived.
+
+Bytes are counted per traffic class by a :class:`~distbench.comm.CountingComm` on each group;
+:class:`~distbench.algorithms.parallel.traffic.RankPlan` gives the closed forms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distbench.algorithms.parallel.buckets import MIB, make_buckets
+from distbench.algorithms.parallel.pipeline import schedule
+from distbench.algorithms.parallel.traffic import RankPlan
+from distbench.collectives import get_collective
+from distbench.comm import CountingComm
+from distbench.runtime import mpi
+
+WORD = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}  # a parameter's bytes -> a type
+UPDATE_FLOPS = 10.0  # per parameter of the shard: Adam's update
+POLL_S = 50e-6       # the stand-in accelerator's compute is cut into sleeps of this much
+TAG_ACT, TAG_GRAD = 0x5041, 0x5047
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """How the step runs (the layout and the model are in the :class:`RankPlan`).
+
+    Attributes:
+        bucket_mb: DDP's bucket cap in MiB (25 in PyTorch).
+        overlap: start each bucket's exchange as soon as its gradients are ready.
+        compute: ``device`` (stand-in accelerator) or ``host`` (NumPy matmuls).
+        tflops: the stand-in accelerator's speed in 1e12 FLOP/s (``device``).
+        dp_algo, tp_algo: registered algorithms of the data-parallel collectives (AllReduce,
+            reduce-scatter, allgather by that name) and of the tensor group's AllReduce.
+    """
+
+    bucket_mb: float = 25.0
+    overlap: bool = True
+    compute: str = "device"
+    tflops: float = 100.0
+    dp_algo: str = "native"
+    tp_algo: str = "native"
+
+
+@dataclass
+class StepTimes:
+    """One rank's seconds in one step, by where they went."""
+
+    step: float = 0.0
+    compute: float = 0.0
+    pp_wait: float = 0.0
+    tp: float = 0.0
+    dp: float = 0.0
+    gather: float = 0.0
+    in_flight: float = 0.0
+    bytes: dict = field(default_factory=dict)
+    pp_wrong: int = 0
+
+
+class Progress:
+    """Nonblocking exchanges in flight, tested while the rank computes."""
+
+    def __init__(self):
+        self.pending: list = []  # [request, start time]
+        self.in_flight = 0.0     # seconds between start and completion, summed
+
+    def add(self, req) -> None:
+        self.pending.append([req, time.perf_counter()])
+
+    def poll(self) -> None:
+        if not self.pending:
+            return
+        now, keep = time.perf_counter(), []
+        for item in self.pending:
+            if item[0].Test():
+                self.in_flight += now - item[1]
+            else:
+                keep.append(item)
+        self.pending = keep
+
+    def wait(self) -> None:
+        for req, t0 in self.pending:
+            req.Wait()
+            self.in_flight += time.perf_counter() - t0
+        self.pending = []
+
+
+class Compute:
+    """The stand-in for a layer's compute (see the module docstring)."""
+
+    def __init__(self, cfg: StepConfig, plan: RankPlan, progress: Progress):
+        self.cfg, self.progress = cfg, progress
+        m, tp = plan.model, plan.layout.tp
+        if cfg.compute == "host":
+            cols = max(1, m.hidden // tp)
+            self.a = np.ones((m.tokens, m.hidden), dtype=np.float32)
+            self.w = np.ones((m.hidden, cols), dtype=np.float32)
+            self.c = np.empty((m.tokens, cols), dtype=np.float32)
+            self.per_matmul = 2.0 * m.tokens * m.hidden * cols
+        self.seconds = 0.0
+
+    def run(self, flops: float) -> None:
+        t0 = time.perf_counter()
+        if self.cfg.compute == "host":
+            for _ in range(max(0, round(flops / self.per_matmul))):
+                np.matmul(self.a, self.w, out=self.c)
+                self.progress.poll()
+        else:
+            end = t0 + flops / (self.cfg.tflops * 1e12)
+            while True:
+                self.progress.poll()
+                left = end - time.perf_counter()
+                if left <= 0:
+                    break
+                time.sleep(min(left, POLL_S))
+        self.seconds += time.perf_counter() - t0
+
+
+class Step:
+    """One rank's training step, built once and run repeatedly (collective over ``comm``).
+
+    Args:
+        comm: the job's communicator (D T P ranks).
+        plan: this rank's :class:`RankPlan` (model, layout, ZeRO stage, schedule).
+        cfg: :class:`StepConfig`.
+
+    Raises:
+        UsageError: an algorithm name not registered for one of the collectives it must run.
+    """
+
+    def __init__(self, comm, plan: RankPlan, cfg: StepConfig):
+        self.plan, self.cfg = plan, cfg
+        lay, model = plan.layout, plan.model
+        data, tensor, pipe = lay.groups(comm)
+        self._raw = (data, tensor, pipe)
+        self.data, self.tensor, self.pipe = (CountingComm(c) for c in self._raw)
+        self.word = WORD[model.param_bytes]
+        self.D, self.T, self.P = lay.dp, lay.tp, lay.pp
+        self.layers = plan.layer_elements()
+        self.buckets = make_buckets(self.layers, _cap(cfg.bucket_mb, model.param_bytes, self.D))
+        counts = [_multiple(b.count, self.D) for b in self.buckets]
+        self.grad = np.zeros(sum(counts), dtype=self.word)
+        self.views = _views(self.grad, counts)
+        self.sums = _views(np.zeros_like(self.grad), counts)  # ZeRO 0: the AllReduce's output
+        self.shards = [np.zeros(c // self.D, dtype=self.word) for c in counts]
+        self.act = np.zeros(model.activation_elements(), dtype=self.word)
+        self.act_out = np.zeros_like(self.act)
+        self.pp_out = [np.zeros_like(self.act) for _ in range(model.micro_batches)]
+        self.pp_in = np.zeros_like(self.act)
+        lay_counts = [_multiple(n, self.D) for n in self.layers]
+        self.full = np.zeros(max(lay_counts, default=1), dtype=self.word)
+        self.part = np.zeros(max(lay_counts, default=1) // self.D or 1, dtype=self.word)
+        self.lay_counts = lay_counts
+        self._bind(cfg)
+
+    def _bind(self, cfg: StepConfig) -> None:
+        ar = get_collective("allreduce").registry
+        self.tp_allreduce = ar.bind(cfg.tp_algo)
+        if self.plan.zero == 0:
+            self.dp_start, self.dp_call = ar.bind_start(cfg.dp_algo), ar.bind(cfg.dp_algo)
+        else:
+            rs = get_collective("reduce-scatter").registry
+            self.dp_start, self.dp_call = rs.bind_start(cfg.dp_algo), rs.bind(cfg.dp_algo)
+        self.allgather = get_collective("allgather").registry.bind(cfg.dp_algo)
+
+    def free(self) -> None:
+        """Free the group communicators (collective)."""
+        for c in self._raw:
+            c.Free()
+
+    # ------------------------------------------------------------------ the step
+    def run(self) -> StepTimes:
+        """Run one step; returns this rank's :class:`StepTimes` (bytes by class)."""
+        for c in (self.data, self.tensor, self.pipe):
+            c.reset()
+        out, progress = StepTimes(), Progress()
+        compute = Compute(self.cfg, self.plan, progress)
+        plan, model = self.plan, self.plan.model
+        s, m = plan.stage, model.micro_batches
+        layer_f = model.layer_forward_flops() / self.T
+        sends, started = [], set()
+        t_step = time.perf_counter()
+        for kind, mb in schedule(plan.schedule, s, self.P, m):
+            if kind == "F":
+                self._recv(mb, s - 1, TAG_ACT, out)
+                for j in range(len(self.layers)):
+                    self._gather(j, out)
+                    self._layer(compute, layer_f, out)
+                if s == self.P - 1:
+                    compute.run(model.logit_forward_flops() / self.T)
+                sends.append(self._send(mb, s + 1, TAG_ACT))
+            else:
+                self._recv(mb, s + 1, TAG_GRAD, out)
+                if s == self.P - 1:
+                    compute.run(2 * model.logit_forward_flops() / self.T)
+                for j in reversed(range(len(self.layers))):
+                    self._gather(j, out)
+                    self._layer(compute, 2 * layer_f, out)
+                    if mb == m - 1 and self.cfg.overlap:
+                        self._start_ready(j, started, progress)
+                sends.append(self._send(mb, s - 1, TAG_GRAD))
+        t0 = time.perf_counter()
+        self._start_ready(-1, started, progress)  # no overlap: every bucket, now
+        progress.wait()
+        out.dp += time.perf_counter() - t0
+        compute.run(UPDATE_FLOPS * self.grad.shape[0] / (self.D if plan.zero else 1))
+        if plan.zero in (1, 2):
+            t0 = time.perf_counter()
+            for shard, view in zip(self.shards, self.views, strict=True):
+                self.allgather(self.data, shard, view)
+            out.dp += time.perf_counter() - t0
+        mpi().Request.Waitall([r for r in sends if r is not None])
+        out.step = time.perf_counter() - t_step
+        out.compute, out.in_flight = compute.seconds, progress.in_flight
+        out.bytes = {name: c.bytes_sent + c.collective_bytes
+                     for name, c in (("dp", self.data), ("tp", self.tensor), ("pp", self.pipe))}
+        return out
+
+    def _layer(self, compute: Compute, flops: float, out: StepTimes) -> None:
+        """Half the layer, the tensor group's AllReduce, the other half, another one."""
+        for _ in range(2):
+            compute.run(flops / 2)
+            if self.T > 1:
+                t0 = time.perf_counter()
+                self.tp_allreduce(self.tensor, self.act, self.act_out)
+                out.tp += time.perf_counter() - t0
+
+    def _gather(self, j: int, out: StepTimes) -> None:
+        """ZeRO 3: the layer's parameters from every data-parallel rank's shard."""
+        if self.plan.zero != 3 or self.D == 1:
+            return
+        t0 = time.perf_counter()
+        n = self.lay_counts[j]
+        self.allgather(self.data, self.part[: n // self.D], self.full[:n])
+        out.gather += time.perf_counter() - t0
+
+    def _start_ready(self, layer: int, started: set, progress: Progress) -> None:
+        """Start the exchange of every bucket ready once ``layer``'s backward is done (-1:
+        every bucket not yet started)."""
+        for k, b in enumerate(self.buckets):
+            if k in started or (layer >= 0 and b.ready_after != layer):
+                continue
+            started.add(k)
+            if self.D == 1:
+                continue
+            recv = self.sums[k] if self.plan.zero == 0 else self.shards[k]
+            progress.add(self.dp_start(self.data, self.views[k], recv))
+
+    def _recv(self, mb: int, peer: int, tag: int, out: StepTimes) -> None:
+        if not 0 <= peer < self.P:
+            return
+        t0 = time.perf_counter()
+        self.pipe.Recv(self.pp_in, peer, tag + mb)
+        out.pp_wait += time.perf_counter() - t0
+        if self.pp_in.size and int(self.pp_in[0]) != (mb % 100) + 1:
+            out.pp_wrong += 1
+
+    def _send(self, mb: int, peer: int, tag: int):
+        if not 0 <= peer < self.P:
+            return None
+        buf = self.pp_out[mb]
+        if buf.size:
+            buf[0] = (mb % 100) + 1  # the receiver checks which micro-batch arrived
+        return self.pipe.Isend(buf, peer, tag + mb)
+
+
+def _cap(bucket_mb: float, param_bytes: int, data_ranks: int) -> int:
+    """The bucket cap in elements, a multiple of the data group's size."""
+    n = max(1, int(bucket_mb * MIB) // param_bytes)
+    return max(data_ranks, n // data_ranks * data_ranks)
+
+
+def _multiple(n: int, q: int) -> int:
+    """``n`` rounded up to a multiple of ``q`` (a reduce-scatter splits into q equal blocks)."""
+    return -(-n // q) * q
+
+
+def _views(buf: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    out, lo = [], 0
+    for c in counts:
+        out.append(buf[lo: lo + c])
+        lo += c
+    return out
+
+
+__all__ = ["Compute", "Progress", "Step", "StepConfig", "StepTimes"]

@@ -1,0 +1,406 @@
+"""``distbench parallel``: the communication of one training step of a GPT-style model under
+data, ZeRO, tensor and pipeline parallelism, measured on real MPI traffic, with the gradient
+buckets overlapped with the backward pass.
+
+Every configuration of the sweep (``--layouts`` x ``--zero`` x ``--bucket-mb``) runs
+``--steps`` steps after ``--warmup-steps`` (:class:`distbench.algorithms.parallel.step.Step`)
+and becomes one record: the step time (the slowest rank's, median over the steps, with its
+95 % interval), the compute, the communication exposed beyond it, E = T_compute / T_step,
+bytes sent per rank by traffic class (counted, beside the closed form of
+:mod:`distbench.algorithms.parallel.traffic`), memory per rank (ZeRO) and the pipeline bubble
+(measured, beside (P-1)/(m+P-1)). The table ranks the configurations by step time.
+``--memory-only`` does the memory arithmetic for any model and rank count without running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+
+import click
+import numpy as np
+
+from distbench import watchdog
+from distbench.algorithms.parallel.layout import Layout
+from distbench.algorithms.parallel.model import Transformer
+from distbench.algorithms.parallel.pipeline import SCHEDULES, bubble_fraction
+from distbench.algorithms.parallel.step import Step, StepConfig
+from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
+from distbench.analysis.tables import (
+    PARALLEL_COLUMNS,
+    PARALLEL_MEMORY_COLUMNS,
+    parallel_memory_row,
+    parallel_row,
+)
+from distbench.benchmarks.sweep import Run, check_duration
+from distbench.collectives import get_collective
+from distbench.command import (
+    DEFAULT_MAX_TIME,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Job,
+    Number,
+    csv_list,
+    output_options,
+    watch_options,
+    with_options,
+)
+from distbench.console import print_table
+from distbench.metrics import interval
+from distbench.results import env_line
+from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size
+
+
+@dataclass
+class ParallelConfig:
+    """Parsed options of ``distbench parallel``."""
+
+    model: dict = field(default_factory=dict)   # Transformer's fields
+    layouts: list | None = None                 # "DxTxP" texts; None: --dp/--tp/--pp
+    dp: int | None = None
+    tp: int = 1
+    pp: int = 1
+    zero: list = field(default_factory=lambda: [0])
+    bucket_mb: list = field(default_factory=lambda: [25.0])
+    overlap: bool = True
+    schedule: str = "1f1b"
+    dp_algo: str = "native"
+    tp_algo: str = "native"
+    compute: str = "device"
+    tflops: float = 100.0
+    ranks_per_node: int | None = None
+    steps: int = 5
+    warmup_steps: int = 1
+    memory_only: bool = False
+    ranks: int | None = None
+    timeout: float | None = None
+    max_time: float = DEFAULT_MAX_TIME
+    output: str = "results"
+    json: bool = False
+    quiet: bool = False
+
+    def transformer(self) -> Transformer:
+        opts = dict(self.model)
+        params = opts.pop("params", None)
+        if params is not None:
+            return Transformer.from_params(params, **opts)
+        return Transformer(**opts)
+
+    def layout_list(self, ranks: int) -> list[Layout]:
+        """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp)."""
+        if self.layouts:
+            return [Layout.parse(t) for t in self.layouts]
+        dp = self.dp if self.dp is not None else max(1, ranks // (self.tp * self.pp))
+        return [Layout(dp, self.tp, self.pp)]
+
+
+def validate(cfg: ParallelConfig) -> None:
+    """Checks that need no MPI. Raises UsageError."""
+    cfg.transformer().check()
+    for z in cfg.zero:
+        if z not in (0, 1, 2, 3):
+            raise UsageError(f"--zero takes stages 0, 1, 2, 3, not {z}")
+    registries = {"allreduce": ["tp_algo", "dp_algo"], "reduce-scatter": [], "allgather": []}
+    if any(z > 0 for z in cfg.zero) or cfg.dp_algo != "native":
+        registries["reduce-scatter"].append("dp_algo")
+        registries["allgather"].append("dp_algo")
+    for collective, keys in registries.items():
+        for key in keys:
+            get_collective(collective).registry.require(
+                [getattr(cfg, key)], f"--{key.replace('_', '-')} ({collective})",
+                allow_all=False)
+    if cfg.memory_only:
+        ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
+        for lay in cfg.layout_list(ranks):
+            _check_layout(cfg, lay, lay.ranks, cfg.ranks_per_node)
+    else:  # at least the compute of every step, spread over the ranks of the layouts
+        t, lays = cfg.transformer(), [Layout.parse(x) for x in cfg.layouts or []]
+        ranks = max([lay.ranks for lay in lays] or [(cfg.dp or 1) * cfg.tp * cfg.pp])
+        configs = len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays))
+        seconds = t.step_flops() / (cfg.tflops * 1e12) / ranks if cfg.compute == "device" \
+            else 0.0
+        check_duration(configs * (cfg.steps + cfg.warmup_steps) * seconds, cfg.max_time,
+                       "this sweep of steps")
+
+
+def _check_layout(cfg: ParallelConfig, lay: Layout, ranks: int, per_node: int | None) -> None:
+    t = cfg.transformer()
+    lay.check(ranks, None if t.params_total is not None else t.heads, t.layers, per_node,
+              t.micro_batches, cfg.schedule)
+
+
+def validate_mpi(cfg: ParallelConfig, comm) -> None:
+    """Every layout against the rank count and the ranks of a node (same verdict on all)."""
+    _, local = local_rank_and_size(comm)
+    per_node = cfg.ranks_per_node or local
+    for lay in cfg.layout_list(comm.Get_size()):
+        _check_layout(cfg, lay, comm.Get_size(), per_node)
+
+
+# ----------------------------------------------------------------------------- memory only
+
+def memory_records(cfg: ParallelConfig) -> list[dict]:
+    """The memory arithmetic of every (layout, ZeRO stage), no MPI: the largest rank's."""
+    model = cfg.transformer()
+    ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
+    out = []
+    for lay in cfg.layout_list(ranks):
+        for z in cfg.zero:
+            plans = [RankPlan.of(model, lay, r, z, cfg.schedule) for r in _stage_heads(lay)]
+            worst = max(plans, key=lambda p: p.memory().total)
+            mem = worst.memory()
+            out.append({"benchmark": "parallel", "kind": "memory", "layout": str(lay),
+                        "ranks": lay.ranks, "zero": z, "params": model.params,
+                        "params_per_rank": worst.params, "memory_params_bytes": mem.params,
+                        "memory_grads_bytes": mem.grads,
+                        "memory_optimizer_bytes": mem.optimizer,
+                        "memory_activations_bytes": mem.activations,
+                        "memory_bytes": mem.total, "stage": worst.stage})
+    return out
+
+
+def _stage_heads(lay: Layout) -> list[int]:
+    """One rank per stage (ranks of a stage hold the same amount)."""
+    return [s * lay.tp * lay.dp for s in range(lay.pp)]
+
+
+def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
+    recs = memory_records(cfg)
+    if cfg.json:
+        json.dump(recs, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    if not cfg.quiet:
+        model = cfg.transformer()
+        print_table(f"Memory per rank: {model.params / 1e9:.3g}B parameters, "
+                    f"{model.param_bytes}-byte parameters and gradients, Adam (K = 12)",
+                    PARALLEL_MEMORY_COLUMNS, [parallel_memory_row(r) for r in recs],
+                    caption="ZeRO (Rajbhandari et al. 2020, section 5.1): (2B + K) Psi, 2B Psi"
+                    " + K Psi/N_d, B Psi + (B + K) Psi/N_d, (2B + K) Psi/N_d with B bytes per "
+                    "parameter; activations: Korthikanti et al. 2022, eq. 2, times the "
+                    "micro-batches a stage holds (1F1B: P - s; GPipe: m); the largest rank",
+                    stderr=cfg.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- the run
+
+def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
+    """Run every configuration on every rank; rank 0 writes the records and the table."""
+    model = cfg.transformer()
+    run_ = Run(comm, "parallel", _recorded(cfg), argv, get_backend("cpu", "no", comm),
+               cfg.output)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    records = []
+    configs = [(lay, z, b) for lay in cfg.layout_list(size) for z in cfg.zero
+               for b in cfg.bucket_mb]
+    with run_.progress(len(configs), "parallel", cfg.quiet) as adv:
+        for lay, zero, bucket in configs:
+            plan = RankPlan.of(model, lay, rank, zero, cfg.schedule)
+            step_cfg = StepConfig(bucket, cfg.overlap, cfg.compute, cfg.tflops, cfg.dp_algo,
+                                  cfg.tp_algo)
+            rec = _measure(comm, cfg, plan, step_cfg)
+            adv(1, f"parallel {lay} ZeRO-{zero} {bucket:g} MiB")
+            if rank == 0:
+                records.append(rec)
+                run_.writer.append([rec])
+    ranked = sorted(records, key=lambda r: r["step_s"])
+    run_.emit(cfg.json, cfg.quiet, f"Training step of a {model.params / 1e6:.3g}M-parameter "
+              f"GPT on {size} ranks, ranked by step time", PARALLEL_COLUMNS,
+              [parallel_row(r, i + 1) for i, r in enumerate(ranked)],
+              _caption(cfg, run_, model) if rank == 0 else "")
+    wrong = sum(r["pp_wrong"] for r in records)
+    if wrong and rank == 0:
+        eprint(f"Error: {wrong} pipeline message(s) carried the wrong micro-batch")
+    return 1 if comm.bcast(wrong, root=0) else 0
+
+
+def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig) -> dict | None:
+    """Build the step, run it warm-up + --steps times, gather to rank 0 (collective)."""
+    label = f"parallel {plan.layout} ZeRO-{plan.zero} {step_cfg.bucket_mb:g} MiB step"
+    watchdog.enter(f"{label} (set-up)")
+    step = Step(comm, plan, step_cfg)
+    estimate = plan.compute_seconds(cfg.tflops) if cfg.compute == "device" else None
+    times = []
+    for k in range(cfg.warmup_steps + cfg.steps):
+        watchdog.enter(f"{label} {k + 1}", estimate)
+        comm.Barrier()
+        t = step.run()
+        if k >= cfg.warmup_steps:
+            times.append(t)
+    watchdog.idle()
+    step.free()
+    rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.in_flight]
+                     for t in times])
+    sent = np.array([[t.bytes[c] for c in CLASSES] for t in times[-1:]], dtype=np.float64)
+    formula = np.array([[plan.traffic()[c] for c in CLASSES]])
+    allrows = comm.gather(rows, root=0)
+    allsent = comm.gather((sent[0], formula[0], plan.memory().total, plan.params,
+                           sum(t.pp_wrong for t in times)), root=0)
+    if comm.Get_rank() != 0:
+        return None
+    return _record(plan, step_cfg, np.stack(allrows), allsent)
+
+
+def _record(plan, step_cfg, allrows, allsent) -> dict:
+    """The configuration's record from every rank's times (ranks x steps x 7) and bytes."""
+    step_per = allrows[:, :, 0].max(axis=0)        # each step: its slowest rank
+    med = float(np.median(step_per))
+    lo, hi = interval(lambda idx: np.median(np.take(step_per, idx), axis=-1), step_per.size)
+    per_rank = np.median(allrows, axis=1)          # ranks x 7, medians over the steps
+    compute = float(per_rank[:, 1].max())
+    comm_s = per_rank[:, 2:6].sum(axis=1) + per_rank[:, 6]
+    sent = np.array([s[0] for s in allsent])
+    formula = np.array([s[1] for s in allsent])
+    lay = plan.layout
+    rec = {
+        "benchmark": "parallel", "kind": "step", "layout": str(lay), "dp": lay.dp,
+        "tp": lay.tp, "pp": lay.pp, "zero": plan.zero, "bucket_mb": step_cfg.bucket_mb,
+        "overlap": step_cfg.overlap, "schedule": plan.schedule, "dp_algo": step_cfg.dp_algo,
+        "tp_algo": step_cfg.tp_algo, "compute": step_cfg.compute, "tflops": step_cfg.tflops,
+        "ranks": lay.ranks, "params": plan.model.params,
+        "params_per_rank": int(max(s[3] for s in allsent)),
+        "micro_batches": plan.model.micro_batches, "steps": int(step_per.size),
+        "step_s": med, "step_s_ci": [float(lo), float(hi)], "compute_s": compute,
+        "exposed_s": max(0.0, med - compute), "comm_s": float(comm_s.max()),
+        "efficiency": compute / med if med > 0 else None,
+        "memory_bytes": float(max(s[2] for s in allsent)),
+        "bubble": float(np.mean(per_rank[:, 2]) / med) if med > 0 and lay.pp > 1 else 0.0,
+        "bubble_formula": bubble_fraction(lay.pp, plan.model.micro_batches),
+        "pp_wrong": int(sum(s[4] for s in allsent)),
+    }
+    for i, c in enumerate(CLASSES):
+        rec[f"bytes_{c}"] = float(sent[:, i].max())
+        rec[f"bytes_{c}_formula"] = float(formula[:, i].max())
+        rec[f"bytes_{c}_per_rank"] = [float(x) for x in sent[:, i]]
+    return rec
+
+
+def _recorded(cfg: ParallelConfig) -> dict:
+    return asdict(cfg)
+
+
+def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
+    shape = (f"{model.params / 1e6:.3g}M parameters" if model.params_total is not None else
+             f"L={model.layers} H={model.hidden} A={model.heads} S={model.seq} V={model.vocab}"
+             f" ({model.params / 1e6:.3g}M parameters)")
+    compute = (f"compute: a stand-in accelerator at {cfg.tflops:g} TFLOP/s" if cfg.compute ==
+               "device" else "compute: NumPy matmuls of each layer's shape")
+    return (f"{env_line(run_.env)}\n{shape}; b={model.micro_batch}, m={model.micro_batches}; "
+            f"{model.param_bytes}-byte parameters; {cfg.schedule}; overlap "
+            f"{'on' if cfg.overlap else 'off'}; dp {cfg.dp_algo}, tp {cfg.tp_algo}; {compute}"
+            "\nstep: the slowest rank's, median of the steps (± its 95 % interval); exposed ="
+            " step - compute; E = compute / step; MB sent per rank and step, counted / closed "
+            "form (ring-optimal volume); bubble: time waiting for the pipeline / step, beside "
+            f"(P-1)/(m+P-1)\nresults: {run_.writer.path}")
+
+
+# ----------------------------------------------------------------------------- the command
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        vals = [float(v) for v in csv_list(text)]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise UsageError(f"{flag} takes positive numbers, not {text!r}")
+    return vals
+
+
+MODEL_OPTIONS = [
+    click.option("--layers", type=POSITIVE_INT, default=8, show_default=True, help="L."),
+    click.option("--hidden", type=POSITIVE_INT, default=512, show_default=True, help="H."),
+    click.option("--heads", type=POSITIVE_INT, default=8, show_default=True, help="A."),
+    click.option("--seq", type=POSITIVE_INT, default=512, show_default=True,
+                 help="S, tokens per sequence."),
+    click.option("--vocab", type=POSITIVE_INT, default=50257, show_default=True, help="V."),
+    click.option("--micro-batch", type=POSITIVE_INT, default=1, show_default=True,
+                 help="b, sequences per micro-batch."),
+    click.option("--micro-batches", type=POSITIVE_INT, default=4, show_default=True,
+                 help="m, micro-batches per step (gradients accumulate over them)."),
+    click.option("--params", type=POSITIVE, default=None,
+                 help="A model of this many parameters, its --layers evenly split (instead "
+                      "of --hidden/--heads/--vocab)."),
+    click.option("--param-bytes", type=click.Choice(["1", "2", "4", "8"]), default="2",
+                 show_default=True, help="Bytes of a parameter and a gradient (2: fp16/bf16)."),
+]
+
+LAYOUT_OPTIONS = [
+    click.option("--dp", type=POSITIVE_INT, default=None,
+                 help="D, data-parallel ranks [default: ranks / (T P)]."),
+    click.option("--tp", type=POSITIVE_INT, default=1, show_default=True,
+                 help="T, tensor-parallel ranks (inside a node)."),
+    click.option("--pp", type=POSITIVE_INT, default=1, show_default=True,
+                 help="P, pipeline stages."),
+    click.option("--layouts", default=None, metavar="DxTxP,...",
+                 help="Several layouts, e.g. 4x1x1,2x2x1,1x2x2,1x1x4 (instead of --dp/--tp/"
+                      "--pp)."),
+    click.option("--zero", default="0", show_default=True, metavar="STAGES",
+                 help="ZeRO stages, comma-separated (0: plain data parallelism)."),
+    click.option("--bucket-mb", default="25", show_default=True, metavar="MIB,...",
+                 help="Gradient bucket caps in MiB, comma-separated (PyTorch DDP: 25)."),
+    click.option("--overlap/--no-overlap", default=True, show_default=True,
+                 help="Start each bucket's exchange while the backward goes on."),
+    click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="1f1b",
+                 show_default=True, help="Pipeline schedule."),
+    click.option("--dp-algo", default="native", show_default=True,
+                 help="Algorithm of the data-parallel AllReduce / reduce-scatter / allgather."),
+    click.option("--tp-algo", default="native", show_default=True,
+                 help="Algorithm of the tensor group's AllReduce."),
+    click.option("--ranks-per-node", type=POSITIVE_INT, default=None,
+                 help="Ranks of a node, for the tensor groups [default: the real nodes]."),
+]
+
+RUN_OPTIONS = [
+    click.option("--compute", type=click.Choice(["device", "host"]), default="device",
+                 show_default=True, help="device: each layer takes FLOPs / --tflops of wall "
+                 "time without the host CPU; host: NumPy matmuls of the layer's shape."),
+    click.option("--tflops", type=POSITIVE, default=100.0, show_default=True,
+                 help="The stand-in accelerator's speed, 1e12 FLOP/s."),
+    click.option("--steps", type=POSITIVE_INT, default=5, show_default=True,
+                 help="Timed steps per configuration."),
+    click.option("--warmup-steps", type=NON_NEGATIVE_INT, default=1, show_default=True),
+    click.option("--memory-only", is_flag=True,
+                 help="Only the memory per rank (any model and rank count; no MPI)."),
+    click.option("--ranks", type=Number(1, integer=True), default=None,
+                 help="With --memory-only: the rank count [default: D x T x P]."),
+]
+
+
+@click.command("parallel")
+@with_options(MODEL_OPTIONS)
+@with_options(LAYOUT_OPTIONS)
+@with_options(RUN_OPTIONS)
+@with_options(watch_options("step"))
+@with_options(output_options("parallel"))
+def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
+                     param_bytes, dp, tp, pp, layouts, zero, bucket_mb, overlap, schedule,
+                     dp_algo, tp_algo, ranks_per_node, compute, tflops, steps, warmup_steps,
+                     memory_only, ranks, timeout, max_time, output, as_json, quiet):
+    """The communication of a training step under data, ZeRO, tensor and pipeline
+    parallelism: step time, exposed communication, bytes per class, memory per rank."""
+    model = {"layers": layers, "hidden": hidden, "heads": heads, "seq": seq, "vocab": vocab,
+             "micro_batch": micro_batch, "micro_batches": micro_batches,
+             "param_bytes": int(param_bytes)}
+    if params is not None:
+        model = {"layers": layers, "seq": seq, "micro_batch": micro_batch,
+                 "micro_batches": micro_batches, "param_bytes": int(param_bytes),
+                 "params": params}
+    try:
+        stages = [int(z) for z in csv_list(zero)]
+    except ValueError:
+        raise UsageError(f"--zero takes comma-separated stages 0-3, not {zero!r}") from None
+    cfg = ParallelConfig(model, csv_list(layouts) if layouts else None, dp, tp, pp, stages,
+                         _floats(bucket_mb, "--bucket-mb"), overlap, schedule, dp_algo,
+                         tp_algo, compute, tflops, ranks_per_node, steps, warmup_steps,
+                         memory_only, ranks, timeout, max_time, output, as_json, quiet)
+    if not stages:
+        raise UsageError("--zero needs at least one stage")
+    validate(cfg)
+    if memory_only:
+        return Job("parallel", _recorded(cfg), lambda c, a: run_memory(cfg, c, a),
+                   needs_mpi=False)
+    return Job("parallel", _recorded(cfg), lambda c, a: run(cfg, c, a),
+               validate=lambda c: validate_mpi(cfg, c), timeout=timeout, output=output)
