@@ -151,6 +151,20 @@ def test_cost_fit_across_ranks_recovers_parameters_and_predicts_p4():
         true.beta, rel=1e-9)
 
 
+def test_uneven_nodes_leave_hierarchical_out_of_the_fit():
+    """3 ranks on 2 nodes (2 + 1, srun's placement in a 2 x 2 allocation): hierarchical's
+    formula needs equal nodes, so those records are skipped, not a ValueError; the others
+    are kept."""
+    true = CostParams(4e-6, 1 / 3e9, 1 / 6e9)
+    docs = _synthetic(true, (2, 3, 4), 8 * 4 ** np.arange(6))
+    docs[1]["environment"]["ranks_per_node"] = [1, 2]
+    pts = points(docs[1:2])
+    assert pts and "hierarchical" not in {q.algorithm for q in pts}
+    fits, rows = model_check(docs[:2], docs[2:])
+    assert "hierarchical" in fits and fits["hierarchical"].ranks == (2,)
+    assert {r.algorithm for r in rows} == set(ALGORITHMS)
+
+
 def test_crossover_located_where_the_lines_cross():
     curves = {"a": lambda n: 1e-6 + n * 1e-9, "b": lambda n: 5e-6 + n * 0.5e-9}
     [(n, lo, hi)] = best_and_crossovers(curves, 8, 1 << 20)

@@ -102,17 +102,22 @@ class Point:
 def points(docs: list[dict], collective: str = "allreduce") -> list[Point]:
     """The ``collective`` records of result documents (``distbench.results.load_run``) as
     points; ranks per node from the record (``--ranks-per-node``) or else the run's
-    environment."""
+    environment. Hierarchical records of a run on unequal nodes (e.g. 3 ranks on 2 nodes,
+    2 + 1, as srun places them) are left out: its formula needs k ranks on every node."""
     out = []
     for doc in docs:
         if doc.get("benchmark") != collective:
             continue
-        env_k = max(doc.get("environment", {}).get("ranks_per_node") or [0])
+        node_sizes = doc.get("environment", {}).get("ranks_per_node") or [0]
+        env_k = max(node_sizes)
         for rec in doc["records"]:
             if rec.get("p50_us") is None or rec["p50_us"] <= 0:
                 continue
             p = int(rec["ranks"])
             k = rec.get("ranks_per_node") or env_k or p
+            if rec["algorithm"] == "hierarchical" and (
+                    p % int(k) or (len(set(node_sizes)) > 1 and not rec.get("ranks_per_node"))):
+                continue
             out.append(Point(rec["algorithm"], int(rec["bytes"]), p, int(k),
                              tuple(sorted((rec.get("options") or {}).items())),
                              rec["p50_us"] * 1e-6, rec.get("dtype")))
