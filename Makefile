@@ -37,8 +37,16 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-install: $(BIN)/activate
+# Installed once per EXTRAS (a stamp in the venv; again when setup.cfg or pyproject.toml
+# change, or with `make -B install`): `make bench` on a compute node without internet, inside
+# a Slurm job, must not run pip.
+INSTALLED := $(VENV)/.installed$(if $(strip $(EXTRAS)),-$(EXTRAS))
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.cfg pyproject.toml | $(BIN)/activate
 	$(PY) -m pip install -q -e '$(if $(strip $(EXTRAS)),.[$(EXTRAS)],.)'
+	@touch $@
 
 info: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench info
