@@ -74,8 +74,19 @@ def run_emulated(config: dict) -> int:
               help="Extra mpirun argument (repeat; one argv element each, e.g. "
                    "--mpirun-flag=--report-bindings).")
 @click.option("--mpirun", default=None, help="mpirun to use (default: the one beside Python).")
+@click.option("--scheduler", type=click.Choice(["mpirun", "slurm"]), default="mpirun",
+              show_default=True, help="mpirun: launch directly; slurm: a real Slurm "
+              "(slurmctld + one slurmd per node) runs the job.")
+@click.option("--launch", type=click.Choice(["srun", "salloc"]), default=None,
+              help="Slurm: srun --mpi=pmix [default], or mpirun inside salloc.")
+@click.option("--batch", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="SCRIPT", help="Slurm: submit SCRIPT with sbatch instead (arguments "
+              "after `--` go to the script); print its output, return its exit code.")
+@click.option("--time-limit", type=int, default=None, metavar="SECONDS",
+              help="Slurm: each job's time limit [default: 1800]; past it: exit 3.")
 @click.argument("stray", nargs=-1, type=click.UNPROCESSED)
-def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, stray):
+def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, scheduler,
+                    launch, batch, time_limit, stray):
     """Run `distbench SUBCOMMAND ARGS` on NODES x RANKS-PER-NODE ranks of a cluster emulated
     with network namespaces and rate-limited links (needs root, ip, tc and unshare).
 
@@ -84,19 +95,25 @@ def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, s
     uses shared memory inside a node and TCP between nodes. The cluster is torn down on
     exit, error and Ctrl-C; the exit code is the inner job's.
 
+    With --scheduler slurm the nodes run a real Slurm and the job goes through srun, salloc
+    + mpirun, or sbatch (--batch SCRIPT), with a time limit (exit 3 past it).
+
     \b
     Example:
       distbench emulate --nodes 2 --ranks-per-node 2 --link 1gbit -- allreduce -e 64M
+      distbench emulate --scheduler slurm --launch salloc -- allreduce -e 1M
+      distbench emulate --scheduler slurm --batch examples/slurm/bench.sbatch
     """
     inner = click.get_current_context().meta.get("emulate.inner")
-    if inner is None:
+    if inner is None and batch is None:
         raise UsageError("missing `--` before the command to run, e.g. "
                          "`distbench emulate --nodes 2 -- allreduce`")
     if stray:
         raise UsageError(f"unexpected argument {stray[0]!r} before `--`")
-    if not inner:
+    inner = inner or []
+    if not inner and batch is None:
         raise UsageError("no subcommand after `--` (e.g. `-- allreduce`)")
-    if inner[0] == "emulate":
+    if inner and inner[0] == "emulate" and batch is None:
         raise UsageError("`distbench emulate` cannot run inside an emulated cluster")
     if nodes < 1:
         raise UsageError(f"--nodes must be >= 1, not {nodes}")
@@ -109,4 +126,9 @@ def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, s
     config = {"nodes": nodes, "ranks_per_node": ranks_per_node, "link": link,
               "subnet": subnet, "mpirun_flags": list(mpirun_flags),
               "mpirun": mpirun or default_mpirun(), "inner": list(inner)}
+    if scheduler != "mpirun" or launch or batch or time_limit is not None:
+        from distbench.emulate_slurm import run_slurm, slurm_config
+
+        config = slurm_config(config, scheduler, launch, batch, time_limit)
+        return Job("emulate", config, lambda _comm, _argv: run_slurm(config), needs_mpi=False)
     return Job("emulate", config, lambda _comm, _argv: run_emulated(config), needs_mpi=False)
