@@ -69,13 +69,36 @@ def _cpu_model() -> str:
             or platform.machine())
 
 
+def scheduler_record(environ=None) -> dict | None:
+    """This process's batch job as Slurm's ``SLURM_*`` variables tell it (None outside one):
+    ``name`` ("slurm"), ``job_id``, ``step_id``, ``nodelist``, ``nodes``, ``partition``,
+    ``cluster`` and ``launcher``: ``"mpirun"`` (ranks started by mpirun/PRRTE or hydra inside
+    the allocation), ``"srun --mpi=TYPE"`` (direct launch) or None (the batch script itself)."""
+    env = os.environ if environ is None else environ
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    if any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PRTE_LAUNCHED", "HYDRA_CONTROL_FD")):
+        launcher = "mpirun"
+    elif "SLURM_STEP_ID" in env:
+        launcher = f"srun --mpi={env.get('SLURM_MPI_TYPE', 'none')}"
+    else:
+        launcher = None
+    nodes = env.get("SLURM_JOB_NUM_NODES", "")
+    return {"name": "slurm", "job_id": env["SLURM_JOB_ID"], "step_id": env.get("SLURM_STEP_ID"),
+            "nodelist": env.get("SLURM_JOB_NODELIST"),
+            "nodes": int(nodes) if nodes.isdigit() else None,
+            "partition": env.get("SLURM_JOB_PARTITION"),
+            "cluster": env.get("SLURM_CLUSTER_NAME"), "launcher": launcher}
+
+
 def environment(comm, backend=None, argv: list[str] | None = None, extra: dict | None = None
                 ) -> dict:
     """Everything needed to interpret and reproduce a run (collective over ``comm``).
 
     Keys: distbench version, git commit, MPI library version string, mpi4py/numpy/cupy
     versions, Python, OS, CPU, ranks, nodes, ranks per node, hostnames, device, backend,
-    command line, UTC start time, and the emulated cluster (``DISTBENCH_EMULATED``) if any.
+    command line, UTC start time, the emulated cluster (``DISTBENCH_EMULATED``) and the
+    Slurm job (:func:`scheduler_record`, ``scheduler``) if any.
     """
     from mpi4py import MPI
 
@@ -116,6 +139,9 @@ def environment(comm, backend=None, argv: list[str] | None = None, extra: dict |
             env["emulated"] = json.loads(emulated)
         except ValueError:
             env["emulated"] = emulated
+    job = scheduler_record()
+    if job:
+        env["scheduler"] = job
     if extra:
         env.update(extra)
     return env
@@ -134,6 +160,9 @@ def env_line(env: dict) -> str:
         if isinstance(em, dict):
             parts.append(f"emulated {em.get('nodes')}x{em.get('ranks_per_node')} "
                          f"link {em.get('link')}")
+    job = env.get("scheduler")
+    if isinstance(job, dict):
+        parts.append(f"slurm job {job.get('job_id')} ({job.get('launcher') or 'batch'})")
     if env.get("git_commit"):
         parts.append(f"git {env['git_commit'][:12]}")
     return " · ".join(parts)
