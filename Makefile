@@ -26,8 +26,10 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 IS_OMPI = $(if $(findstring srun,$(MPIRUN)),,$(shell $(MPIRUN) --version 2>/dev/null | grep -qi 'open mpi\|open-mpi\|prrte' && echo 1))
-# $(call OVERSUB,N): Open MPI flags for N ranks (a shell expression, so N may be a shell variable)
-OVERSUB = $(if $(IS_OMPI),$$(if [ $(1) -gt $(NCORES) ]; then echo --oversubscribe --mca mpi_yield_when_idle 1; fi),)
+# $(call OVERSUB,N): Open MPI flags for N ranks (a shell expression, so N may be a shell variable);
+# none inside a Slurm job, whose allocation gives the slots (there --oversubscribe makes PRRTE
+# pack every rank onto the first node).
+OVERSUB = $(if $(and $(IS_OMPI),$(if $(SLURM_JOB_ID),,1)),$$(if [ $(1) -gt $(NCORES) ]; then echo --oversubscribe --mca mpi_yield_when_idle 1; fi),)
 MPIRUN_FLAGS ?=
 TEST_TIMEOUT ?= 600
 
@@ -68,7 +70,7 @@ test: $(BIN)/activate
 	$(MAKE) --no-print-directory test-serial test-mpi
 
 test-serial:
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 test-mpi:
 	@for n in 2 3 4; do \
