@@ -30,8 +30,9 @@ lives only in that private mount namespace and goes with its last process.
 
 Files, all under the run folder (deleted at teardown): ``slurm/slurm.conf``, ``hosts``,
 ``munge/`` (key, socket, seed), ``ctld/`` (StateSaveLocation), ``NODE/spool``
-(SlurmdSpoolDir) and ``NODE/tmp`` (TmpFS, and the tasks' TMPDIR through a TaskProlog: the nodes
-share ``/tmp``, and ``srun --mpi=pmix`` or Open MPI's session directories would collide),
+(SlurmdSpoolDir) and ``NODE/tmp`` (TmpFS: the nodes share ``/tmp``, where Slurm's PMIx plugin
+makes its per-job directory, and without it ``srun --mpi=pmix`` fails to launch the tasks yet
+exits 0; a TaskProlog sets the tasks' TMPDIR to it too),
 ``*.log`` (the daemons' output) and ``job-ID.out`` (batch output). munged runs with
 ``--force`` only because the run folder is root-only (0700) and munged wants the socket's path
 open to all; the daemons run in the namespaces, so the reaper of dead runs
@@ -221,8 +222,9 @@ class SlurmCluster(Cluster):
         # one namespace more than nodes: the last is the controller
         self.net = Network(nodes + 1, self.rate_bits, with_controller, self.tools, state_root)
         self.launch, self.time_limit_s = launch, float(time_limit_s)
-        self.version = subprocess.run([self.slurm["sinfo"], "-V"], capture_output=True,
-                                      text=True, timeout=30).stdout.strip()
+        out = subprocess.run([self.slurm["slurmd"], "-V"], capture_output=True, text=True,
+                             timeout=30).stdout  # "slurm-wlm 22.05.8"
+        self.version = "Slurm " + (out.split() or ["?"])[-1]
         self.job_id: str | None = None
         self._daemons: dict[str, subprocess.Popen] = {}
 
@@ -424,17 +426,24 @@ SchedulerParameters=batch_sched_delay=0,bf_interval=1
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ jobs
-    def job_state(self, job_id: str) -> tuple[str, int | None, str]:
+    def job_state(self, job_id: str, settle_s: float = 0.0) -> tuple[str, int | None, str]:
         """(state, exit code or None, node list) of job ``job_id`` from ``squeue``
-        (``("UNKNOWN", None, "")`` when the controller does not answer)."""
-        out = self.query([self.slurm["squeue"], "-h", "-t", "all", "-j", str(job_id), "-O",
-                          "State:|,exit_code:|,NodeList:|"])
-        fields = out.stdout.strip().split("|")
-        if out.returncode != 0 or len(fields) < 3:
-            return "UNKNOWN", None, ""
-        status = int(fields[1]) if fields[1].strip().isdigit() else None
+        (``("UNKNOWN", None, "")`` when the controller does not answer); with ``settle_s``,
+        waits up to that long for a final state (a job is COMPLETING for a moment after its
+        launcher returns)."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            out = self.query([self.slurm["squeue"], "-h", "-t", "all", "-j", str(job_id), "-O",
+                              "State:|,exit_code:|,NodeList:|"])
+            fields = [f.strip() for f in out.stdout.strip().split("|")]
+            if out.returncode != 0 or len(fields) < 3:
+                return "UNKNOWN", None, ""
+            if fields[0] not in _ACTIVE or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        status = int(fields[1]) if fields[1].isdigit() else None
         code = None if status is None or fields[0] in _ACTIVE else _exit_code(status)
-        return fields[0].strip(), code, fields[2].strip()
+        return fields[0], code, fields[2]
 
     def _latest_job(self) -> str | None:
         out = self.query([self.slurm["squeue"], "-h", "-t", "all", "-o", "%i"])
@@ -602,10 +611,10 @@ def run_slurm(config: dict) -> int:
                 code = cluster.run([sys.executable, "-m", "distbench", *config["inner"]],
                                    config["mpirun_flags"])
                 what = f"job {cluster.job_id} ({cluster.emulated()['mpi_launcher']})"
-            state = cluster.job_state(cluster.job_id)[0] if cluster.job_id else "UNKNOWN"
-            if state == "TIMEOUT":  # Slurm's own limit (whole minutes) came first
-                raise JobTimeout(f"Slurm {what} ran past its time limit and was cancelled")
             if code:
+                state = cluster.job_state(cluster.job_id, 3.0)[0] if cluster.job_id else "?"
+                if state == "TIMEOUT":  # Slurm's own limit (whole minutes) came first
+                    raise JobTimeout(f"Slurm {what} ran past its time limit and was cancelled")
                 eprint(f"Error: Slurm {what} ended {state} with exit code {code}")
             return code
     except JobTimeout as exc:

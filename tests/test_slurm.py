@@ -380,7 +380,7 @@ def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
             start = time.monotonic()
             assert cluster.run([PY, str(script), how]) != 0
             assert time.monotonic() - start < 30, launch
-            assert cluster.job_state(cluster.job_id)[0] in ("FAILED", "COMPLETED", "CANCELLED")
+            assert cluster.job_state(cluster.job_id, settle_s=5)[0] in ("FAILED", "CANCELLED")
         start = time.monotonic()
         with pytest.raises(JobTimeout, match="time limit of 3 s"):
             cluster.run(["sleep", "60"], timeout=3)
@@ -389,6 +389,27 @@ def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
     assert not [pid for pid in pids.values() if Path(f"/proc/{pid}/cmdline").exists()
                 and Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert _leftovers(run_id) == []
+
+
+@needs_slurm
+def test_daemon_failing_to_start_is_one_error_and_nothing_left():
+    """slurmctld exits at start-up (a select plugin that does not exist): DistbenchError
+    naming it and its log's error line; everything built so far is removed."""
+    from distbench.emulate_slurm import SlurmCluster
+    from distbench.runtime import DistbenchError
+
+    class Broken(SlurmCluster):
+        def _write_launch_files(self):
+            super()._write_launch_files()
+            self.conf.write_text(self.conf.read_text().replace("select/cons_tres",
+                                                               "select/nonexistent"))
+
+    cluster = Broken(1, 1, "none")
+    with pytest.raises(DistbenchError, match=r"Slurm did not start: slurmctld exited") as info:
+        with cluster:
+            pass
+    assert "\n" not in str(info.value)
+    assert _leftovers(cluster.net.run_id) == []
 
 
 SLEEPER = "#!/bin/sh\ntouch {started}\nsrun --mpi=pmix sleep 60\n"
