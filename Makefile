@@ -70,7 +70,7 @@ test: $(BIN)/activate
 	$(MAKE) --no-print-directory test-serial test-mpi
 
 test-serial:
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q tests
 
 test-mpi:
 	@for n in 2 3 4; do \

@@ -43,6 +43,23 @@ def pytest_configure(config):
             config.pluginmanager.unregister(reporter)
 
 
+# Suites that skip when the machine lacks something (root, namespaces, Slurm packages, MPICH):
+# the serial run names what was skipped and why in one line per reason.
+_ENVIRONMENT_SUITES = ("tests/test_emulate.py", "tests/test_slurm.py")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _under_mpi(config):
+        return
+    reasons: dict[str, set] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        if report.nodeid.startswith(_ENVIRONMENT_SUITES) and isinstance(report.longrepr, tuple):
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+            reasons.setdefault(reason, set()).add(report.nodeid)
+    for reason, tests in reasons.items():
+        terminalreporter.write_line(f"skipped {len(tests)} test(s): {reason}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
