@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they
 
 
 def _slurm_skip_reason() -> str | None:
-    from distbench.emulate_slurm import check_slurm
+    from distbench.emulate.slurm import check_slurm
 
     try:
         tools = check_requirements()
@@ -159,7 +159,7 @@ def test_bad_input_exits_2_with_one_line(args):
 def test_missing_slurm_packages_one_line_exit_2(monkeypatch, capsys):
     """Without slurmd and munged: one line naming them and their packages, exit 2, before any
     namespace is built."""
-    import distbench.emulate_slurm as slurm
+    import distbench.emulate.slurm as slurm
     from distbench.cli import main
 
     real_which = slurm.shutil.which
@@ -242,7 +242,7 @@ PLACEMENT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def slurm_cluster(slurm_allowed):
     """One 2 x 2 Slurm cluster at 100mbit shared by the placement tests."""
-    from distbench.emulate_slurm import SlurmCluster
+    from distbench.emulate.slurm import SlurmCluster
 
     cluster = SlurmCluster(2, 2, "100mbit", time_limit_s=120)
     with cluster:
@@ -367,7 +367,7 @@ def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
     """A rank that exits without finalizing (srun) or is killed (salloc + mpirun) fails the job
     within seconds; a job past its time limit is cancelled (JobTimeout); then teardown leaves
     no namespace, daemon, mount or spool folder."""
-    from distbench.emulate_slurm import JobTimeout, SlurmCluster
+    from distbench.emulate.slurm import JobTimeout, SlurmCluster
 
     script = tmp_path / "fail.py"
     script.write_text(FAIL)
@@ -395,7 +395,7 @@ def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
 def test_daemon_failing_to_start_is_one_error_and_nothing_left():
     """slurmctld exits at start-up (a select plugin that does not exist): DistbenchError
     naming it and its log's error line; everything built so far is removed."""
-    from distbench.emulate_slurm import SlurmCluster
+    from distbench.emulate.slurm import SlurmCluster
     from distbench.runtime import DistbenchError
 
     class Broken(SlurmCluster):
@@ -504,7 +504,7 @@ def test_cli_sigint_exits_130_and_tears_down(tmp_path):
 
 OWNER = textwrap.dedent("""
     import sys, time
-    from distbench.emulate_slurm import SlurmCluster
+    from distbench.emulate.slurm import SlurmCluster
     with SlurmCluster(2, 1, "none") as cluster:
         print(cluster.net.run_id, " ".join(map(str, cluster.daemon_pids.values())), flush=True)
         time.sleep(120)
@@ -515,7 +515,7 @@ OWNER = textwrap.dedent("""
 def test_killed_owner_is_reaped_by_the_next_cluster():
     """SIGKILL the process that owns a Slurm cluster: its daemons live in its namespaces, so
     the next cluster's reaper removes them with the namespaces."""
-    from distbench.emulate_slurm import SlurmCluster
+    from distbench.emulate.slurm import SlurmCluster
 
     owner = subprocess.Popen([PY, "-c", OWNER], stdout=subprocess.PIPE, text=True, env=_env())
     run_id, *pids = owner.stdout.readline().split()

@@ -27,8 +27,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from distbench.emulate import Cluster
-from distbench.emulate_slurm import SlurmCluster
+from distbench.emulate.cluster import Cluster
+from distbench.emulate.slurm import SlurmCluster
 
 PY = sys.executable
 START = ("import sys, time; from mpi4py import MPI; MPI.COMM_WORLD.Barrier(); "

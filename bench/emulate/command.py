@@ -127,7 +127,7 @@ def emulate_command(nodes, ranks_per_node, link, subnet, mpirun_flags, mpirun, s
               "subnet": subnet, "mpirun_flags": list(mpirun_flags),
               "mpirun": mpirun or default_mpirun(), "inner": list(inner)}
     if scheduler != "mpirun" or launch or batch or time_limit is not None:
-        from distbench.emulate_slurm import run_slurm, slurm_config
+        from distbench.emulate.slurm import run_slurm, slurm_config
 
         config = slurm_config(config, scheduler, launch, batch, time_limit)
         return Job("emulate", config, lambda _comm, _argv: run_slurm(config), needs_mpi=False)
