@@ -480,7 +480,9 @@ def _cmdline(pid: str) -> list[str]:
 
 @needs_slurm
 def test_cli_sigint_exits_130_and_tears_down(tmp_path):
-    """Ctrl-C (SIGINT) during an srun job: one line, exit 130, nothing left."""
+    """Ctrl-C (SIGINT) during an srun job: the job is cancelled (its ranks get SIGTERM and mark
+    their results incomplete, saying so), the command ends with one line of its own, exit 130,
+    nothing left."""
     proc = subprocess.Popen(
         [PY, "-m", "distbench", "emulate", "--scheduler", "slurm", "--nodes", "2",
          "--ranks-per-node", "1", "--link", "100mbit", "--", "allreduce", "--algo", "native",
@@ -498,7 +500,12 @@ def test_cli_sigint_exits_130_and_tears_down(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     errors = _errors(err)
-    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0], err
+    ours = [e for e in errors if "the emulated Slurm cluster was torn down" in e]
+    assert ours == [errors[-1]] and "interrupted by SIGINT" in ours[0], err
+    assert all("marked incomplete" in e for e in errors[:-1]), err  # the ranks' own word
+    (run,) = list(tmp_path.iterdir())
+    doc = json.loads((run / "results.json").read_text())
+    assert doc["complete"] is False and "SIGTERM" in doc["reason"], doc["reason"]
     assert _leftovers(state["run_id"]) == []
 
 
