@@ -102,7 +102,8 @@ def _leftovers(run_id: str) -> list[str]:
 
 
 def _wait_for_state(proc, timeout=30) -> dict:
-    """The state.json of the cluster that ``proc`` (distbench emulate) owns, once it exists."""
+    """The state.json of the cluster that ``proc`` (distbench emulate) owns, once it and the
+    namespaces it lists exist (it is written before they are built)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         for path in STATE_ROOT.glob("*/state.json"):
@@ -110,7 +111,8 @@ def _wait_for_state(proc, timeout=30) -> dict:
                 doc = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if doc["pid"] == proc.pid:
+            if doc["pid"] == proc.pid and all((NETNS_DIR / n).exists()
+                                              for n in doc["namespaces"]):
                 return doc
         time.sleep(0.05)
     raise AssertionError("the cluster never came up")
