@@ -349,7 +349,8 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
         extra.update(MPIRUN=str(Path(PY).parent / "mpirun"), MODEL_NP="2",
                      ALLREDUCE_ARGS="-b 8 -e 64K -f 64 -n 5",
                      COMPRESS_ARGS="-b 1K -e 64K -f 64 --steps 2",
-                     SGD_ARGS="--steps 20 --eval-every 10")
+                     SGD_ARGS="--steps 20 --eval-every 10",
+                     FEDAVG_ARGS="--rounds 3 --algorithm fedavg")
     proc = _distbench("emulate", "--scheduler", "slurm", "--nodes", "2", "--ranks-per-node",
                       "2", "--link", "1gbit", "--time-limit", "300", "--batch",
                       str(BATCH_SCRIPT), timeout=400, **extra)
@@ -363,7 +364,8 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
     assert env["nodes"] == 2 and env["emulated"]["launch"] == "batch"
     assert env["scheduler"]["launcher"] == ("mpirun" if launcher == "mpirun"
                                             else "srun --mpi=pmix")
-    assert [p.name.split("-")[-1] for p in sorted(suite.glob("*Z-*"))] == ["compress", "sgd"]
+    assert sorted(p.name.split("-")[-1] for p in suite.glob("*Z-*")) == ["compress", "fedavg",
+                                                                           "sgd"]
     assert _leftovers(run_id) == []
 
 
