@@ -61,3 +61,24 @@ def usage_error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     return lines[0]
+
+
+def namespaces_skip_reason(extra_check=None) -> str | None:
+    """Why emulated clusters cannot be built here (None when they can): a missing tool or
+    privilege (``check_requirements``, then ``extra_check()``, raising ``UsageError``) or a
+    failed ``ip netns add`` of a probe namespace, which is deleted again."""
+    from distbench.emulate.network import check_requirements
+    from distbench.runtime import UsageError
+
+    try:
+        tools = check_requirements()
+        if extra_check is not None:
+            extra_check()
+    except UsageError as exc:
+        return str(exc)
+    probe = f"dbe-probe-{os.getpid()}"
+    made = subprocess.run([tools["ip"], "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"network namespaces unavailable: {made.stderr.strip()}"
+    subprocess.run([tools["ip"], "netns", "del", probe], capture_output=True)
+    return None

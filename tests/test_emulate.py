@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launch import namespaces_skip_reason
 
 from distbench.emulate.agent import agent_argv, split_ssh_args
 from distbench.emulate.cluster import Cluster
@@ -31,30 +32,19 @@ from distbench.emulate.network import (
 from distbench.runtime import UsageError, launched_by_mpirun
 
 PY = sys.executable
+PINGPONG = Path(__file__).resolve().parent.parent / "tools" / "pingpong.py"
+PLACEMENT = Path(__file__).resolve().parent / "data" / "placement.py"
 
 # These tests start their own mpirun; inside an MPI rank (a ranked run of the suite) they would
 # run once per rank and `distbench emulate` would refuse to start under mpirun.
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch mpirun")
 
 
-def _cluster_skip_reason() -> str | None:
-    try:
-        tools = check_requirements()
-    except UsageError as exc:
-        return str(exc)
-    probe = f"dbe-probe-{os.getpid()}"
-    made = subprocess.run([tools["ip"], "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"network namespaces unavailable: {made.stderr.strip()}"
-    subprocess.run([tools["ip"], "netns", "del", probe], capture_output=True)
-    return None
-
-
 @pytest.fixture(scope="module")
 def netns_allowed():
     """Skip (saying why) unless this process may build emulated clusters; probed once, only
     when a cluster test runs (not at import, so the MPI runs of the suite never probe)."""
-    reason = _cluster_skip_reason()
+    reason = namespaces_skip_reason()
     if reason is not None:
         pytest.skip(f"emulated cluster: {reason}")
 
@@ -164,49 +154,16 @@ def test_bad_input_exits_2_with_one_line(args):
 
 # ------------------------------------------------------------------ emulated clusters
 
-PLACEMENT = textwrap.dedent("""
-    import json, os, socket, sys
-    import numpy as np
-    from mpi4py import MPI
-    from distbench.check import count_wrong, fill_exact, unchanged
-    from distbench.collectives import get_allreduce
-    comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    nodes = comm.allreduce(1 if node.Get_rank() == 0 else 0)
-    st = os.stat("/proc/self/ns/net")
-    me = {"rank": rank, "netns": [st.st_dev, st.st_ino], "hostname": socket.gethostname(),
-          "node_size": node.Get_size(), "pid": os.getpid(),
-          "emulated": json.loads(os.environ["DISTBENCH_EMULATED"])}
-    fn = get_allreduce("hierarchical")
-    wrong = changed = 0
-    for dtype in ("float32", "int64"):
-        for count in (0, 1, 3, 4, 5, 1009, (1 << 18) + 3):
-            send = np.empty(count, dtype=dtype)
-            fill_exact(send, rank)
-            recv = np.full(count, -99, dtype=dtype)
-            fn(comm, send, recv)
-            wrong += count_wrong(comm, send, recv)
-            changed += 0 if unchanged(send, rank) else 1
-    ranks = comm.gather(me)
-    changed = comm.allreduce(changed)
-    if rank == 0:
-        with open(sys.argv[1], "w") as fh:
-            json.dump({"ranks": ranks, "nodes": nodes, "wrong": wrong, "changed": changed}, fh)
-""")
-
-
 @needs_netns
 def test_placement_and_hierarchical_exact(tmp_path):
     """2 nodes x 2 ranks: ranks sit in their node's namespace under its hostname, MPI sees 2
     nodes, and hierarchical AllReduce equals MPI_Allreduce across the real node boundary."""
-    script, out = tmp_path / "placement.py", tmp_path / "placement.json"
-    script.write_text(PLACEMENT)
+    out = tmp_path / "placement.json"
     links = _root_links()
     with Cluster(2, 2, "1gbit") as cluster:
         ns_ids = _netns_ids(cluster.net.all_namespaces)
         node_ids = [list(_netns_ids([ns]))[0] for ns in cluster.namespaces]
-        assert cluster.run([PY, str(script), str(out)], timeout=120) == 0
+        assert cluster.run([PY, str(PLACEMENT), str(out)], timeout=120) == 0
     result = json.loads(out.read_text())
     assert result["nodes"] == 2 and result["wrong"] == 0 and result["changed"] == 0
     for r in result["ranks"]:
@@ -217,26 +174,7 @@ def test_placement_and_hierarchical_exact(tmp_path):
         assert r["emulated"]["nodes"] == 2 and r["emulated"]["ranks_per_node"] == 2
         assert r["emulated"]["link"] == "1gbit"
         assert r["emulated"]["link_bit_per_s"] == 10**9
-    _assert_gone(cluster, ns_ids, links, [r["pid"] for r in result["ranks"]], str(script))
-
-
-PINGPONG = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    buf = np.zeros(4 << 20, dtype=np.uint8)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        if comm.rank == 0:
-            comm.Send(buf, 1); comm.Recv(buf, 1)
-        else:
-            comm.Recv(buf, 0); comm.Send(buf, 0)
-        times.append(time.perf_counter() - t)
-    if comm.rank == 0:
-        open(sys.argv[1], "w").write(repr(buf.nbytes * 8 / (min(times[1:]) / 2)))
-""")
+    _assert_gone(cluster, ns_ids, links, [r["pid"] for r in result["ranks"]], str(PLACEMENT))
 
 
 @needs_netns
@@ -245,10 +183,9 @@ def test_link_rate_matches_setting(tmp_path, link):
     """A 4 MiB ping-pong between two nodes: the one-way rate is within 15 % of the set rate
     (at 1gbit only the upper bound is asserted: on a loaded 2-core host TCP at 1 Gbit/s can
     be CPU-bound, but it can never beat the shaper)."""
-    script, out = tmp_path / "pingpong.py", tmp_path / "rate.txt"
-    script.write_text(PINGPONG)
+    out = tmp_path / "rate.txt"
     with Cluster(2, 1, link) as cluster:
-        assert cluster.run([PY, str(script), str(out)], timeout=120) == 0
+        assert cluster.run([PY, str(PINGPONG), str(out), "3"], timeout=120) == 0
     measured, rate = float(out.read_text()), parse_rate(link)
     assert measured <= 1.15 * rate, (link, measured)
     if link == "100mbit":
@@ -398,50 +335,24 @@ def test_cli_allreduce_records_emulated_topology(tmp_path):
 
 MPICH_PYTHON = os.environ.get("DISTBENCH_TEST_MPICH_PYTHON")
 
-PLACEMENT_PLAIN = textwrap.dedent("""
-    import json, os, socket, sys, time
-    import numpy as np
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    st = os.stat("/proc/self/ns/net")
-    me = [comm.rank, [st.st_dev, st.st_ino], socket.gethostname(), node.Get_size()]
-    peer = comm.size // 2
-    buf = np.zeros(4 << 20, dtype=np.uint8)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        if comm.rank == 0:
-            comm.Send(buf, peer); comm.Recv(buf, peer)
-        elif comm.rank == peer:
-            comm.Recv(buf, 0); comm.Send(buf, 0)
-        times.append(time.perf_counter() - t)
-    ranks = comm.gather(me)
-    if comm.rank == 0:
-        rate = buf.nbytes * 8 / (min(times[1:]) / 2)
-        json.dump({"ranks": ranks, "rate": rate, "lib": MPI.Get_library_version()},
-                  open(sys.argv[1], "w"))
-""")
-
-
 @needs_netns
 @pytest.mark.skipif(not MPICH_PYTHON, reason="MPICH (hydra) path: set "
                     "DISTBENCH_TEST_MPICH_PYTHON to a Python with mpi4py on MPICH and MPICH's "
                     "mpiexec beside it (e.g. a venv with `pip install mpich mpi4py numpy`)")
 def test_mpich_hydra_placement_and_rate(tmp_path):
-    script, out = tmp_path / "plain.py", tmp_path / "plain.json"
-    script.write_text(PLACEMENT_PLAIN)
+    out = tmp_path / "plain.json"
     links = _root_links()
     mpiexec = str(Path(MPICH_PYTHON).parent / "mpiexec")
     with Cluster(2, 2, "100mbit", mpirun=mpiexec) as cluster:
         assert cluster.family == "hydra"
         ns_ids = _netns_ids(cluster.net.all_namespaces)
         node_ids = [list(_netns_ids([ns]))[0] for ns in cluster.namespaces]
-        assert cluster.run([MPICH_PYTHON, str(script), str(out)], timeout=120) == 0
+        assert cluster.run([MPICH_PYTHON, str(PLACEMENT), str(out), str(4 << 20)],
+                           timeout=120) == 0
     result = json.loads(out.read_text())
     assert "MPICH" in result["lib"]
-    for rank, netns, hostname, node_size in result["ranks"]:
-        assert tuple(netns) == node_ids[rank // 2] and node_size == 2
-        assert hostname == cluster.namespaces[rank // 2]
+    for r in result["ranks"]:
+        assert tuple(r["netns"]) == node_ids[r["rank"] // 2] and r["node_size"] == 2
+        assert r["hostname"] == cluster.namespaces[r["rank"] // 2]
     assert 0.85 * 1e8 <= result["rate"] <= 1.15 * 1e8, result["rate"]
     _assert_gone(cluster, ns_ids, links)

@@ -19,37 +19,25 @@ import time
 from pathlib import Path
 
 import pytest
+from launch import namespaces_skip_reason
 
-from distbench.emulate.network import NETNS_DIR, PREFIX, STATE_ROOT, check_requirements, pids_in
+from distbench.emulate.network import NETNS_DIR, PREFIX, STATE_ROOT, pids_in
 from distbench.runtime import UsageError, launched_by_mpirun
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SCRIPT = REPO / "examples" / "slurm" / "bench.sbatch"
+PLACEMENT = REPO / "tests" / "data" / "placement.py"
 
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch jobs")
-
-
-def _slurm_skip_reason() -> str | None:
-    from distbench.emulate.slurm import check_slurm
-
-    try:
-        tools = check_requirements()
-        check_slurm("srun")
-    except UsageError as exc:
-        return str(exc)
-    probe = f"dbe-probe-{os.getpid()}"
-    made = subprocess.run([tools["ip"], "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"network namespaces unavailable: {made.stderr.strip()}"
-    subprocess.run([tools["ip"], "netns", "del", probe], capture_output=True)
-    return None
 
 
 @pytest.fixture(scope="module")
 def slurm_allowed():
     """Skip (saying why) unless Slurm clusters can be built here; probed once, when needed."""
-    reason = _slurm_skip_reason()
+    from distbench.emulate.slurm import check_slurm
+
+    reason = namespaces_skip_reason(lambda: check_slurm("srun"))
     if reason is not None:
         pytest.skip(f"Slurm on the emulated cluster: {reason}")
 
@@ -213,50 +201,6 @@ def test_scheduler_record_tells_the_launcher():
 
 # ------------------------------------------------------------------ Slurm clusters
 
-PLACEMENT = textwrap.dedent("""
-    import json, os, socket, sys, time
-    import numpy as np
-    from mpi4py import MPI
-    from distbench.check import count_wrong, fill_exact, unchanged
-    from distbench.collectives import get_allreduce
-    comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    nodes = comm.allreduce(1 if node.Get_rank() == 0 else 0)
-    st = os.stat("/proc/self/ns/net")
-    me = {"rank": rank, "netns": [st.st_dev, st.st_ino], "hostname": socket.gethostname(),
-          "node_size": node.Get_size(), "job": os.environ.get("SLURM_JOB_ID"),
-          "emulated": json.loads(os.environ["DISTBENCH_EMULATED"])}
-    wrong = changed = 0
-    for algo in ("hierarchical", "ring"):
-        fn = get_allreduce(algo)
-        for dtype in ("float32", "int64"):
-            for count in (0, 1, 3, 4, 5, 1009, (1 << 17) + 3):
-                send = np.empty(count, dtype=dtype)
-                fill_exact(send, rank)
-                recv = np.full(count, -99, dtype=dtype)
-                fn(comm, send, recv)
-                wrong += count_wrong(comm, send, recv)
-                changed += 0 if unchanged(send, rank) else 1
-    # 1 MiB ping-pong between rank 0 and the first rank of the other node
-    peer, buf, times = comm.size // 2, np.zeros(1 << 20, dtype=np.uint8), []
-    for _ in range(3):
-        comm.Barrier()
-        t = time.perf_counter()
-        if rank == 0:
-            comm.Send(buf, peer); comm.Recv(buf, peer)
-        elif rank == peer:
-            comm.Recv(buf, 0); comm.Send(buf, 0)
-        times.append(time.perf_counter() - t)
-    ranks = comm.gather(me)
-    changed = comm.allreduce(changed)
-    if rank == 0:
-        with open(sys.argv[1], "w") as fh:
-            json.dump({"ranks": ranks, "nodes": nodes, "wrong": wrong, "changed": changed,
-                       "rate": buf.nbytes * 8 / (min(times[1:]) / 2)}, fh)
-""")
-
-
 @pytest.fixture(scope="module")
 def slurm_cluster(slurm_allowed):
     """One 2 x 2 Slurm cluster at 100mbit shared by the placement tests."""
@@ -277,8 +221,7 @@ def test_placement_exact_allreduce_and_shaped_link(slurm_cluster, tmp_path, laun
     namespaces, and traffic between nodes goes through the shaped link (a ping-pong never
     beats 100 Mbit/s by more than 15 %)."""
     cluster = slurm_cluster
-    script, out = tmp_path / "placement.py", tmp_path / "placement.json"
-    script.write_text(PLACEMENT)
+    script, out = PLACEMENT, tmp_path / "placement.json"
     if launch == "batch":
         job = tmp_path / "job.sbatch"
         job.write_text(f"#!/bin/sh\n#SBATCH --nodes=9\nexec srun --mpi=pmix {PY} {script} "

@@ -23,7 +23,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,23 +32,7 @@ from distbench.emulate.slurm import SlurmCluster
 PY = sys.executable
 START = ("import sys, time; from mpi4py import MPI; MPI.COMM_WORLD.Barrier(); "
          "MPI.COMM_WORLD.rank or open(sys.argv[1], 'w').write(repr(time.time()))")
-PINGPONG = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    buf = np.zeros(4 << 20, dtype=np.uint8)
-    times = []
-    for _ in range(4):
-        t = time.perf_counter()
-        if comm.rank == 0:
-            comm.Send(buf, 1); comm.Recv(buf, 1)
-        else:
-            comm.Recv(buf, 0); comm.Send(buf, 0)
-        times.append(time.perf_counter() - t)
-    if comm.rank == 0:
-        open(sys.argv[1], "w").write(repr(buf.nbytes * 8 / (min(times[1:]) / 2)))
-""")
+PINGPONG = Path(__file__).resolve().parent / "pingpong.py"
 
 
 def summary(values: list[float], scale: float = 1.0, fmt: str = "{:.3f}") -> str:
@@ -103,14 +86,13 @@ def job_start(reps: int, tmp: Path) -> dict[str, list[float]]:
 
 def link_rates(reps: int, tmp: Path) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    script, res = tmp / "pingpong.py", tmp / "rate.txt"
-    script.write_text(PINGPONG)
+    res = tmp / "rate.txt"
     for link in ("100mbit", "1gbit"):
         with Cluster(2, 1, link) as plain, SlurmCluster(2, 1, link, time_limit_s=120) as slurm:
             for k in range(reps):
                 for name in rotate(["mpirun", "srun"], k):
                     cluster = plain if name == "mpirun" else slurm
-                    assert cluster.run([PY, str(script), str(res)]) == 0
+                    assert cluster.run([PY, str(PINGPONG), str(res)]) == 0
                     out.setdefault(f"{link} {name}", []).append(float(res.read_text()))
     return out
 
