@@ -34,6 +34,7 @@ from distbench.runtime import UsageError, launched_by_mpirun
 PY = sys.executable
 PINGPONG = Path(__file__).resolve().parent.parent / "tools" / "pingpong.py"
 PLACEMENT = Path(__file__).resolve().parent / "data" / "placement.py"
+FAIL = PLACEMENT.parent / "fail.py"
 
 # These tests start their own mpirun; inside an MPI rank (a ranked run of the suite) they would
 # run once per rank and `distbench emulate` would refuse to start under mpirun.
@@ -192,33 +193,18 @@ def test_link_rate_matches_setting(tmp_path, link):
         assert measured >= 0.85 * rate, (link, measured)
 
 
-FAIL = textwrap.dedent("""
-    import os, signal, sys, time
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
-    comm.Barrier()
-    if comm.rank == comm.size - 1:
-        if sys.argv[2] == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        os._exit(3)  # dies without MPI_Finalize while the others still run
-    time.sleep(60)
-""")
-
-
 @needs_netns
 @pytest.mark.parametrize("how", ["exit", "kill"])
 def test_teardown_after_inner_failure(tmp_path, how):
     """A rank that dies (exit 3 without finalizing, or SIGKILL) while the others still run
     fails the run within seconds; nothing is left behind."""
-    script, pid_dir = tmp_path / "fail.py", tmp_path / "pids"
-    script.write_text(FAIL)
+    script, pid_dir = FAIL, tmp_path / "pids"
     pid_dir.mkdir()
     links = _root_links()
     start = time.monotonic()
     with Cluster(2, 2, "none") as cluster:
         ns_ids = _netns_ids(cluster.net.all_namespaces)
-        assert cluster.run([PY, str(script), str(pid_dir), how], timeout=50) != 0
+        assert cluster.run([PY, str(script), how, str(pid_dir)], timeout=50) != 0
     assert time.monotonic() - start < 30
     pids = [int(p.name) for p in pid_dir.iterdir()]
     assert len(pids) == 4

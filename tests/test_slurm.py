@@ -28,6 +28,7 @@ PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SCRIPT = REPO / "examples" / "slurm" / "bench.sbatch"
 PLACEMENT = REPO / "tests" / "data" / "placement.py"
+FAIL = PLACEMENT.parent / "fail.py"
 
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch jobs")
 
@@ -312,19 +313,6 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
     assert _leftovers(run_id) == []
 
 
-FAIL = textwrap.dedent("""
-    import os, signal, sys, time
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    comm.Barrier()
-    if comm.rank == comm.size - 1:
-        if sys.argv[1] == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        os._exit(3)  # dies without MPI_Finalize while the others still run
-    time.sleep(60)
-""")
-
-
 @needs_slurm
 def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
     """A rank that exits without finalizing (srun) or is killed (salloc + mpirun) fails the job
@@ -332,8 +320,7 @@ def test_failing_ranks_and_time_limit_then_nothing_left(tmp_path):
     no namespace, daemon, mount or spool folder."""
     from distbench.emulate.slurm import JobTimeout, SlurmCluster
 
-    script = tmp_path / "fail.py"
-    script.write_text(FAIL)
+    script = FAIL
     cluster = SlurmCluster(2, 2, "none", time_limit_s=60)
     with cluster:
         run_id, pids = cluster.net.run_id, cluster.daemon_pids
