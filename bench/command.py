@@ -136,6 +136,19 @@ NON_NEGATIVE_INT = Number(0, integer=True)
 DEFAULT_MAX_TIME = 3600.0
 
 
+@dataclass(kw_only=True)
+class RunOptions:
+    """The parsed options every measuring command shares: :func:`watch_options` (``timeout``,
+    ``max_time`` in seconds) and :func:`output_options` (``output`` folder, ``json``, ``quiet``).
+    A command's config dataclass derives from it."""
+
+    timeout: float | None = None
+    max_time: float = DEFAULT_MAX_TIME
+    output: str = "results"
+    json: bool = False
+    quiet: bool = False
+
+
 def watch_options(what: str = "operation"):
     """``--timeout`` (the watchdog's deadline per operation) and ``--max-time`` (the bound on
     a run's estimated duration)."""

@@ -45,8 +45,8 @@ from distbench.benchmarks import sweep
 from distbench.buffers import release_caches
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.command import (
-    DEFAULT_MAX_TIME,
     Job,
+    RunOptions,
     apply,
     check_size_range,
     compressor_options,
@@ -71,7 +71,7 @@ BUDGET_S = 0.6  # timed seconds per (size, method) when -n is not given
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(RunOptions):
     """Parsed options of ``distbench compress`` (sizes in bytes of a float32 gradient)."""
 
     methods: list = field(default_factory=list)
@@ -89,12 +89,7 @@ class CompressConfig:
     seed: int = 0
     device: str = "cpu"
     gpu_aware: str = "auto"
-    timeout: float | None = None
-    max_time: float = DEFAULT_MAX_TIME
     target_ci: float | None = None
-    output: str = "results"
-    json: bool = False
-    quiet: bool = False
 
     def sizes(self) -> list[int]:
         return size_sweep(self.min_bytes, self.max_bytes, self.factor)
@@ -342,9 +337,12 @@ def _compress(methods, density, bits, error_feedback, bucket_size, min_bytes, ma
     against the dense AllReduce (native and ring), and its break-even link bandwidth."""
     names = COMPRESSORS.require(["all"] if methods.strip() == "all" else csv_list(methods),
                                 "--method")
-    cfg = CompressConfig(names, density, bits, bucket_size, error_feedback, min_bytes,
-                         max_bytes, factor, steps, iters, warmup, allreduce, seed, device,
-                         gpu_aware, timeout, max_time, target_ci, output, as_json, quiet)
+    cfg = CompressConfig(
+        methods=names, density=density, bits=bits, bucket_size=bucket_size,
+        error_feedback=error_feedback, min_bytes=min_bytes, max_bytes=max_bytes, factor=factor,
+        steps=steps, iters=iters, warmup=warmup, allreduce=allreduce, seed=seed, device=device,
+        gpu_aware=gpu_aware, timeout=timeout, max_time=max_time, target_ci=target_ci,
+        output=output, json=as_json, quiet=quiet)
     validate(cfg)
     return Job("compress", asdict(cfg), lambda comm, argv: run(cfg, comm, argv),
                validate=lambda comm: validate_mpi(cfg, comm), timeout=timeout, output=output)

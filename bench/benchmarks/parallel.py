@@ -37,12 +37,12 @@ from distbench.analysis.tables import (
 from distbench.benchmarks.sweep import Run, check_duration
 from distbench.collectives import get_collective
 from distbench.command import (
-    DEFAULT_MAX_TIME,
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
     Job,
     Number,
+    RunOptions,
     csv_list,
     output_options,
     watch_options,
@@ -55,7 +55,7 @@ from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_si
 
 
 @dataclass
-class ParallelConfig:
+class ParallelConfig(RunOptions):
     """Parsed options of ``distbench parallel``."""
 
     model: dict = field(default_factory=dict)   # Transformer's fields
@@ -76,11 +76,6 @@ class ParallelConfig:
     warmup_steps: int = 1
     memory_only: bool = False
     ranks: int | None = None
-    timeout: float | None = None
-    max_time: float = DEFAULT_MAX_TIME
-    output: str = "results"
-    json: bool = False
-    quiet: bool = False
 
     def transformer(self) -> Transformer:
         opts = dict(self.model)
@@ -392,10 +387,13 @@ def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batch
         stages = [int(z) for z in csv_list(zero)]
     except ValueError:
         raise UsageError(f"--zero takes comma-separated stages 0-3, not {zero!r}") from None
-    cfg = ParallelConfig(model, csv_list(layouts) if layouts else None, dp, tp, pp, stages,
-                         _floats(bucket_mb, "--bucket-mb"), overlap, schedule, dp_algo,
-                         tp_algo, compute, tflops, ranks_per_node, steps, warmup_steps,
-                         memory_only, ranks, timeout, max_time, output, as_json, quiet)
+    cfg = ParallelConfig(
+        model=model, layouts=csv_list(layouts) if layouts else None, dp=dp, tp=tp, pp=pp,
+        zero=stages, bucket_mb=_floats(bucket_mb, "--bucket-mb"), overlap=overlap,
+        schedule=schedule, dp_algo=dp_algo, tp_algo=tp_algo, compute=compute, tflops=tflops,
+        ranks_per_node=ranks_per_node, steps=steps, warmup_steps=warmup_steps,
+        memory_only=memory_only, ranks=ranks, timeout=timeout, max_time=max_time,
+        output=output, json=as_json, quiet=quiet)
     if not stages:
         raise UsageError("--zero needs at least one stage")
     validate(cfg)

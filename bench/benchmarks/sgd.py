@@ -36,9 +36,9 @@ from distbench.analysis.tables import (
 from distbench.benchmarks.sweep import Run, check_duration
 from distbench.collectives import ALLREDUCE
 from distbench.command import (
-    DEFAULT_MAX_TIME,
     POSITIVE,
     Job,
+    RunOptions,
     check_training_options,
     compressor_options,
     device_options,
@@ -58,7 +58,7 @@ STEP_LOWER_BOUND_S = 5e-6  # an optimistic time of one SGD update (s), for --max
 
 
 @dataclass
-class SGDBenchConfig:
+class SGDBenchConfig(RunOptions):
     """Parsed options of ``distbench sgd`` (see the command's help)."""
 
     modes: list | None = None  # None: sync,local,async (sync,local on one rank)
@@ -95,11 +95,6 @@ class SGDBenchConfig:
     device: str = "cpu"
     gpu_aware: str = "auto"
     seed: int = 0
-    timeout: float | None = None
-    max_time: float = DEFAULT_MAX_TIME
-    output: str = "results"
-    json: bool = False
-    quiet: bool = False
 
 
 def parse_straggler(values) -> dict:
