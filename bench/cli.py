@@ -75,11 +75,19 @@ class LazyGroup(click.Group):
             module, attr, _ = COMMANDS[name]
             return getattr(importlib.import_module(module), attr)
         if name in collective_names():
-            from distbench.benchmarks.collective import collective_command
+            from distbench.benchmarks.collective_command import build
             from distbench.collectives import get_collective
 
-            return collective_command(get_collective(name))
+            return build(get_collective(name))
         return None
+
+    def resolve_command(self, ctx, args):
+        """As click's, with the commands listed when the name is unknown."""
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            raise click.UsageError(f"unknown command {args[0]!r} (collectives: "
+                                   f"{', '.join(collective_names())}; other commands: "
+                                   f"{', '.join(COMMANDS)})")
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx, formatter) -> None:
         rows = [(n, f"{n}: hand-written algorithms vs the library's call, by size.")

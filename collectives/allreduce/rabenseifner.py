@@ -11,7 +11,9 @@ the steps (d = 1, 2, ..., p'/2): partners swap their finished ranges, doubling t
 Non-powers of two are folded as MPICH does (Thakur, Rabenseifner & Gropp 2005, section 4):
 the first 2r ranks (r = p - p') pair up, even ones send their vector to the odd ones and wait,
 the p' remaining ranks run the algorithm, the odd ones send the result back
-(:func:`distbench.collectives.recursive_doubling.fold_in` / ``fold_out``).
+(:func:`distbench.collectives.patterns.fold_in` / ``fold_out``; the halving and doubling are
+:func:`~distbench.collectives.patterns.halving` and ``doubling``). In place
+(``sendbuf = MPI.IN_PLACE``) the same steps start from ``recvbuf``.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte), p a power of two: ``T = 2 lg p alpha + 2 (p-1)/p n beta + (p-1)/p n gamma``
@@ -30,79 +32,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.buffers import workspace
-from distbench.collectives.allreduce.recursive_doubling import (
-    fold_in,
-    fold_out,
-    folded,
-    levels_near,
-    real_rank,
-)
-from distbench.collectives.kernels import (
-    broadcast,
-    cached_bounds,
-    copy_into,
-    pow2_floor,
-    reduce_ufunc,
-    split_steps,
-)
-from distbench.runtime import namespace_of
+from distbench.collectives import patterns
+from distbench.collectives.costs import broadcast, fold, halving_levels
+from distbench.collectives.kernels import cached_bounds, pow2_floor, reduce_input
+from distbench.collectives.schedule import kernels
 
 TAG = 0x5241  # "RA"
 
 
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Rabenseifner AllReduce: recursive-halving reduce-scatter + recursive-doubling allgather.
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Send``/``Recv``/``Sendrecv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
-
-    Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
-    """
-    size = comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    count = recvbuf.shape[0]
-    if size == 1 or count == 0:
-        copy_into(recvbuf, sendbuf)
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Recursive halving down to one block of p', recursive doubling back up to the vector,
+    between MPICH's fold in and out."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    pof2 = pow2_floor(size)
-    rem = size - pof2
-    newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
+    newrank, acc = yield from patterns.fold_in(comm, setup[1], recvbuf, setup[0], TAG)
     if newrank >= 0:
-        bounds = cached_bounds(count, pof2)
-        tmp = workspace(recvbuf, bounds[pof2 // 2])  # the first (largest) half: largest receive
-        # Reduce-scatter by recursive halving: [lo, hi) is the block range still being reduced.
-        lo, hi = 0, pof2
-        dist = pof2 >> 1
-        while dist:
-            partner = real_rank(newrank ^ dist, rem)
-            mid = lo + dist
-            if newrank < mid:
-                keep_lo, keep_hi, give_lo, give_hi = lo, mid, mid, hi
-            else:
-                keep_lo, keep_hi, give_lo, give_hi = mid, hi, lo, mid
-            k0, k1 = bounds[keep_lo], bounds[keep_hi]
-            part = tmp[: k1 - k0]
-            comm.Sendrecv(acc[bounds[give_lo]:bounds[give_hi]], partner, TAG,
-                          part, partner, TAG)
-            fn(acc[k0:k1], part, out=recvbuf[k0:k1])
-            acc = recvbuf
-            lo, hi = keep_lo, keep_hi
-            dist >>= 1
-        # Allgather by recursive doubling: swap finished aligned groups of dist blocks.
-        dist = 1
-        while dist < pof2:
-            partner = real_rank(newrank ^ dist, rem)
-            mine = newrank & ~(dist - 1)
-            theirs = mine ^ dist
-            comm.Sendrecv(recvbuf[bounds[mine]:bounds[mine + dist]], partner, TAG,
-                          recvbuf[bounds[theirs]:bounds[theirs + dist]], partner, TAG)
-            dist <<= 1
-    fold_out(comm, recvbuf, TAG)
+        bounds = cached_bounds(recvbuf.shape[0], pow2_floor(comm.Get_size()))
+        yield from patterns.halving(comm, acc, recvbuf, bounds, newrank, setup[0], TAG)
+        yield from patterns.doubling(comm, recvbuf, bounds, newrank, TAG)
+    yield from patterns.fold_out(comm, recvbuf, recvbuf, TAG)
+
+
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
@@ -110,29 +62,19 @@ def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
     of 1, 2, .., p'/2 blocks; ranks < 2r add n for the non-power-of-two fold."""
     if ranks == 1 or count == 0:
         return 0
-    pof2 = pow2_floor(ranks)
-    rem = ranks - pof2
-    n = count * itemsize
-    if rank < 2 * rem and rank % 2 == 0:
-        return n
-    q = rank // 2 if rank < 2 * rem else rank - rem
-    bounds = [b * itemsize for b in cached_bounds(count, pof2)]
-    sent = n - (bounds[q + 1] - bounds[q])
-    d = 1
-    while d < pof2:
-        lo = q - q % d
-        sent += bounds[lo + d] - bounds[lo]
-        d *= 2
-    return sent + (n if rank < 2 * rem else 0)
+    rem = ranks - pow2_floor(ranks)
+    q = patterns.group_rank(rank, ranks)
+    if q < 0:
+        return count * itemsize
+    bounds = cached_bounds(count, pow2_floor(ranks))
+    sent = patterns.halving_bytes(q, bounds) + patterns.doubling_bytes(q, bounds)
+    sent += count if rank < 2 * rem else 0
+    return sent * itemsize
 
 
 def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     """TRG's recursive halving + doubling with MPICH's fold; the halving steps whose partner
     distance is >= k carry the share of the bytes that crosses nodes."""
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
-    levels, near = levels_near(p, k)
-    p2 = np.ldexp(1.0, levels)
-    a, _, ai, _ = split_steps(2 * levels, 2 * near, 1.0, np.zeros(p.shape))
-    b = 2 * (np.ldexp(1.0, near) - 1) / p2 * n
-    bi = 2 * (p2 - np.ldexp(1.0, near)) / p2 * n
-    return folded(n, p, k, levels, a, b, (p2 - 1) / p2 * n, ai, bi)
+    a, b, ai, bi, p2 = halving_levels(n, p, k, passes=2)
+    return fold(n, p, k, (a, b, (p2 - 1) / p2 * n, ai, bi), (n, n), n)

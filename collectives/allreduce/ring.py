@@ -2,10 +2,11 @@
 
 The vector is cut into p near-equal contiguous blocks (:func:`~distbench.collectives.kernels.
 block_bounds`). Rank r sends to r+1 and receives from r-1 (mod p). In reduce-scatter step
-s = 0..p-2 it forwards its partial sum of block (r-s) and adds the block (r-s-1) it receives into
-``recvbuf``; afterwards it holds the full reduction of block (r+1). In allgather step s it
-forwards block (r+1-s) and receives block (r-s) directly into ``recvbuf``. Every link carries
-the same traffic, which is why the ring is bandwidth-optimal.
+s = 0..p-2 it forwards its partial sum of block (r-s) and adds its own part of the block (r-s-1)
+it receives; afterwards it holds the full reduction of block (r+1), in ``recvbuf``
+(:func:`~distbench.collectives.patterns.ring_reduce_scatter`). In allgather step s it forwards
+block (r+1-s) and receives block (r-s) directly into ``recvbuf``. Every link carries the same
+traffic, which is why the ring is bandwidth-optimal.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = 2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan 2009,
@@ -14,8 +15,8 @@ Comput. 69(2)).
 
 Bytes sent per rank r (b_i = size of block i in bytes): ``2 n - b_{(r+1) mod p} - b_{(r+2) mod
 p}``, i.e. ``2 (p-1)/p n`` when p divides the count. No initial copy of ``sendbuf``: the first
-reduction reads ``sendbuf`` and writes ``recvbuf``, so the only extra traffic is one receive of
-a segment into a segment-sized scratch buffer.
+reduction reads ``sendbuf``, partial sums go to a one-block scratch buffer, received segments to
+a segment-sized one. In place (``sendbuf = MPI.IN_PLACE``) the same steps read ``recvbuf``.
 
 Segmentation: inside one node the reduce-scatter sends each block in segments of
 :data:`SEGMENT_BYTES`, as Open MPI's ``ompi_coll_base_allreduce_intra_ring_segmented`` does,
@@ -29,91 +30,45 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.buffers import workspace
-from distbench.collectives.kernels import (
-    block_bounds,
-    broadcast,
-    cached_bounds,
-    copy_into,
-    one,
-    reduce_ufunc,
+from distbench.collectives.costs import broadcast, lock_step
+from distbench.collectives.kernels import block_bounds, cached_bounds, reduce_input
+from distbench.collectives.patterns import (  # noqa: F401 (SEGMENT_BYTES, spans_nodes: API)
+    _SPANS_NODES,
+    SEGMENT_BYTES,
+    ring_allgather,
+    ring_reduce_scatter,
+    ring_segment,
+    ring_segments_alpha,
+    spans_nodes,
 )
-from distbench.runtime import mpi, namespace_of
+from distbench.collectives.schedule import kernels
 
 TAG = 0x5249  # "RI"
 
-# Reduce-scatter messages are cut into segments of this many bytes, so each received segment is
-# still in cache when it is added (measured here, 2 ranks: 1 MiB segments are 20-25 % faster
-# than whole blocks at 16-64 MiB; 256 KiB and 4 MiB are in between).
-SEGMENT_BYTES = 1 << 20
 
-
-_SPANS_NODES: dict = {}
-
-
-def spans_nodes(comm) -> bool:
-    """Whether ``comm``'s ranks are on more than one node (``COMM_TYPE_SHARED``), cached per
-    communicator (the first call is collective)."""
-    hit = _SPANS_NODES.get(id(comm))
-    if hit is None or hit[0] is not comm:
-        local = comm.Split_type(mpi().COMM_TYPE_SHARED)
-        hit = (comm, local.Get_size() != comm.Get_size())
-        local.Free()
-        _SPANS_NODES[id(comm)] = hit  # holds comm, so its id is not reused while cached
-    return hit[1]
-
-
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Ring AllReduce: reduce-scatter then allgather of p blocks.
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); uses only ``Sendrecv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
-
-    Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    count = recvbuf.shape[0]
-    if size == 1 or count == 0:
-        copy_into(recvbuf, sendbuf)
+def steps(comm, sendbuf, recvbuf, op=None):
+    """The ring's 2 (p-1) steps: reduce-scatter, after which this rank holds block rank + 1,
+    then allgather."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    bounds = cached_bounds(count, size)
-    right, left = (rank + 1) % size, (rank - 1) % size
+    fn, src = setup
+    rank, size = comm.Get_rank(), comm.Get_size()
+    bounds = cached_bounds(recvbuf.shape[0], size)
+    own = (rank + 1) % size
     # Every rank cuts every block into the same number of segments (from the largest block,
     # block 0), so sender and receiver agree on each message; a segment may be empty.
-    seg = bounds[1] if spans_nodes(comm) else max(1, SEGMENT_BYTES // recvbuf.itemsize)
-    nseg = -(-bounds[1] // seg)
-    tmp = workspace(recvbuf, min(seg, bounds[1]))
+    yield from ring_reduce_scatter(comm, src, bounds, own, recvbuf[bounds[own]:bounds[own + 1]],
+                                   fn, TAG, ring_segment(comm, bounds, recvbuf.itemsize))
+    yield from ring_allgather(comm, recvbuf, bounds, own, TAG)
 
-    # Reduce-scatter: after step s, recvbuf holds the partial sum of block (rank-s-1) over
-    # ranks rank-s-1 .. rank. Step 0 forwards this rank's own block straight from sendbuf.
-    src = sendbuf
-    for step in range(size - 1):
-        s = (rank - step) % size
-        r = (rank - step - 1) % size
-        s_lo, s_hi, r_lo, r_hi = bounds[s], bounds[s + 1], bounds[r], bounds[r + 1]
-        for j in range(0, nseg * seg, seg):
-            lo, hi = min(r_lo + j, r_hi), min(r_lo + j + seg, r_hi)
-            part = tmp[: hi - lo]
-            comm.Sendrecv(src[min(s_lo + j, s_hi):min(s_lo + j + seg, s_hi)], right, TAG,
-                          part, left, TAG)
-            fn(sendbuf[lo:hi], part, out=recvbuf[lo:hi])
-        src = recvbuf
 
-    # Allgather: forward the completed block (rank+1-s), receive block (rank-s) in place.
-    for step in range(size - 1):
-        s = (rank + 1 - step) % size
-        r = (rank - step) % size
-        comm.Sendrecv(recvbuf[bounds[s]:bounds[s + 1]], right, TAG,
-                      recvbuf[bounds[r]:bounds[r + 1]], left, TAG)
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
-    """Reduce-scatter forwards every block but (r+1), allgather every block but (r+2)."""
+    """Reduce-scatter forwards every block but (r+1), allgather every block but (r+2):
+    ``2 n - b_(r+1) - b_(r+2)``."""
     if ranks == 1 or count == 0:
         return 0
     sizes = np.diff(block_bounds(count, ranks)) * itemsize
@@ -126,9 +81,5 @@ def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
     pf = p.astype(np.float64)
     multi = k < p  # across nodes the ring sends whole blocks (spans_nodes)
-    segments = (p - 1) * np.maximum(np.ceil(np.ceil(n / pf) / SEGMENT_BYTES) - 1, 0)
-    a = 2 * (p - 1) + np.where(multi, 0, segments)
-    b = 2 * (pf - 1) / pf * n
-    c = (pf - 1) / pf * n
-    return one([np.where(multi, 0, a), np.where(multi, 0, b), c,
-                np.where(multi, a, 0), np.where(multi, b, 0)])
+    a = 2 * (p - 1) + np.where(multi, 0, ring_segments_alpha(n, pf))
+    return lock_step(a, 2 * (pf - 1) / pf * n, (pf - 1) / pf * n, multi)
