@@ -47,7 +47,7 @@ from distbench.runtime import mpi
 WORD = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}  # a parameter's bytes -> a type
 UPDATE_FLOPS = 10.0  # per parameter of the shard: Adam's update
 POLL_S = 50e-6       # the stand-in accelerator's compute is cut into sleeps of this much
-TAG_ACT, TAG_GRAD = 0x5041, 0x5047
+TAG_ACT, TAG_GRAD = 0, 1  # a pipeline message's tag: 2 x micro-batch + direction
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class StepTimes:
     dp: float = 0.0
     gather: float = 0.0
     in_flight: float = 0.0
-    bytes: dict = field(default_factory=dict)
+    bytes: dict = field(default_factory=dict)  # class -> point-to-point bytes this rank sent
     pp_wrong: int = 0
 
 
@@ -174,7 +174,9 @@ class Step:
         self.shards = [np.zeros(c // self.D, dtype=self.word) for c in counts]
         self.act = np.zeros(model.activation_elements(), dtype=self.word)
         self.act_out = np.zeros_like(self.act)
-        self.pp_out = [np.zeros_like(self.act) for _ in range(model.micro_batches)]
+        # one send buffer per micro-batch and direction: an Isend's buffer stays untouched
+        self.pp_out = {(tag, mb): np.zeros_like(self.act) for tag in (TAG_ACT, TAG_GRAD)
+                       for mb in range(model.micro_batches)}
         self.pp_in = np.zeros_like(self.act)
         lay_counts = [_multiple(n, self.D) for n in self.layers]
         self.full = np.zeros(max(lay_counts, default=1), dtype=self.word)
@@ -214,7 +216,10 @@ class Step:
                 self._recv(mb, s - 1, TAG_ACT, out)
                 for j in range(len(self.layers)):
                     self._gather(j, out)
-                    self._layer(compute, layer_f, out)
+                    if j == 0 and plan.has_embedding:
+                        self._tp_allreduce(out)  # the vocabulary-parallel embedding's output
+                    else:
+                        self._layer(compute, layer_f, out)
                 if s == self.P - 1:
                     compute.run(model.logit_forward_flops() / self.T)
                 sends.append(self._send(mb, s + 1, TAG_ACT))
@@ -223,8 +228,9 @@ class Step:
                 if s == self.P - 1:
                     compute.run(2 * model.logit_forward_flops() / self.T)
                 for j in reversed(range(len(self.layers))):
-                    self._gather(j, out)
-                    self._layer(compute, 2 * layer_f, out)
+                    self._gather(j, out)  # ZeRO 3 gathers the embedding too, as DeepSpeed does
+                    if j > 0 or not plan.has_embedding:  # the lookup's backward is local
+                        self._layer(compute, 2 * layer_f, out)
                     if mb == m - 1 and self.cfg.overlap:
                         self._start_ready(j, started, progress)
                 sends.append(self._send(mb, s - 1, TAG_GRAD))
@@ -233,7 +239,7 @@ class Step:
         progress.wait()
         out.dp += time.perf_counter() - t0
         compute.run(UPDATE_FLOPS * self.grad.shape[0] / (self.D if plan.zero else 1))
-        if plan.zero in (1, 2):
+        if plan.zero in (1, 2) and self.D > 1:
             t0 = time.perf_counter()
             for shard, view in zip(self.shards, self.views, strict=True):
                 self.allgather(self.data, shard, view)
@@ -241,7 +247,7 @@ class Step:
         mpi().Request.Waitall([r for r in sends if r is not None])
         out.step = time.perf_counter() - t_step
         out.compute, out.in_flight = compute.seconds, progress.in_flight
-        out.bytes = {name: c.bytes_sent + c.collective_bytes
+        out.bytes = {name: c.bytes_sent
                      for name, c in (("dp", self.data), ("tp", self.tensor), ("pp", self.pipe))}
         return out
 
@@ -249,10 +255,14 @@ class Step:
         """Half the layer, the tensor group's AllReduce, the other half, another one."""
         for _ in range(2):
             compute.run(flops / 2)
-            if self.T > 1:
-                t0 = time.perf_counter()
-                self.tp_allreduce(self.tensor, self.act, self.act_out)
-                out.tp += time.perf_counter() - t0
+            self._tp_allreduce(out)
+
+    def _tp_allreduce(self, out: StepTimes) -> None:
+        """An AllReduce of the b S H activation in the tensor group (T > 1)."""
+        if self.T > 1:
+            t0 = time.perf_counter()
+            self.tp_allreduce(self.tensor, self.act, self.act_out)
+            out.tp += time.perf_counter() - t0
 
     def _gather(self, j: int, out: StepTimes) -> None:
         """ZeRO 3: the layer's parameters from every data-parallel rank's shard."""
@@ -279,7 +289,7 @@ class Step:
         if not 0 <= peer < self.P:
             return
         t0 = time.perf_counter()
-        self.pipe.Recv(self.pp_in, peer, tag + mb)
+        self.pipe.Recv(self.pp_in, peer, 2 * mb + tag)
         out.pp_wait += time.perf_counter() - t0
         if self.pp_in.size and int(self.pp_in[0]) != (mb % 100) + 1:
             out.pp_wrong += 1
@@ -287,10 +297,10 @@ class Step:
     def _send(self, mb: int, peer: int, tag: int):
         if not 0 <= peer < self.P:
             return None
-        buf = self.pp_out[mb]
+        buf = self.pp_out[tag, mb]
         if buf.size:
             buf[0] = (mb % 100) + 1  # the receiver checks which micro-batch arrived
-        return self.pipe.Isend(buf, peer, tag + mb)
+        return self.pipe.Isend(buf, peer, 2 * mb + tag)
 
 
 def _cap(bucket_mb: float, param_bytes: int, data_ranks: int) -> int:

@@ -17,8 +17,10 @@ Bytes each rank sends per step, by traffic class, for algorithms that move the o
   before each micro-batch's forward and again before its backward and the gradients
   reduce-scattered once, ``(2m + 1)(D-1)/D Psi_r B``: 1.5x data parallelism for m = 1.
 * ``tp`` (tensor group, T ranks; Shoeybi et al. 2019, "Megatron-LM", section 3): two
-  AllReduces of the activations b S H in each layer's forward and two in its backward:
-  ``4 x 2 (T-1)/T x (L/P) x m x b S H B``.
+  AllReduces of the activations b S H in each layer's forward and two in its backward, and on
+  stage 0 one after the vocabulary-parallel input embedding's forward:
+  ``(4 (L/P) + [s = 0]) x 2 (T-1)/T x m x b S H B`` (the parallel cross-entropy's b S scalars
+  are left out).
 * ``pp`` (neighbouring stages): the activation b S H to the next stage after each forward
   and its gradient to the previous stage after each backward: ``m b S H B`` each way.
 """
@@ -72,6 +74,11 @@ class RankPlan:
         return out
 
     @property
+    def has_embedding(self) -> bool:
+        """Whether this rank's first "layer" is the input embedding (stage 0)."""
+        return self.stage == 0 and bool(self.model.embedding_params)
+
+    @property
     def params(self) -> int:
         """Psi_r: the parameters this rank holds (before ZeRO's sharding)."""
         return sum(self.layer_elements())
@@ -103,7 +110,8 @@ class RankPlan:
         grad = self.params * b
         rounds = 2 * m + 1 if self.zero == 3 else 2
         dp = rounds * (D - 1) / D * grad
-        tp = 8.0 * (T - 1) / T * self.stage_layers * m * self.activation_bytes
+        allreduces = 4 * self.stage_layers + self.has_embedding
+        tp = 2.0 * (T - 1) / T * allreduces * m * self.activation_bytes
         pp = m * self.activation_bytes * ((self.stage < P - 1) + (self.stage > 0))
         return {"dp": dp, "tp": tp, "pp": float(pp)}
 

@@ -242,10 +242,13 @@ PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
 
 
 def _mb(rec: dict, cls: str) -> str:
+    """Counted / closed-form MB of one traffic class ("lib" where the library's collective
+    carried it: its wire bytes are not ours to count)."""
     counted, formula = rec.get(f"bytes_{cls}"), rec.get(f"bytes_{cls}_formula")
     if not counted and not formula:
         return "-"
-    return f"{fmt_num(counted / 1e6)} / {fmt_num(formula / 1e6)}"
+    shown = "lib" if counted is None else fmt_num(counted / 1e6)
+    return f"{shown} / {fmt_num(formula / 1e6)}"
 
 
 def parallel_row(rec: dict, place: int) -> list[str]:

@@ -266,10 +266,13 @@ def _record(plan, step_cfg, allrows, allsent) -> dict:
         "bubble_formula": bubble_fraction(lay.pp, plan.model.micro_batches),
         "pp_wrong": int(sum(s[4] for s in allsent)),
     }
+    library = {"dp": step_cfg.dp_algo == "native", "tp": step_cfg.tp_algo == "native",
+               "pp": False}
     for i, c in enumerate(CLASSES):
-        rec[f"bytes_{c}"] = float(sent[:, i].max())
+        # a library collective's wire bytes are its own: counted only for ours (and pp's p2p)
+        rec[f"bytes_{c}"] = None if library[c] else float(sent[:, i].max())
         rec[f"bytes_{c}_formula"] = float(formula[:, i].max())
-        rec[f"bytes_{c}_per_rank"] = [float(x) for x in sent[:, i]]
+        rec[f"bytes_{c}_per_rank"] = None if library[c] else [float(x) for x in sent[:, i]]
     return rec
 
 
