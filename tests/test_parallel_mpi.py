@@ -1,0 +1,144 @@
+"""The parallel step on MPI (under mpirun with 2, 3 and 4 ranks): the bytes each rank sends per
+traffic class equal the closed forms for every layout of the job, every ZeRO stage and bucket
+size; every pipeline message arrives for its micro-batch; a step without compute is its bare
+communication; overlapping the buckets with the backward can only shorten the step.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from distbench.algorithms.parallel.layout import Layout
+from distbench.algorithms.parallel.model import Transformer
+from distbench.algorithms.parallel.step import Step, StepConfig
+from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
+
+# 12 layers (P = 1, 2, 3, 4 divide them) of H = 48 with 12 heads (T = 1, 2, 3, 4 divide them), S = 24, V = 101: odd sizes,
+# so layers, shards and buckets are uneven before the padding to a multiple of D.
+MODEL = dict(layers=12, hidden=48, heads=12, seq=24, vocab=101, micro_batch=1)
+FAST = 1e9  # TFLOP/s: the stand-in accelerator's compute takes no measurable time
+
+
+def _layouts(n: int) -> list[Layout]:
+    """Every D x T x P = n (P and T divide the layers and the heads)."""
+    out = []
+    for tp, pp in itertools.product(range(1, n + 1), repeat=2):
+        if n % (tp * pp) == 0 and MODEL["layers"] % pp == 0 and MODEL["heads"] % tp == 0:
+            out.append(Layout(n // (tp * pp), tp, pp))
+    return out
+
+
+def _step(comm, lay, zero, m=4, schedule="1f1b", **cfg):
+    model = Transformer(**MODEL, micro_batches=m)
+    plan = RankPlan.of(model, lay, comm.Get_rank(), zero, schedule)
+    return plan, Step(comm, plan, StepConfig(**{"tflops": FAST, **cfg}))
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_counted_bytes_equal_closed_forms(zero):
+    """Ring algorithms move the optimal volume, so each rank's counted bytes per class equal
+    RankPlan.traffic() exactly, for every layout of the job, bucket sizes that split layers
+    and that hold the whole model, and both schedules."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    for lay, bucket, schedule in itertools.product(_layouts(comm.Get_size()), (0.01, 25.0),
+                                                   ("1f1b", "gpipe")):
+        plan, step = _step(comm, lay, zero, bucket_mb=bucket, schedule=schedule,
+                           dp_algo="ring", tp_algo="ring")
+        for _ in range(2):  # the second step counts the same as the first
+            t = step.run()
+            want = plan.traffic()
+            for c in CLASSES:
+                assert t.bytes[c] == pytest.approx(want[c], rel=1e-12, abs=0), \
+                    (str(lay), zero, bucket, schedule, c)
+            assert t.pp_wrong == 0
+        step.free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_zero_volumes_dp_equals_zero12_and_zero3_is_one_and_a_half():
+    """Counted data-parallel bytes at m = 1: ZeRO 1 and 2 move what plain data parallelism
+    does (reduce-scatter + allgather = AllReduce), ZeRO 3 1.5x as much."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    lay = Layout(comm.Get_size(), 1, 1)
+    sent = {}
+    for zero in range(4):
+        _, step = _step(comm, lay, zero, m=1, dp_algo="ring")
+        sent[zero] = step.run().bytes["dp"]
+        step.free()
+    assert sent[0] > 0 and sent[1] == sent[0] and sent[2] == sent[0]
+    assert sent[3] == pytest.approx(1.5 * sent[0], rel=1e-12)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_every_micro_batch_reaches_the_next_stage(schedule):
+    """A pipeline of all the ranks: each stage receives one activation per micro-batch from
+    the previous stage and one gradient from the next, each tagged with its micro-batch's
+    number and checked on arrival."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    p = comm.Get_size()
+    m = 6
+    plan, step = _step(comm, Layout(1, 1, p), 0, m=m, schedule=schedule)
+    t = step.run()
+    neighbours = (plan.stage > 0) + (plan.stage < p - 1)
+    assert t.pp_wrong == 0
+    assert step.pipe.calls["Recv"] == m * neighbours
+    assert step.pipe.calls["Isend"] == m * neighbours
+    step.free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_zero_flops_is_the_bare_communication():
+    """With compute that takes no time the step is its communication: the compute spent is a
+    sliver and the step's time is accounted for by waiting on the pipeline, the tensor and
+    the data groups."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    n = comm.Get_size()
+    lay = Layout(1, 2, n // 2) if n % 2 == 0 and MODEL["layers"] % (n // 2) == 0 else \
+        Layout(n, 1, 1)
+    _, step = _step(comm, lay, 1, dp_algo="ring", tp_algo="ring", overlap=False)
+    runs = [step.run() for _ in range(5)]
+    step.free()
+    for t in runs[1:]:
+        comm_s = t.pp_wait + t.tp + t.dp + t.gather
+        assert t.compute < 0.25 * t.step, (t.compute, t.step)
+        assert comm_s <= t.step and comm_s >= 0.5 * t.step - 1e-3, (comm_s, t.step)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_overlap_only_lowers_the_step():
+    """Data parallelism on every rank, small buckets and a backward long enough to hide them:
+    with overlap the step waits less for the data group after the backward and takes no
+    longer (medians of interleaved steps)."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    lay = Layout(comm.Get_size(), 1, 1)
+    model = Transformer(**{**MODEL, "hidden": 96, "heads": 12}, micro_batches=1)
+    plan = RankPlan.of(model, lay, comm.Get_rank(), 0)
+    tflops = plan.compute_seconds(1.0) / 0.03  # about 30 ms of compute per step
+    steps = {ov: Step(comm, plan, StepConfig(bucket_mb=0.02, overlap=ov, tflops=tflops,
+                                             dp_algo="ring")) for ov in (True, False)}
+    times = {True: [], False: []}
+    for k in range(12):
+        for ov in ((True, False) if k % 2 else (False, True)):
+            comm.Barrier()
+            t = steps[ov].run()
+            times[ov].append((comm.allreduce(t.step, op=MPI.MAX), t.dp))
+    for s in steps.values():
+        s.free()
+    med = {ov: np.median(np.array(v[2:]), axis=0) for ov, v in times.items()}
+    assert med[True][1] < 0.6 * med[False][1], med  # much less waiting for the data group
+    assert med[True][0] <= 1.1 * med[False][0] + 2e-3, med
