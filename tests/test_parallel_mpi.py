@@ -16,8 +16,9 @@ from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.step import Step, StepConfig
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
 
-# 12 layers (P = 1, 2, 3, 4 divide them) of H = 48 with 12 heads (T = 1, 2, 3, 4 divide them), S = 24, V = 101: odd sizes,
-# so layers, shards and buckets are uneven before the padding to a multiple of D.
+# 12 layers (P = 1, 2, 3, 4 divide them) of H = 48 with 12 heads (so do T = 1, 2, 3, 4),
+# S = 24, V = 101: odd sizes, so layers, shards and buckets are uneven before the padding to
+# a multiple of D.
 MODEL = dict(layers=12, hidden=48, heads=12, seq=24, vocab=101, micro_batch=1)
 FAST = 1e9  # TFLOP/s: the stand-in accelerator's compute takes no measurable time
 

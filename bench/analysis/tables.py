@@ -237,7 +237,7 @@ def abridge(rows: list, most: int) -> list:
 PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
                     ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
                     ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
-                    ("tp MB", "right"), ("pp MB", "right"), ("memory GiB", "right"),
+                    ("tp MB", "right"), ("pp MB", "right"), ("memory GB", "right"),
                     ("bubble", "right")]
 
 
@@ -261,22 +261,22 @@ def parallel_row(rec: dict, place: int) -> list[str]:
             fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["exposed_s"] * 1e3),
             f"{rec['efficiency']:.2f}" if rec.get("efficiency") is not None else "-",
             _mb(rec, "dp"), _mb(rec, "tp"), _mb(rec, "pp"),
-            fmt_num(rec["memory_bytes"] / 2**30), bubble]
+            fmt_num(rec["memory_bytes"] / 1e9), bubble]
 
 
 PARALLEL_MEMORY_COLUMNS = [("layout DxTxP", "left"), ("ZeRO", "right"),
-                           ("params/rank", "right"), ("params GiB", "right"),
-                           ("grads GiB", "right"), ("optimizer GiB", "right"),
-                           ("activations GiB", "right"), ("total GiB", "right")]
+                           ("params/rank", "right"), ("params GB", "right"),
+                           ("grads GB", "right"), ("optimizer GB", "right"),
+                           ("model states GB", "right"), ("activations GB", "right"),
+                           ("total GB", "right")]
 
 
 def parallel_memory_row(rec: dict) -> list[str]:
     """A ``parallel --memory-only`` record as a row of :data:`PARALLEL_MEMORY_COLUMNS`."""
-    gib = 2.0 ** 30
+    gb = [rec[f"memory_{k}_bytes"] / 1e9 for k in ("params", "grads", "optimizer")]
     return [rec["layout"], str(rec["zero"]), f"{rec['params_per_rank'] / 1e6:.4g}M",
-            *(fmt_num(rec[f"memory_{k}_bytes"] / gib) for k in
-              ("params", "grads", "optimizer", "activations")),
-            fmt_num(rec["memory_bytes"] / gib)]
+            *(fmt_num(x) for x in gb), fmt_num(sum(gb)),
+            fmt_num(rec["memory_activations_bytes"] / 1e9), fmt_num(rec["memory_bytes"] / 1e9)]
 
 
 # ----------------------------------------------------------------------------- model fits
