@@ -343,10 +343,100 @@ def check_algorithm_options_size(declared: dict[str, Option], values: dict, rank
             opt.check_size(values[name], ranks)
 
 
+# ----------------------------------------------------------------------------- a training step
+
+STEP_SCHEDULES = ("1f1b", "gpipe")  # distbench.algorithms.parallel.pipeline.SCHEDULES
+
+
+def step_options():
+    """The model, layout and accelerator of a training step (``distbench parallel`` measures
+    it, ``distbench model --step`` predicts it): a GPT-style transformer by shape or size,
+    D x T x P layouts, ZeRO stages, bucket caps, overlap, the pipeline schedule, --tflops."""
+    return [
+        click.option("--layers", type=POSITIVE_INT, default=8, show_default=True, help="L."),
+        click.option("--hidden", type=POSITIVE_INT, default=512, show_default=True,
+                     help="H."),
+        click.option("--heads", type=POSITIVE_INT, default=8, show_default=True, help="A."),
+        click.option("--seq", type=POSITIVE_INT, default=512, show_default=True,
+                     help="S, tokens per sequence."),
+        click.option("--vocab", type=POSITIVE_INT, default=50257, show_default=True,
+                     help="V."),
+        click.option("--micro-batch", type=POSITIVE_INT, default=1, show_default=True,
+                     help="b, sequences per micro-batch."),
+        click.option("--micro-batches", type=POSITIVE_INT, default=4, show_default=True,
+                     help="m, micro-batches per step (gradients accumulate over them)."),
+        click.option("--params", type=POSITIVE, default=None,
+                     help="A model of this many parameters, its --layers evenly split "
+                          "(instead of --hidden/--heads/--vocab)."),
+        click.option("--param-bytes", type=click.Choice(["1", "2", "4", "8"]), default="2",
+                     show_default=True,
+                     help="Bytes of a parameter and a gradient (2: fp16/bf16)."),
+        click.option("--dp", type=POSITIVE_INT, default=None,
+                     help="D, data-parallel ranks [default: ranks / (T P)]."),
+        click.option("--tp", type=POSITIVE_INT, default=1, show_default=True,
+                     help="T, tensor-parallel ranks (inside a node)."),
+        click.option("--pp", type=POSITIVE_INT, default=1, show_default=True,
+                     help="P, pipeline stages."),
+        click.option("--layouts", default=None, metavar="DxTxP,...",
+                     help="Several layouts, e.g. 4x1x1,2x2x1,1x2x2,1x1x4 (instead of --dp/"
+                          "--tp/--pp)."),
+        click.option("--zero", default="0", show_default=True, metavar="STAGES",
+                     help="ZeRO stages, comma-separated (0: plain data parallelism)."),
+        click.option("--bucket-mb", default="25", show_default=True, metavar="MIB,...",
+                     help="Gradient bucket caps in MiB, comma-separated (PyTorch DDP: 25)."),
+        click.option("--overlap/--no-overlap", default=True, show_default=True,
+                     help="Start each bucket's exchange while the backward goes on."),
+        click.option("--schedule", type=click.Choice(list(STEP_SCHEDULES)), default="1f1b",
+                     show_default=True, help="Pipeline schedule."),
+        click.option("--tflops", type=POSITIVE, default=100.0, show_default=True,
+                     help="The accelerator's speed, 1e12 FLOP/s."),
+    ]
+
+
+def step_model(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
+               param_bytes) -> dict:
+    """The keyword arguments of :class:`~distbench.algorithms.parallel.model.Transformer`
+    from :func:`step_options` (by size when ``params`` is given)."""
+    if params is not None:
+        return {"layers": layers, "seq": seq, "micro_batch": micro_batch,
+                "micro_batches": micro_batches, "param_bytes": int(param_bytes),
+                "params": params}
+    return {"layers": layers, "hidden": hidden, "heads": heads, "seq": seq, "vocab": vocab,
+            "micro_batch": micro_batch, "micro_batches": micro_batches,
+            "param_bytes": int(param_bytes)}
+
+
+def float_list(text: str, flag: str) -> list[float]:
+    """``"1,5,25"`` -> [1.0, 5.0, 25.0]. Raises UsageError unless all are finite and > 0."""
+    try:
+        vals = [float(v) for v in csv_list(text)]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise UsageError(f"{flag} takes positive numbers, not {text!r}")
+    return vals
+
+
+def zero_stages(text: str) -> list[int]:
+    """``--zero "0,1,3"`` -> [0, 1, 3]. Raises UsageError for anything but stages 0-3."""
+    try:
+        stages = [int(z) for z in csv_list(text)]
+    except ValueError:
+        raise UsageError(f"--zero takes comma-separated stages 0-3, not {text!r}") from None
+    if not stages:
+        raise UsageError("--zero needs at least one stage")
+    for z in stages:
+        if z not in (0, 1, 2, 3):
+            raise UsageError(f"--zero takes stages 0, 1, 2, 3, not {z}")
+    return stages
+
+
 __all__ = ["Job", "Size", "size_sweep", "check_size_range", "csv_list", "apply", "with_options",
            "size_options", "iteration_options", "device_options", "output_options",
            "compressor_options", "seed_option", "watch_options", "target_ci_option",
            "Number", "FINITE", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
            "problem_options", "training_options",
            "check_training_options",
-           "algorithm_options", "check_algorithm_options", "check_algorithm_options_size"]
+           "algorithm_options", "check_algorithm_options", "check_algorithm_options_size",
+           "RunOptions", "DEFAULT_MAX_TIME", "step_options", "step_model", "float_list",
+           "zero_stages", "STEP_SCHEDULES"]

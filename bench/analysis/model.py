@@ -18,6 +18,7 @@ import numpy as np
 
 from distbench.analysis.cost import CostParams, algorithms, best_and_crossovers, gbps, predict
 from distbench.analysis.fit import fit_cost_model, model_check, points
+from distbench.analysis.step_model import check_against, run_step_model
 from distbench.analysis.tables import (
     CHECK_SUMMARY_COLUMNS,
     COST_COLUMNS,
@@ -35,6 +36,7 @@ from distbench.command import (
     csv_list,
     size_options,
     size_sweep,
+    step_options,
 )
 from distbench.console import fmt_bytes, fmt_num, print_table
 from distbench.results import find_docs
@@ -127,8 +129,62 @@ def _fit(opts, algos, gamma):
     return fits, rows
 
 
+def _ring_fit(paths: list[str], gamma: float | None, flag: str):
+    """Alpha, beta, gamma of the ring AllReduce fitted on the runs ``paths`` (the step model's
+    rings)."""
+    pts = points(load_docs(paths), "allreduce")
+    if len({q.nbytes for q in pts if q.algorithm == "ring"}) < 2:
+        raise UsageError(f"{flag} needs allreduce runs with the ring algorithm at two or more "
+                         "sizes (e.g. distbench allreduce --algo ring)")
+    return fit_cost_model(pts, "ring", gamma).params
+
+
+def _run_step(opts: dict) -> int:
+    """``--step``: the training step's prediction (distbench.analysis.step_model)."""
+    gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
+    if opts["fit_runs"]:
+        if opts["alpha"] is not None or opts["beta_gbps"] is not None:
+            raise UsageError("give either --from RUN or --alpha/--beta-gbps, not both")
+        f = _ring_fit(opts["fit_runs"], gamma, "--from")
+        caption = "ring fitted on " + ", ".join(opts["fit_runs"])
+        params = CostParams(f.alpha, f.beta, f.gamma)
+    else:
+        params, caption = _params_from_options(opts, ["ring"])
+        params = params["ring"]
+    if opts["from_inter"]:
+        if opts["alpha_inter"] is not None or opts["beta_inter_gbps"] is not None:
+            raise UsageError("give either --from-inter RUN or --alpha-inter/--beta-inter-gbps")
+        fi = _ring_fit(opts["from_inter"], gamma, "--from-inter")
+        params = CostParams(params.alpha, params.beta, params.gamma, fi.alpha, fi.beta)
+        caption += "; between nodes: ring fitted on " + ", ".join(opts["from_inter"])
+    elif opts["fit_runs"] and opts["alpha_inter"] is not None:
+        params = CostParams(params.alpha, params.beta, params.gamma, opts["alpha_inter"] * 1e-6,
+                            None if opts["beta_inter_gbps"] is None else
+                            1.0 / (opts["beta_inter_gbps"] * 1e9))
+    if opts["measured"]:
+        docs = [d for d in load_docs([opts["measured"]]) if d.get("benchmark") == "parallel"]
+        if not docs:
+            raise UsageError(f"--measured {opts['measured']}: no parallel run there")
+        rows = [r for d in docs for r in check_against(d, params)]
+        if opts["json"]:
+            json.dump(rows, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        print_table("Step model vs measurement: measured / predicted step ms (error)",
+                    [("layout DxTxP", "left"), ("ZeRO", "right"), ("bucket MiB", "right"),
+                     ("measured ms", "right"), ("predicted ms", "right"), ("error", "right")],
+                    [[r["layout"], str(r["zero"]), f"{r['bucket_mb']:g}",
+                      fmt_num(r["measured_s"] * 1e3), fmt_num(r["predicted_s"] * 1e3),
+                      f"{100 * r['error']:+.0f} %"] for r in rows],
+                    caption=caption + "; error = predicted / measured - 1")
+        return 0
+    return run_step_model(opts, params, caption)
+
+
 def run_model(opts: dict) -> int:
     """The ``model`` command's work (single process). Returns the exit code."""
+    if opts["step"]:
+        return _run_step(opts)
     collective = opts["collective"]
     title = get_collective(collective).title
     baseline = get_collective(collective).baseline
@@ -260,6 +316,13 @@ MODEL_OPTIONS = [
                   "Multiply the size by this integer (>= 2) at each row."),
     click.option("--json", is_flag=True, help="Print the fits, predictions, crossovers "
                  "and check as JSON instead of tables."),
+    click.option("--step", is_flag=True, help="Predict a training step of distbench "
+                 "parallel instead (the options below; --ranks with --tp/--pp gives D = p / "
+                 "(T P); --measured: a parallel run to check against)."),
+    click.option("--from-inter", multiple=True, type=click.Path(exists=True),
+                 help="With --step: fit alpha', beta' between nodes on these allreduce runs "
+                 "(ring, one rank per node)."),
+    *step_options(),
 ]
 
 
@@ -291,6 +354,9 @@ def _model(**opts):
             raise UsageError(f"--inner {opts['inner']!r} has no cost formula (choose from "
                              f"{', '.join(known)})")
     opts["fit_runs"] = list(opts["fit_runs"])
+    opts["from_inter"] = list(opts["from_inter"])
+    if opts["from_inter"] and not opts["step"]:
+        raise UsageError("--from-inter goes with --step")
     check_size_range(opts["min_bytes"], opts["max_bytes"], opts["factor"])
     if opts["nodes"] is not None and opts["ranks_per_node"] is not None:
         raise UsageError("give --nodes or --ranks-per-node, not both")

@@ -13,7 +13,9 @@ sub-folders goes into the report:
 * compress: per compressor wire bytes, time and error vs size;
 * sgd: loss and accuracy vs step, vs bytes sent and vs wall time, per mode; the summary table;
 * fedavg: test accuracy and training loss vs round and vs bytes uploaded, per algorithm; the
-  partition (samples and labels per client) and the summary table.
+  partition (samples and labels per client) and the summary table;
+* parallel: the step time vs the bucket cap per (layout, ZeRO stage), compute and exposed
+  communication per configuration (stacked bars), the table ranked by step time.
 
 Files go beside the results (or to ``--out``); existing plots of the same name are replaced.
 """
@@ -26,13 +28,20 @@ from pathlib import Path
 import click
 
 from distbench.analysis.fit import hockney_fits, model_check
-from distbench.analysis.plots import allreduce_plot, grid_panels, model_check_plot, panels
+from distbench.analysis.plots import (
+    allreduce_plot,
+    grid_panels,
+    model_check_plot,
+    panels,
+    step_plots,
+)
 from distbench.analysis.tables import (
     CHECK_SUMMARY_COLUMNS,
     COMPRESS_COLUMNS,
     COST_COLUMNS,
     FED_SUMMARY_COLUMNS,
     FIT_COLUMNS,
+    PARALLEL_COLUMNS,
     SGD_SUMMARY_COLUMNS,
     algorithm_label,
     check_table,
@@ -43,6 +52,7 @@ from distbench.analysis.tables import (
     fit_rows,
     fmt_env,
     md_table,
+    parallel_row,
     sgd_series,
     sgd_summary_row,
 )
@@ -248,6 +258,28 @@ def fedavg_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     return "\n".join(lines), pngs
 
 
+def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    """The section of a ``distbench parallel`` run: step time vs bucket cap, compute and
+    exposed communication per layout, and the ranked table."""
+    steps = [r for r in doc["records"] if r.get("kind") == "step"]
+    env = doc.get("environment", {})
+    title = (f"Training step, {env.get('ranks', '?')} ranks: "
+             f"{steps[0]['params'] / 1e6:.3g}M-parameter GPT" if steps else "Training step")
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", ""]
+    if not steps:
+        return "\n".join(lines + ["No step records."]), []
+    png = step_plots(steps, out / f"parallel_{tag}.png", title)
+    ranked = sorted(steps, key=lambda r: r["step_s"])
+    lines += [f"![parallel]({png.name})", "",
+              "Step: the slowest rank's, median of the steps (± its 95 % interval); exposed = "
+              "step - compute; E = compute / step; MB sent per rank and step, counted / closed "
+              "form ('lib': the library's collective carried it); bubble measured (formula).",
+              "", md_table(PARALLEL_COLUMNS, [parallel_row(r, i + 1)
+                                               for i, r in enumerate(ranked)])]
+    return "\n".join(lines), [png]
+
+
 def write_report(path, out=None) -> tuple[Path, list[Path]]:
     """Write the plots and ``REPORT.md`` of the runs in ``path``; returns (REPORT.md, PNGs).
 
@@ -264,9 +296,9 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     # the collectives in their order, each followed by its model check; then the others
     collectives = collective_names()
     order = {c: 2 * i for i, c in enumerate(collectives)}
-    order.update(compress=100, sgd=101, fedavg=102)
+    order.update(compress=100, sgd=101, fedavg=102, parallel=103)
     makers = {**dict.fromkeys(collectives, collective_md), "sgd": sgd_md,
-              "compress": compress_md, "fedavg": fedavg_md}
+              "compress": compress_md, "fedavg": fedavg_md, "parallel": parallel_md}
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []

@@ -28,7 +28,9 @@ E = compute / step, as the measurement reports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -38,6 +40,9 @@ from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.analysis.cost import CostParams
+from distbench.command import csv_list, float_list, step_model, zero_stages
+from distbench.console import fmt_num, print_table
+from distbench.errors import UsageError
 
 UPDATE_FLOPS = 10.0  # per parameter of the shard (Adam), as the measured step computes it
 
@@ -53,8 +58,8 @@ class StepPrediction:
     compute_s: float
     tp_s: float
     pp_s: float
-    dp_s: float
-    dp_exposed_s: float
+    dp_s: float          # the data group's exchanges (ZeRO 3's allgathers included)
+    dp_exposed_s: float  # those the step waits for
     bubble: float
 
     @property
@@ -112,7 +117,7 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     pipe = (m + P - 1) * t_mb
     # the data-parallel exchanges and the update of the stage that ends last
     worst = max(range(P), key=lambda s: stages[s][0] + stages[s][1])
-    _, _, layer_b, tp_mb, pp_mb = stages[worst]
+    _, _, layer_b, tp_mb, pp_mb, gather_mb = stages[worst]
     plan = RankPlan.of(model, lay, worst * T * D, zero, schedule)
     layers = plan.layer_elements()
     cap = max(D, int(bucket_mb * MIB) // B // D * D)
@@ -137,12 +142,13 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
         else 0.0
     compute = 3.0 * m * plan.forward_flops() / speed + update
     step = pipe + exposed + update + gather
+    gather += m * gather_mb  # ZeRO 3's, in every forward and backward, waited for
     return StepPrediction(str(lay), zero, bucket_mb, step, compute, m * tp_mb, m * pp_mb,
                           dp_total + gather, exposed + gather, bubble_fraction(P, m))
 
 
 def _stage(plan: RankPlan, speed: float, tp_lv, dp_lv, pp_lv):
-    """(t_F, t_B, backward seconds per layer, tensor-group seconds per micro-batch, pipeline
+    """(t_F, t_B, backward seconds per layer, tensor-group, pipeline and ZeRO 3 allgather
     seconds per micro-batch) of one micro-batch on ``plan``'s stage."""
     model, lay = plan.model, plan.layout
     D, T, P, B = lay.dp, lay.tp, lay.pp, model.param_bytes
@@ -166,7 +172,111 @@ def _stage(plan: RankPlan, speed: float, tp_lv, dp_lv, pp_lv):
     pp_b = p2p if plan.stage > 0 else 0.0
     tp_mb = (4 * plan.stage_layers + plan.has_embedding) * ar
     return (fwd + logits + pp_f, sum(per_layer_b) + 2 * logits + pp_b,
-            np.array(per_layer_b), tp_mb, pp_f + pp_b)
+            np.array(per_layer_b), tp_mb, pp_f + pp_b, 2 * sum(gathers))
 
 
 __all__ = ["StepPrediction", "allgather_s", "allreduce_s", "predict_step", "reduce_scatter_s"]
+
+
+# ----------------------------------------------------------------------------- the command
+
+STEP_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
+                ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
+                ("tp ms", "right"), ("pp ms", "right"), ("dp ms", "right"),
+                ("dp exposed ms", "right"), ("E", "right"), ("bubble", "right")]
+
+
+def step_row(pred: StepPrediction, place: int) -> list[str]:
+    """A prediction as a row of :data:`STEP_COLUMNS` (``place``: its rank by step time)."""
+    ms = [fmt_num(x * 1e3) for x in (pred.step_s, pred.compute_s, pred.tp_s, pred.pp_s,
+                                     pred.dp_s, pred.dp_exposed_s)]
+    bubble = "-" if pred.bubble == 0 else f"{100 * pred.bubble:.0f} %"
+    return [str(place), pred.layout, str(pred.zero), f"{pred.bucket_mb:g}", *ms,
+            f"{pred.efficiency:.2f}", bubble]
+
+
+def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
+    """(ranks, layout) pairs: ``--layouts``, or D = p / (T P) for each ``--ranks`` p (D:
+    ``--dp`` when given).
+
+    Raises:
+        UsageError: no layout, or a rank count that T P does not divide.
+    """
+    if opts["layouts"]:
+        if opts["ranks"]:
+            raise UsageError("give --layouts or --ranks with --tp/--pp, not both")
+        lays = [Layout.parse(t) for t in csv_list(opts["layouts"])]
+        return [(lay.ranks, lay) for lay in lays]
+    tp, pp = opts["tp"], opts["pp"]
+    if opts["dp"] is not None:
+        return [(opts["dp"] * tp * pp, Layout(opts["dp"], tp, pp))]
+    if not opts["ranks"]:
+        raise UsageError("--step needs --layouts DxTxP,..., --dp/--tp/--pp or --ranks")
+    out = []
+    for p in opts["ranks"]:
+        if p % (tp * pp):
+            raise UsageError(f"--tp {tp} x --pp {pp} does not divide --ranks {p}")
+        out.append((p, Layout(p // (tp * pp), tp, pp)))
+    return out
+
+
+def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
+    """``distbench model --step``: every (layout, ZeRO stage, bucket cap) predicted and
+    ranked by step time, one table per rank count; ``--json`` prints the records."""
+    model = Transformer(**step_model(*(opts[k] for k in (
+        "layers", "hidden", "heads", "seq", "vocab", "micro_batch", "micro_batches", "params",
+        "param_bytes"))))
+    model.check()
+    stages, buckets = zero_stages(opts["zero"]), float_list(opts["bucket_mb"], "--bucket-mb")
+    per_p: dict[int, list[StepPrediction]] = {}
+    for p, lay in step_layouts(opts):
+        k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
+        if opts["nodes"] and p % opts["nodes"]:
+            raise UsageError(f"--nodes {opts['nodes']} does not divide {p} ranks")
+        lay.check(p, None if model.params_total is not None else model.heads, model.layers, k,
+                  model.micro_batches, opts["schedule"])
+        for z in stages:
+            for b in buckets:
+                per_p.setdefault(p, []).append(predict_step(
+                    model, lay, z, b, opts["overlap"], opts["tflops"], params, k,
+                    opts["schedule"]))
+    if opts["json"]:
+        out = [{"ranks": p, **asdict(x), "exposed_s": x.exposed_s, "efficiency": x.efficiency}
+               for p, preds in per_p.items() for x in preds]
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    for p, preds in per_p.items():
+        k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
+        where = f"{p // k} nodes of {k}" if k and k < p else "one node"
+        ranked = sorted(preds, key=lambda x: x.step_s)
+        print_table(f"Predicted training step of a {model.params / 1e6:.4g}M-parameter GPT, "
+                    f"p = {p:,} ({where}), ranked by step time", STEP_COLUMNS,
+                    [step_row(x, i + 1) for i, x in enumerate(ranked)],
+                    caption=f"{caption}; {opts['tflops']:g} TFLOP/s; {opts['schedule']}, "
+                    f"overlap {'on' if opts['overlap'] else 'off'}, rings on every group; "
+                    "dp: the data group's exchanges, exposed: what runs past the backward "
+                    "(distbench.analysis.step_model)")
+    return 0
+
+
+def check_against(doc: dict, params: CostParams) -> list[dict]:
+    """Measured ``parallel`` step records of ``doc`` beside the model's prediction of their
+    configuration (the run's model, accelerator speed, schedule, overlap and nodes)."""
+    cfg = doc.get("config", {})
+    model = Transformer(**cfg["model"])
+    k = cfg.get("ranks_per_node") or max(doc.get("environment", {}).get("ranks_per_node")
+                                         or [0]) or None
+    out = []
+    for rec in doc["records"]:
+        if rec.get("kind") != "step":
+            continue
+        lay = Layout(rec["dp"], rec["tp"], rec["pp"])
+        pred = predict_step(model, lay, rec["zero"], rec["bucket_mb"], rec["overlap"],
+                            rec["tflops"], params, k, rec["schedule"])
+        out.append({"layout": rec["layout"], "zero": rec["zero"],
+                    "bucket_mb": rec["bucket_mb"], "measured_s": rec["step_s"],
+                    "predicted_s": pred.step_s, "error": pred.step_s / rec["step_s"] - 1})
+    if not out:
+        raise UsageError("the --measured run has no parallel step records")
+    return out

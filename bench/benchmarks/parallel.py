@@ -25,7 +25,7 @@ import numpy as np
 from distbench import watchdog
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.model import Transformer
-from distbench.algorithms.parallel.pipeline import SCHEDULES, bubble_fraction
+from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.step import Step, StepConfig
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
 from distbench.analysis.tables import (
@@ -38,20 +38,23 @@ from distbench.benchmarks.sweep import Run, check_duration
 from distbench.collectives import get_collective
 from distbench.command import (
     NON_NEGATIVE_INT,
-    POSITIVE,
     POSITIVE_INT,
     Job,
     Number,
     RunOptions,
     csv_list,
+    float_list,
     output_options,
+    step_model,
+    step_options,
     watch_options,
     with_options,
+    zero_stages,
 )
 from distbench.console import print_table
 from distbench.metrics import interval
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size
+from distbench.runtime import eprint, get_backend, local_rank_and_size
 
 
 @dataclass
@@ -95,9 +98,6 @@ class ParallelConfig(RunOptions):
 def validate(cfg: ParallelConfig) -> None:
     """Checks that need no MPI. Raises UsageError."""
     cfg.transformer().check()
-    for z in cfg.zero:
-        if z not in (0, 1, 2, 3):
-            raise UsageError(f"--zero takes stages 0, 1, 2, 3, not {z}")
     registries = {"allreduce": ["tp_algo", "dp_algo"], "reduce-scatter": [], "allgather": []}
     if any(z > 0 for z in cfg.zero) or cfg.dp_algo != "native":
         registries["reduce-scatter"].append("dp_algo")
@@ -297,52 +297,7 @@ def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
 
 # ----------------------------------------------------------------------------- the command
 
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        vals = [float(v) for v in csv_list(text)]
-    except ValueError:
-        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
-    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise UsageError(f"{flag} takes positive numbers, not {text!r}")
-    return vals
-
-
-MODEL_OPTIONS = [
-    click.option("--layers", type=POSITIVE_INT, default=8, show_default=True, help="L."),
-    click.option("--hidden", type=POSITIVE_INT, default=512, show_default=True, help="H."),
-    click.option("--heads", type=POSITIVE_INT, default=8, show_default=True, help="A."),
-    click.option("--seq", type=POSITIVE_INT, default=512, show_default=True,
-                 help="S, tokens per sequence."),
-    click.option("--vocab", type=POSITIVE_INT, default=50257, show_default=True, help="V."),
-    click.option("--micro-batch", type=POSITIVE_INT, default=1, show_default=True,
-                 help="b, sequences per micro-batch."),
-    click.option("--micro-batches", type=POSITIVE_INT, default=4, show_default=True,
-                 help="m, micro-batches per step (gradients accumulate over them)."),
-    click.option("--params", type=POSITIVE, default=None,
-                 help="A model of this many parameters, its --layers evenly split (instead "
-                      "of --hidden/--heads/--vocab)."),
-    click.option("--param-bytes", type=click.Choice(["1", "2", "4", "8"]), default="2",
-                 show_default=True, help="Bytes of a parameter and a gradient (2: fp16/bf16)."),
-]
-
-LAYOUT_OPTIONS = [
-    click.option("--dp", type=POSITIVE_INT, default=None,
-                 help="D, data-parallel ranks [default: ranks / (T P)]."),
-    click.option("--tp", type=POSITIVE_INT, default=1, show_default=True,
-                 help="T, tensor-parallel ranks (inside a node)."),
-    click.option("--pp", type=POSITIVE_INT, default=1, show_default=True,
-                 help="P, pipeline stages."),
-    click.option("--layouts", default=None, metavar="DxTxP,...",
-                 help="Several layouts, e.g. 4x1x1,2x2x1,1x2x2,1x1x4 (instead of --dp/--tp/"
-                      "--pp)."),
-    click.option("--zero", default="0", show_default=True, metavar="STAGES",
-                 help="ZeRO stages, comma-separated (0: plain data parallelism)."),
-    click.option("--bucket-mb", default="25", show_default=True, metavar="MIB,...",
-                 help="Gradient bucket caps in MiB, comma-separated (PyTorch DDP: 25)."),
-    click.option("--overlap/--no-overlap", default=True, show_default=True,
-                 help="Start each bucket's exchange while the backward goes on."),
-    click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="1f1b",
-                 show_default=True, help="Pipeline schedule."),
+PARALLEL_OPTIONS = [
     click.option("--dp-algo", default="native", show_default=True,
                  help="Algorithm of the data-parallel AllReduce / reduce-scatter / allgather."),
     click.option("--tp-algo", default="native", show_default=True,
@@ -355,8 +310,6 @@ RUN_OPTIONS = [
     click.option("--compute", type=click.Choice(["device", "host"]), default="device",
                  show_default=True, help="device: each layer takes FLOPs / --tflops of wall "
                  "time without the host CPU; host: NumPy matmuls of the layer's shape."),
-    click.option("--tflops", type=POSITIVE, default=100.0, show_default=True,
-                 help="The stand-in accelerator's speed, 1e12 FLOP/s."),
     click.option("--steps", type=POSITIVE_INT, default=5, show_default=True,
                  help="Timed steps per configuration."),
     click.option("--warmup-steps", type=NON_NEGATIVE_INT, default=1, show_default=True),
@@ -368,37 +321,27 @@ RUN_OPTIONS = [
 
 
 @click.command("parallel")
-@with_options(MODEL_OPTIONS)
-@with_options(LAYOUT_OPTIONS)
+@with_options(step_options())
+@with_options(PARALLEL_OPTIONS)
 @with_options(RUN_OPTIONS)
 @with_options(watch_options("step"))
 @with_options(output_options("parallel"))
 def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
                      param_bytes, dp, tp, pp, layouts, zero, bucket_mb, overlap, schedule,
-                     dp_algo, tp_algo, ranks_per_node, compute, tflops, steps, warmup_steps,
+                     tflops, dp_algo, tp_algo, ranks_per_node, compute, steps, warmup_steps,
                      memory_only, ranks, timeout, max_time, output, as_json, quiet):
     """The communication of a training step under data, ZeRO, tensor and pipeline
     parallelism: step time, exposed communication, bytes per class, memory per rank."""
-    model = {"layers": layers, "hidden": hidden, "heads": heads, "seq": seq, "vocab": vocab,
-             "micro_batch": micro_batch, "micro_batches": micro_batches,
-             "param_bytes": int(param_bytes)}
-    if params is not None:
-        model = {"layers": layers, "seq": seq, "micro_batch": micro_batch,
-                 "micro_batches": micro_batches, "param_bytes": int(param_bytes),
-                 "params": params}
-    try:
-        stages = [int(z) for z in csv_list(zero)]
-    except ValueError:
-        raise UsageError(f"--zero takes comma-separated stages 0-3, not {zero!r}") from None
+    model = step_model(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
+                       param_bytes)
+    stages = zero_stages(zero)
     cfg = ParallelConfig(
         model=model, layouts=csv_list(layouts) if layouts else None, dp=dp, tp=tp, pp=pp,
-        zero=stages, bucket_mb=_floats(bucket_mb, "--bucket-mb"), overlap=overlap,
+        zero=stages, bucket_mb=float_list(bucket_mb, "--bucket-mb"), overlap=overlap,
         schedule=schedule, dp_algo=dp_algo, tp_algo=tp_algo, compute=compute, tflops=tflops,
         ranks_per_node=ranks_per_node, steps=steps, warmup_steps=warmup_steps,
         memory_only=memory_only, ranks=ranks, timeout=timeout, max_time=max_time,
         output=output, json=as_json, quiet=quiet)
-    if not stages:
-        raise UsageError("--zero needs at least one stage")
     validate(cfg)
     if memory_only:
         return Job("parallel", _recorded(cfg), lambda c, a: run_memory(cfg, c, a),
