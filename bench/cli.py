@@ -163,6 +163,9 @@ def _run_offline(job: Job) -> int:
     except DistbenchError as exc:
         eprint(f"Error: {exc}")
         return 1
+    except Exception as exc:  # a bug: one line, not a traceback
+        eprint(f"Error: {type(exc).__name__}: {exc}")
+        return 1
 
 
 def _run_mpi(job: Job) -> int:

@@ -62,6 +62,9 @@ SPECS = {
     "fedavg": Spec(("series", "options", "partition", "clients", "fraction", "local_epochs",
                     "local_batch", "model", "dataset", "ranks", "dtype"), "wall_s",
                    "rounds_per_s", "rounds/s", select=(("kind", "summary"),), label="series"),
+    "parallel": Spec(("layout", "zero", "bucket_mb", "overlap", "schedule", "dp_algo",
+                      "tp_algo", "compute", "tflops", "params", "micro_batches", "ranks"),
+                     "step_s", "efficiency", "E", select=(("kind", "step"),)),
 }
 ENV_DIFF_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python",
                  "os", "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device",
@@ -231,6 +234,11 @@ def _describe(key: tuple) -> tuple[str, str, str]:
             rec.get("nonblocking"))
     elif bench == "compress":
         what = rec["method"]
+    elif bench == "parallel":
+        what = (f"{rec['layout']} ZeRO-{rec['zero']} {rec['bucket_mb']:g} MiB"
+                + " no-overlap" * (not rec.get("overlap", True))
+                + "".join(f" {k.replace('_algo', '')} {rec[k]}" for k in ("dp_algo", "tp_algo")
+                          if rec.get(k) not in (None, "native")))
     else:
         what = rec["mode"] + (f" {rec['compress']}" if rec.get("compress") not in (None, "none")
                               else "") + (f" H={rec['local_steps']}" if rec.get("local_steps")
@@ -279,8 +287,8 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
                      "-" if m.rate_ratio is None else f"{m.rate_ratio:.3f}", m.change,
                      m.decided_by])
         styles.append({"slower": "red", "faster": "green"}.get(m.change))
-    caption = ("time: t_max of the collectives and compress, sgd and fedavg wall; rate: busbw "
-               "GB/s, sgd steps/s, fedavg rounds/s; effect = B/A - 1 of the time. change: "
+    caption = ("time: t_max of the collectives and compress, sgd and fedavg wall, the parallel "
+               "step; rate: busbw GB/s, sgd steps/s, fedavg rounds/s, parallel E; effect = B/A - 1 of the time. change: "
                "significant when the 95 % intervals of A and B do not overlap (the interval of "
                "B/A excludes 1); rows without intervals: B/A beyond the runs' spread (p99/p50 - "
                "1, or repetitions)."
