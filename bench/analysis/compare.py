@@ -288,7 +288,8 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
                      m.decided_by])
         styles.append({"slower": "red", "faster": "green"}.get(m.change))
     caption = ("time: t_max of the collectives and compress, sgd and fedavg wall, the parallel "
-               "step; rate: busbw GB/s, sgd steps/s, fedavg rounds/s, parallel E; effect = B/A - 1 of the time. change: "
+               "step; rate: busbw GB/s, sgd steps/s, fedavg rounds/s, parallel E; effect = "
+               "B/A - 1 of the time. change: "
                "significant when the 95 % intervals of A and B do not overlap (the interval of "
                "B/A excludes 1); rows without intervals: B/A beyond the runs' spread (p99/p50 - "
                "1, or repetitions)."

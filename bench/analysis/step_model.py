@@ -61,6 +61,7 @@ class StepPrediction:
     dp_s: float          # the data group's exchanges (ZeRO 3's allgathers included)
     dp_exposed_s: float  # those the step waits for
     bubble: float
+    stage: int = 0  # the stage whose figures these are (the last to end its step)
 
     @property
     def exposed_s(self) -> float:
@@ -107,7 +108,7 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     tp_lv = _level(params, T > k)
     dp_lv = _level(params, T * D > k)
     pp_lv = _level(params, T * D * P > k)
-    m, B = model.micro_batches, model.param_bytes
+    m = model.micro_batches
     speed = tflops * 1e12
     stages = []
     for s in range(P):
@@ -115,10 +116,24 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
         stages.append(_stage(plan, speed, tp_lv, dp_lv, pp_lv))
     t_mb = max(f + b for f, b, *_ in stages)
     pipe = (m + P - 1) * t_mb
-    # the data-parallel exchanges and the update of the stage that ends last
-    worst = max(range(P), key=lambda s: stages[s][0] + stages[s][1])
-    _, _, layer_b, tp_mb, pp_mb, gather_mb = stages[worst]
-    plan = RankPlan.of(model, lay, worst * T * D, zero, schedule)
+    # after the pipeline: each stage's data-parallel exchanges and update; the last to end
+    tails = [_tail(RankPlan.of(model, lay, s * T * D, zero, schedule), stages[s][2], bucket_mb,
+                   overlap, speed, dp_lv) for s in range(P)]
+    s = max(range(P), key=lambda i: tails[i][0])
+    tail, dp_total, exposed, update, gather = tails[s]
+    _, _, _, tp_mb, pp_mb, gather_mb = stages[s]
+    plan = RankPlan.of(model, lay, s * T * D, zero, schedule)
+    compute = 3.0 * m * plan.forward_flops() / speed + update
+    gather += m * gather_mb  # ZeRO 3's, in every forward and backward, waited for
+    return StepPrediction(str(lay), zero, bucket_mb, pipe + tail, compute, m * tp_mb,
+                          m * pp_mb, dp_total + gather, exposed + gather,
+                          bubble_fraction(P, m), s)
+
+
+def _tail(plan: RankPlan, layer_b, bucket_mb: float, overlap: bool, speed: float, dp_lv):
+    """(seconds past the pipeline, the buckets' exchange seconds, those exposed, the update,
+    ZeRO 1/2's allgather) of ``plan``'s stage; ``layer_b``: its layers' backward seconds."""
+    D, B, zero = plan.layout.dp, plan.model.param_bytes, plan.zero
     layers = plan.layer_elements()
     cap = max(D, int(bucket_mb * MIB) // B // D * D)
     buckets = make_buckets(layers, cap)
@@ -126,7 +141,8 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     times = [exchange(bk.count * B, D, dp_lv) for bk in buckets]
     dp_total = float(sum(times))
     if overlap and D > 1:
-        # ready times within the last backward: layers run in reverse, layer_b[j] each
+        # ready times within the last backward: layers run in reverse, layer_b[j] each;
+        # one exchange at a time, each from when its bucket is ready
         done, clock = {}, 0.0
         for j in reversed(range(len(layers))):
             clock += layer_b[j]
@@ -140,11 +156,7 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     update = UPDATE_FLOPS * plan.params / (D if zero else 1) / speed
     gather = sum(allgather_s(bk.count * B, D, dp_lv) for bk in buckets) if zero in (1, 2) \
         else 0.0
-    compute = 3.0 * m * plan.forward_flops() / speed + update
-    step = pipe + exposed + update + gather
-    gather += m * gather_mb  # ZeRO 3's, in every forward and backward, waited for
-    return StepPrediction(str(lay), zero, bucket_mb, step, compute, m * tp_mb, m * pp_mb,
-                          dp_total + gather, exposed + gather, bubble_fraction(P, m))
+    return exposed + update + gather, dp_total, exposed, update, gather
 
 
 def _stage(plan: RankPlan, speed: float, tp_lv, dp_lv, pp_lv):
