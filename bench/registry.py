@@ -120,6 +120,13 @@ class Algorithm:
             sends through point-to-point calls, exactly. None: not declared.
         options: the options the kernel takes (keyword arguments), see :class:`Option`.
         source: ``"distribution version"`` of a plug-in; None for a built-in.
+        start: the nonblocking form: ``start(...)`` with the kernel's arguments returns a
+            request-like object with ``Test() -> bool`` and ``Wait()`` (an ``mpi4py.MPI.Request``
+            from the library, a :class:`distbench.collectives.schedule.Schedule` from a
+            hand-written algorithm). None: blocking only.
+        steps: the schedule generator the kernel and ``start`` run
+            (:mod:`distbench.collectives.schedule`), for algorithms built from others; None if
+            not written as one.
     """
 
     fn: Callable
@@ -127,13 +134,16 @@ class Algorithm:
     bytes_sent: Callable | None = None
     options: tuple[Option, ...] = ()
     source: str | None = None
+    start: Callable | None = None
+    steps: Callable | None = None
 
     @classmethod
     def from_module(cls, module, fn_name: str) -> Algorithm:
         """The algorithm a kernel module declares: function ``fn_name``, and the module's
-        ``cost``, ``bytes_sent`` and ``OPTIONS`` where it defines them."""
+        ``cost``, ``bytes_sent``, ``OPTIONS``, ``start`` and ``steps`` where it defines them."""
         return cls(getattr(module, fn_name), getattr(module, "cost", None),
-                   getattr(module, "bytes_sent", None), tuple(getattr(module, "OPTIONS", ())))
+                   getattr(module, "bytes_sent", None), tuple(getattr(module, "OPTIONS", ())),
+                   start=getattr(module, "start", None), steps=getattr(module, "steps", None))
 
 
 @dataclass
@@ -299,6 +309,20 @@ class Registry(Mapping):
         fn = self._entry(name).obj
         bound = accepted(fn, options)
         return functools.partial(fn, **bound) if bound else fn
+
+    def bind_start(self, name: str, **options):
+        """The nonblocking form (:attr:`Algorithm.start`) of entry ``name`` with the options it
+        takes bound, as :meth:`bind` does for the kernel.
+
+        Raises:
+            UsageError: ``name`` declares no nonblocking form.
+        """
+        start = self.spec(name).start
+        if start is None:
+            raise UsageError(f"{self.kind} {name!r} has no nonblocking form (it declares no "
+                             "start)")
+        bound = accepted(start, options)
+        return functools.partial(start, **bound) if bound else start
 
     def bound_options(self, name: str, options: dict) -> dict:
         """The options :meth:`bind` would pass to ``name`` (for records and tables)."""

@@ -8,8 +8,8 @@ import pytest
 
 from distbench import buffers
 from distbench.buffers import clear_workspace, workspace
-from distbench.collectives.allreduce.recursive_doubling import real_rank
 from distbench.collectives.kernels import block_bounds, pow2_floor, reduce_ufunc
+from distbench.collectives.patterns import real_rank
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 16])
@@ -54,8 +54,10 @@ def test_reduce_ufunc_table():
     assert reduce_ufunc(MPI.PROD, np) is np.multiply
     assert reduce_ufunc(MPI.MAX, np) is np.maximum
     assert reduce_ufunc(MPI.MIN, np) is np.minimum
-    with pytest.raises(ValueError, match="unsupported reduction op"):
-        reduce_ufunc(MPI.BAND, np)
+    assert reduce_ufunc(MPI.BXOR, np) is np.bitwise_xor
+    for op in (MPI.LAND, MPI.MAXLOC, MPI.REPLACE):
+        with pytest.raises(ValueError, match="unsupported reduction op"):
+            reduce_ufunc(op, np)
 
 
 def test_reduce_ufunc_waits_for_the_device_stream():

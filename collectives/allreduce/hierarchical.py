@@ -5,9 +5,13 @@ Nodes are the ranks sharing memory (``comm.Split_type(MPI.COMM_TYPE_SHARED)``) o
 ``ranks_per_node=K``, groups of K consecutive ranks (``comm.Split(rank // K)``), which emulates
 K ranks per node on one host. Local rank 0 of each node is its leader. The three phases:
 
-1. binomial-tree reduce inside the node to the leader (``tree.binomial_reduce``),
-2. AllReduce among the leaders with any registered algorithm (``inner``, default ``ring``),
-3. binomial-tree broadcast inside the node from the leader (``tree.binomial_bcast``).
+1. binomial-tree reduce inside the node to the leader (``patterns.binomial_reduce``),
+2. AllReduce among the leaders with any registered algorithm (``inner``, default ``ring``;
+   its schedule steps where it declares them, else its blocking call inside this schedule),
+3. binomial-tree broadcast inside the node from the leader (``patterns.binomial_bcast``).
+
+In place (``sendbuf = MPI.IN_PLACE``) the node reduce starts from ``recvbuf``, and the
+leaders' AllReduce runs in place where the node reduction is ``recvbuf`` itself.
 
 The node and leader communicators are created once per (communicator, ranks_per_node) and
 cached, so timed calls never split (splitting is collective and slow); :func:`free_groups`
@@ -31,11 +35,21 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import register_cache, workspace
-from distbench.collectives.allreduce.tree import binomial_bcast, binomial_reduce, node_tree
 from distbench.collectives.allreduce.tree import bytes_sent as tree_bytes
-from distbench.collectives.kernels import broadcast, copy_into, reduce_ufunc
+from distbench.collectives.allreduce.tree import node_tree
+from distbench.collectives.kernels import (
+    broadcast,
+    copy_into,
+    in_place,
+    in_place_sentinel,
+    reduce_ufunc,
+)
+from distbench.collectives.patterns import binomial_bcast, binomial_reduce
+from distbench.collectives.schedule import kernels
 from distbench.registry import Option
 from distbench.runtime import UsageError, mpi, namespace_of
+
+TAG = 0x4849  # "HI"
 
 # (id(comm), ranks_per_node) -> (comm, node communicator, leaders communicator or None). The
 # entry keeps ``comm`` alive, so its id cannot be reused by another object while cached.
@@ -94,7 +108,8 @@ def _registry():
 
 
 def _inner_algorithm(name: str):
-    """The registered AllReduce ``name`` other than this one.
+    """The registered AllReduce ``name`` other than this one (its
+    :class:`~distbench.registry.Algorithm`).
 
     Raises:
         ValueError: unknown, or ``hierarchical`` itself.
@@ -103,7 +118,7 @@ def _inner_algorithm(name: str):
     if name == "hierarchical" or name not in registry:
         choices = ", ".join(k for k in registry if k != "hierarchical")
         raise ValueError(f"inner algorithm {name!r} is not one of: {choices}")
-    return registry[name]
+    return registry.spec(name)
 
 
 def _check_inner(name: str) -> None:
@@ -132,41 +147,54 @@ OPTIONS = (
 )
 
 
-def allreduce(comm, sendbuf, recvbuf, op=None, *, ranks_per_node: int | None = None,
-              inner: str = "ring") -> None:
-    """Node-aware AllReduce: tree reduce in the node, ``inner`` among leaders, tree broadcast.
+def steps(comm, sendbuf, recvbuf, op=None, *, ranks_per_node: int | None = None,
+          inner: str = "ring"):
+    """Node-aware AllReduce: tree reduce in the node, ``inner`` among leaders, tree broadcast
+    (a schedule).
 
     Args:
         comm: communicator (mpi4py or a distbench proxy); uses ``Split``/``Split_type`` (first
-            call only), ``Send``/``Recv`` and whatever ``inner`` uses.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
+            call only), point-to-point inside the node and whatever ``inner`` uses.
+        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
+            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
         ranks_per_node: group K consecutive ranks into a node; None (default) uses the real
             shared-memory nodes.
         inner: registered algorithm used among the node leaders (default ``"ring"``).
 
     Raises:
         ValueError: ``ranks_per_node`` < 1 or not dividing the ranks; ``inner`` unknown or
-            ``"hierarchical"``; ``op`` not SUM/PROD/MAX/MIN.
+            ``"hierarchical"``; ``op`` not a predefined commutative op.
     """
     fn = reduce_ufunc(op, namespace_of(recvbuf))
-    inner_fn = _inner_algorithm(inner)
+    spec = _inner_algorithm(inner)
     node, leaders = node_groups(comm, ranks_per_node)
+    src = recvbuf if in_place(sendbuf) else sendbuf
     count = recvbuf.shape[0]
     if comm.Get_size() == 1 or count == 0:
-        copy_into(recvbuf, sendbuf)
+        if src is not recvbuf:
+            copy_into(recvbuf, src)
         return
     if leaders is None:
-        binomial_reduce(node, sendbuf, recvbuf, fn)
+        yield from binomial_reduce(node, src, recvbuf, fn, TAG)
     elif leaders.Get_size() == 1:  # one node: the node reduction is the result
-        if binomial_reduce(node, sendbuf, recvbuf, fn) is sendbuf:
-            copy_into(recvbuf, sendbuf)
+        acc = yield from binomial_reduce(node, src, recvbuf, fn, TAG)
+        if acc is not recvbuf:
+            copy_into(recvbuf, acc)
     else:
-        # The leaders' AllReduce needs a send buffer distinct from recvbuf.
-        node_sum = workspace(recvbuf, count, "node") if node.Get_size() > 1 else sendbuf
-        inner_fn(leaders, binomial_reduce(node, sendbuf, node_sum, fn), recvbuf, op=op)
-    binomial_bcast(node, recvbuf)
+        # The leaders' AllReduce needs a send buffer distinct from recvbuf (or IN_PLACE).
+        node_sum = workspace(recvbuf, count, "node") if node.Get_size() > 1 else src
+        acc = yield from binomial_reduce(node, src, node_sum, fn, TAG)
+        send = in_place_sentinel() if acc is recvbuf else acc
+        if spec.steps is not None:
+            yield from spec.steps(leaders, send, recvbuf, op=op)
+        else:  # a plug-in without a schedule: its blocking call, inside this one
+            spec.fn(leaders, send, recvbuf, op=op)
+    yield from binomial_bcast(node, recvbuf, TAG)
+
+
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int,

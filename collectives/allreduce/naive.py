@@ -10,6 +10,7 @@ section 2, the linear algorithms they improve upon). On nodes of k ranks the roo
 from and to the p - k ranks of other nodes take the inter-node alpha', beta'.
 
 Bytes sent per rank: ``(p-1) n`` on the root (the result to each other rank), ``n`` elsewhere.
+In place (``sendbuf = MPI.IN_PLACE``) the root reduces into ``recvbuf`` directly.
 """
 
 from __future__ import annotations
@@ -17,39 +18,53 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.kernels import broadcast, copy_into, one, reduce_ufunc, split_steps
+from distbench.collectives.kernels import (
+    broadcast,
+    copy_into,
+    in_place,
+    one,
+    reduce_ufunc,
+    split_steps,
+)
+from distbench.collectives.schedule import kernels
 from distbench.runtime import namespace_of
 
 TAG = 0x4E41  # "NA"
 
 
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Reduce-to-root then broadcast, both linear.
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Reduce-to-root then broadcast, both linear (a schedule).
 
     Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Send``/``Recv``.
-        sendbuf: 1-D array (NumPy or CuPy), n elements; not modified.
+        comm: communicator (mpi4py or a distbench proxy); one send or receive per step.
+        sendbuf: 1-D array (NumPy or CuPy), n elements; not modified; or ``MPI.IN_PLACE``
+            (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
 
     Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
+        ValueError: ``op`` is not a predefined commutative op.
     """
     rank, size = comm.Get_rank(), comm.Get_size()
-    copy_into(recvbuf, sendbuf)
+    fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
+    if src is not recvbuf and (rank == 0 or size == 1):
+        copy_into(recvbuf, src)
     if size == 1 or recvbuf.shape[0] == 0:
         return
     if rank == 0:
-        fn = reduce_ufunc(op, namespace_of(recvbuf))
         tmp = workspace(recvbuf, recvbuf.shape[0])
-        for src in range(1, size):
-            comm.Recv(tmp, source=src, tag=TAG)
+        for peer in range(1, size):
+            yield (comm, None, 0, tmp, peer, TAG)
             fn(recvbuf, tmp, out=recvbuf)
-        for dst in range(1, size):
-            comm.Send(recvbuf, dest=dst, tag=TAG)
+        for peer in range(1, size):
+            yield (comm, recvbuf, peer, None, 0, TAG)
     else:
-        comm.Send(sendbuf, dest=0, tag=TAG)
-        comm.Recv(recvbuf, source=0, tag=TAG)
+        yield (comm, src, 0, None, 0, TAG)
+        yield (comm, None, 0, recvbuf, 0, TAG)
+
+
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:

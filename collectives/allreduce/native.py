@@ -22,13 +22,21 @@ def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
 
     Args:
         comm: an mpi4py communicator (or a distbench proxy of one).
-        sendbuf, recvbuf: contiguous 1-D arrays (NumPy or CuPy), same length and dtype.
+        sendbuf, recvbuf: contiguous 1-D arrays (NumPy or CuPy), same length and dtype;
+            ``sendbuf`` may be ``MPI.IN_PLACE``.
         op: an ``mpi4py.MPI.Op``; None for ``MPI.SUM``.
     """
     if op is None:
         comm.Allreduce(sendbuf, recvbuf)
     else:
         comm.Allreduce(sendbuf, recvbuf, op)
+
+
+def start(comm, sendbuf, recvbuf, op=None):
+    """``comm.Iallreduce``: the library's nonblocking AllReduce; returns its request."""
+    if op is None:
+        return comm.Iallreduce(sendbuf, recvbuf)
+    return comm.Iallreduce(sendbuf, recvbuf, op)
 
 
 def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:

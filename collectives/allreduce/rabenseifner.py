@@ -11,7 +11,9 @@ the steps (d = 1, 2, ..., p'/2): partners swap their finished ranges, doubling t
 Non-powers of two are folded as MPICH does (Thakur, Rabenseifner & Gropp 2005, section 4):
 the first 2r ranks (r = p - p') pair up, even ones send their vector to the odd ones and wait,
 the p' remaining ranks run the algorithm, the odd ones send the result back
-(:func:`distbench.collectives.recursive_doubling.fold_in` / ``fold_out``).
+(:func:`distbench.collectives.patterns.fold_in` / ``fold_out``; the halving and doubling are
+:func:`~distbench.collectives.patterns.halving` and ``doubling``). In place
+(``sendbuf = MPI.IN_PLACE``) the same steps start from ``recvbuf``.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte), p a power of two: ``T = 2 lg p alpha + 2 (p-1)/p n beta + (p-1)/p n gamma``
@@ -30,79 +32,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.buffers import workspace
-from distbench.collectives.allreduce.recursive_doubling import (
-    fold_in,
-    fold_out,
-    folded,
-    levels_near,
-    real_rank,
-)
+from distbench.collectives.allreduce.recursive_doubling import folded, levels_near
 from distbench.collectives.kernels import (
     broadcast,
     cached_bounds,
     copy_into,
+    in_place,
     pow2_floor,
     reduce_ufunc,
     split_steps,
 )
+from distbench.collectives.patterns import (
+    doubling,
+    doubling_bytes,
+    fold_in,
+    fold_out,
+    group_rank,
+    halving,
+    halving_bytes,
+)
+from distbench.collectives.schedule import kernels
 from distbench.runtime import namespace_of
 
 TAG = 0x5241  # "RA"
 
 
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Rabenseifner AllReduce: recursive-halving reduce-scatter + recursive-doubling allgather.
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Rabenseifner AllReduce: recursive-halving reduce-scatter + recursive-doubling allgather
+    (a schedule).
 
     Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Send``/``Recv``/``Sendrecv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
+        comm: communicator (mpi4py or a distbench proxy); one exchange per step.
+        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
+            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
 
     Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
+        ValueError: ``op`` is not a predefined commutative op.
     """
     size = comm.Get_size()
     fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
     count = recvbuf.shape[0]
     if size == 1 or count == 0:
-        copy_into(recvbuf, sendbuf)
+        if src is not recvbuf:
+            copy_into(recvbuf, src)
         return
-    pof2 = pow2_floor(size)
-    rem = size - pof2
-    newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
+    newrank, acc = yield from fold_in(comm, src, recvbuf, fn, TAG)
     if newrank >= 0:
-        bounds = cached_bounds(count, pof2)
-        tmp = workspace(recvbuf, bounds[pof2 // 2])  # the first (largest) half: largest receive
-        # Reduce-scatter by recursive halving: [lo, hi) is the block range still being reduced.
-        lo, hi = 0, pof2
-        dist = pof2 >> 1
-        while dist:
-            partner = real_rank(newrank ^ dist, rem)
-            mid = lo + dist
-            if newrank < mid:
-                keep_lo, keep_hi, give_lo, give_hi = lo, mid, mid, hi
-            else:
-                keep_lo, keep_hi, give_lo, give_hi = mid, hi, lo, mid
-            k0, k1 = bounds[keep_lo], bounds[keep_hi]
-            part = tmp[: k1 - k0]
-            comm.Sendrecv(acc[bounds[give_lo]:bounds[give_hi]], partner, TAG,
-                          part, partner, TAG)
-            fn(acc[k0:k1], part, out=recvbuf[k0:k1])
-            acc = recvbuf
-            lo, hi = keep_lo, keep_hi
-            dist >>= 1
-        # Allgather by recursive doubling: swap finished aligned groups of dist blocks.
-        dist = 1
-        while dist < pof2:
-            partner = real_rank(newrank ^ dist, rem)
-            mine = newrank & ~(dist - 1)
-            theirs = mine ^ dist
-            comm.Sendrecv(recvbuf[bounds[mine]:bounds[mine + dist]], partner, TAG,
-                          recvbuf[bounds[theirs]:bounds[theirs + dist]], partner, TAG)
-            dist <<= 1
-    fold_out(comm, recvbuf, TAG)
+        bounds = cached_bounds(count, pow2_floor(size))
+        yield from halving(comm, acc, recvbuf, bounds, newrank, fn, TAG)
+        yield from doubling(comm, recvbuf, bounds, newrank, TAG)
+    yield from fold_out(comm, recvbuf, recvbuf, TAG)
+
+
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
@@ -110,20 +95,13 @@ def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
     of 1, 2, .., p'/2 blocks; ranks < 2r add n for the non-power-of-two fold."""
     if ranks == 1 or count == 0:
         return 0
-    pof2 = pow2_floor(ranks)
-    rem = ranks - pof2
-    n = count * itemsize
-    if rank < 2 * rem and rank % 2 == 0:
-        return n
-    q = rank // 2 if rank < 2 * rem else rank - rem
-    bounds = [b * itemsize for b in cached_bounds(count, pof2)]
-    sent = n - (bounds[q + 1] - bounds[q])
-    d = 1
-    while d < pof2:
-        lo = q - q % d
-        sent += bounds[lo + d] - bounds[lo]
-        d *= 2
-    return sent + (n if rank < 2 * rem else 0)
+    rem = ranks - pow2_floor(ranks)
+    q = group_rank(rank, ranks)
+    if q < 0:
+        return count * itemsize
+    bounds = cached_bounds(count, pow2_floor(ranks))
+    sent = halving_bytes(q, bounds) + doubling_bytes(q, bounds) + (count if rank < 2 * rem else 0)
+    return sent * itemsize
 
 
 def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:

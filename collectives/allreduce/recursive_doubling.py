@@ -9,8 +9,9 @@ Non-powers of two, as MPICH does it (Thakur, Rabenseifner & Gropp 2005, section 
 p' = 2^floor(lg p) and r = p - p'. Among the first 2r ranks, each even rank sends its vector to
 the odd rank above it and sits out; the odd ranks (new rank = rank // 2) and the ranks >= 2r
 (new rank = rank - r) run recursive doubling on p' ranks; finally each odd rank < 2r sends the
-result back to the even rank below it. :func:`fold_in` / :func:`fold_out` implement these two
-extra steps and are shared with ``rabenseifner``.
+result back to the even rank below it (:func:`~distbench.collectives.patterns.fold_in` /
+``fold_out``, shared with ``rabenseifner`` and other collectives). In place
+(``sendbuf = MPI.IN_PLACE``) every exchange goes through a scratch vector.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = lg p (alpha + n beta + n gamma)`` for p a power of two (Thakur, Rabenseifner &
@@ -19,8 +20,8 @@ section 4); otherwise ``T = (floor(lg p) + 2)(alpha + n beta) + (floor(lg p) + 1
 Latency-optimal; best for short vectors.
 
 Bytes sent per rank: ``lg p' * n`` for every rank in the power-of-two group, plus ``n`` for each
-rank < 2r: the even ones send their vector in :func:`fold_in` (and nothing else), the odd ones
-send the result back in :func:`fold_out`. For p a power of two: ``lg p * n`` on every rank.
+rank < 2r: the even ones send their vector in ``fold_in`` (and nothing else), the odd ones
+send the result back in ``fold_out``. For p a power of two: ``lg p * n`` on every rank.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from distbench.buffers import workspace
 from distbench.collectives.kernels import (
     broadcast,
     copy_into,
+    in_place,
     lg_ceil,
     lg_floor,
     one,
@@ -38,90 +40,62 @@ from distbench.collectives.kernels import (
     reduce_ufunc,
     split_steps,
 )
+from distbench.collectives.patterns import fold_in, fold_out, real_rank
+from distbench.collectives.schedule import kernels
 from distbench.runtime import namespace_of
 
 TAG = 0x5244  # "RD"
 
 
-def real_rank(newrank: int, rem: int) -> int:
-    """The communicator rank of power-of-two-group member ``newrank`` (see :func:`fold_in`)."""
-    return newrank * 2 + 1 if newrank < rem else newrank + rem
-
-
-def fold_in(comm, sendbuf, recvbuf, fn, tag: int):
-    """MPICH's non-power-of-two pre-step: fold the first 2r ranks pairwise into r ranks.
-
-    Returns ``(newrank, acc)``: the rank in the power-of-two group (-1 for an even rank < 2r,
-    which sent its vector and now waits for :func:`fold_out`), and the array holding this rank's
-    partial sum (``recvbuf`` on an odd rank < 2r, which added its partner's vector; ``sendbuf``
-    elsewhere, unmodified).
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    rem = size - pow2_floor(size)
-    if rank >= 2 * rem:
-        return rank - rem, sendbuf
-    if rank % 2 == 0:
-        comm.Send(sendbuf, rank + 1, tag)
-        return -1, sendbuf
-    tmp = workspace(recvbuf, recvbuf.shape[0])
-    comm.Recv(tmp, rank - 1, tag)
-    fn(sendbuf, tmp, out=recvbuf)
-    return rank // 2, recvbuf
-
-
-def fold_out(comm, recvbuf, tag: int) -> None:
-    """MPICH's non-power-of-two post-step: odd ranks < 2r send the result to rank - 1."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    rem = size - pow2_floor(size)
-    if rank < 2 * rem:
-        if rank % 2:
-            comm.Send(recvbuf, rank - 1, tag)
-        else:
-            comm.Recv(recvbuf, rank + 1, tag)
-
-
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Recursive-doubling AllReduce (whole-vector exchanges, MPICH non-power-of-two folding).
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Recursive-doubling AllReduce (whole-vector exchanges, MPICH non-power-of-two folding;
+    a schedule).
 
     Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Send``/``Recv``/``Sendrecv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
+        comm: communicator (mpi4py or a distbench proxy); one exchange per step.
+        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
+            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
 
     Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
+        ValueError: ``op`` is not a predefined commutative op.
     """
     size = comm.Get_size()
     fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
     if size == 1 or recvbuf.shape[0] == 0:
-        copy_into(recvbuf, sendbuf)
+        if src is not recvbuf:
+            copy_into(recvbuf, src)
         return
     pof2 = pow2_floor(size)
     rem = size - pof2
     if rem:
-        newrank, acc = fold_in(comm, sendbuf, recvbuf, fn, TAG)
+        newrank, acc = yield from fold_in(comm, src, recvbuf, fn, TAG)
     else:  # no fold: skip its calls, this is the short-message path
-        newrank, acc = comm.Get_rank(), sendbuf
+        newrank, acc = comm.Get_rank(), src
     if newrank >= 0:
         mask = 1
-        if acc is sendbuf:
-            # First exchange: sendbuf is still this rank's own vector, so the partner's can be
+        if acc is not recvbuf:
+            # First exchange: acc is still this rank's own vector, so the partner's can be
             # received straight into recvbuf (no scratch, no copy: the short-message path).
             partner = real_rank(newrank ^ 1, rem)
-            comm.Sendrecv(sendbuf, partner, TAG, recvbuf, partner, TAG)
-            fn(recvbuf, sendbuf, out=recvbuf)
+            yield (comm, acc, partner, recvbuf, partner, TAG)
+            fn(recvbuf, acc, out=recvbuf)
             acc, mask = recvbuf, 2
         if mask < pof2:
             tmp = workspace(recvbuf, recvbuf.shape[0])
         while mask < pof2:
             partner = real_rank(newrank ^ mask, rem)
-            comm.Sendrecv(acc, partner, TAG, tmp, partner, TAG)
+            yield (comm, acc, partner, tmp, partner, TAG)
             fn(acc, tmp, out=recvbuf)
             acc = recvbuf
             mask <<= 1
     if rem:
-        fold_out(comm, recvbuf, TAG)
+        yield from fold_out(comm, recvbuf, recvbuf, TAG)
+
+
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:

@@ -2,10 +2,11 @@
 
 The vector is cut into p near-equal contiguous blocks (:func:`~distbench.collectives.kernels.
 block_bounds`). Rank r sends to r+1 and receives from r-1 (mod p). In reduce-scatter step
-s = 0..p-2 it forwards its partial sum of block (r-s) and adds the block (r-s-1) it receives into
-``recvbuf``; afterwards it holds the full reduction of block (r+1). In allgather step s it
-forwards block (r+1-s) and receives block (r-s) directly into ``recvbuf``. Every link carries
-the same traffic, which is why the ring is bandwidth-optimal.
+s = 0..p-2 it forwards its partial sum of block (r-s) and adds its own part of the block (r-s-1)
+it receives; afterwards it holds the full reduction of block (r+1), in ``recvbuf``
+(:func:`~distbench.collectives.patterns.ring_reduce_scatter`). In allgather step s it forwards
+block (r+1-s) and receives block (r-s) directly into ``recvbuf``. Every link carries the same
+traffic, which is why the ring is bandwidth-optimal.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = 2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma`` (Patarasuk & Yuan 2009,
@@ -14,8 +15,8 @@ Comput. 69(2)).
 
 Bytes sent per rank r (b_i = size of block i in bytes): ``2 n - b_{(r+1) mod p} - b_{(r+2) mod
 p}``, i.e. ``2 (p-1)/p n`` when p divides the count. No initial copy of ``sendbuf``: the first
-reduction reads ``sendbuf`` and writes ``recvbuf``, so the only extra traffic is one receive of
-a segment into a segment-sized scratch buffer.
+reduction reads ``sendbuf``, partial sums go to a one-block scratch buffer, received segments to
+a segment-sized one. In place (``sendbuf = MPI.IN_PLACE``) the same steps read ``recvbuf``.
 
 Segmentation: inside one node the reduce-scatter sends each block in segments of
 :data:`SEGMENT_BYTES`, as Open MPI's ``ompi_coll_base_allreduce_intra_ring_segmented`` does,
@@ -29,15 +30,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.buffers import workspace
 from distbench.collectives.kernels import (
     block_bounds,
     broadcast,
     cached_bounds,
     copy_into,
+    in_place,
     one,
     reduce_ufunc,
 )
+from distbench.collectives.patterns import ring_allgather, ring_reduce_scatter
+from distbench.collectives.schedule import kernels
 from distbench.runtime import mpi, namespace_of
 
 TAG = 0x5249  # "RI"
@@ -63,53 +66,39 @@ def spans_nodes(comm) -> bool:
     return hit[1]
 
 
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Ring AllReduce: reduce-scatter then allgather of p blocks.
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Ring AllReduce: reduce-scatter then allgather of p blocks (a schedule).
 
     Args:
-        comm: communicator (mpi4py or a distbench proxy); uses only ``Sendrecv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
+        comm: communicator (mpi4py or a distbench proxy); one exchange with each ring neighbour
+            per step (``Sendrecv`` blocking, ``Isend``/``Irecv`` nonblocking).
+        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
+            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
 
     Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
+        ValueError: ``op`` is not a predefined commutative op.
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
     count = recvbuf.shape[0]
     if size == 1 or count == 0:
-        copy_into(recvbuf, sendbuf)
+        if src is not recvbuf:
+            copy_into(recvbuf, src)
         return
     bounds = cached_bounds(count, size)
-    right, left = (rank + 1) % size, (rank - 1) % size
     # Every rank cuts every block into the same number of segments (from the largest block,
     # block 0), so sender and receiver agree on each message; a segment may be empty.
     seg = bounds[1] if spans_nodes(comm) else max(1, SEGMENT_BYTES // recvbuf.itemsize)
-    nseg = -(-bounds[1] // seg)
-    tmp = workspace(recvbuf, min(seg, bounds[1]))
+    own = (rank + 1) % size
+    yield from ring_reduce_scatter(comm, src, bounds, own, recvbuf[bounds[own]:bounds[own + 1]],
+                                   fn, TAG, seg)
+    yield from ring_allgather(comm, recvbuf, bounds, own, TAG)
 
-    # Reduce-scatter: after step s, recvbuf holds the partial sum of block (rank-s-1) over
-    # ranks rank-s-1 .. rank. Step 0 forwards this rank's own block straight from sendbuf.
-    src = sendbuf
-    for step in range(size - 1):
-        s = (rank - step) % size
-        r = (rank - step - 1) % size
-        s_lo, s_hi, r_lo, r_hi = bounds[s], bounds[s + 1], bounds[r], bounds[r + 1]
-        for j in range(0, nseg * seg, seg):
-            lo, hi = min(r_lo + j, r_hi), min(r_lo + j + seg, r_hi)
-            part = tmp[: hi - lo]
-            comm.Sendrecv(src[min(s_lo + j, s_hi):min(s_lo + j + seg, s_hi)], right, TAG,
-                          part, left, TAG)
-            fn(sendbuf[lo:hi], part, out=recvbuf[lo:hi])
-        src = recvbuf
 
-    # Allgather: forward the completed block (rank+1-s), receive block (rank-s) in place.
-    for step in range(size - 1):
-        s = (rank + 1 - step) % size
-        r = (rank - step) % size
-        comm.Sendrecv(recvbuf[bounds[s]:bounds[s + 1]], right, TAG,
-                      recvbuf[bounds[r]:bounds[r + 1]], left, TAG)
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:

@@ -4,7 +4,9 @@ Reduce: in round k = 0, 1, ... a rank whose lowest set bit is 2^k sends its part
 rank - 2^k and leaves; a rank with bit k clear receives from rank + 2^k (if it exists) and adds.
 Broadcast runs the same tree backwards: rank r receives from r - lowbit(r), then sends to
 r + 2^k for every 2^k < lowbit(r) (every 2^k < p for rank 0), largest first. Both are
-MPICH's binomial algorithms (``MPIR_Reduce_intra_binomial``, ``MPIR_Bcast_intra_binomial``).
+MPICH's binomial algorithms (``MPIR_Reduce_intra_binomial``, ``MPIR_Bcast_intra_binomial``;
+:func:`~distbench.collectives.patterns.binomial_reduce`, ``binomial_bcast``). In place
+(``sendbuf = MPI.IN_PLACE``) the reduce starts from ``recvbuf``.
 
 Cost (Hockney model, n bytes, p ranks; alpha latency, beta time per byte, gamma reduction time
 per byte): ``T = 2 ceil(lg p) (alpha + n beta) + ceil(lg p) n gamma`` (Thakur, Rabenseifner &
@@ -22,89 +24,46 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.buffers import workspace
 from distbench.collectives.kernels import (
     broadcast,
     copy_into,
+    in_place,
     lg_ceil,
     one,
     reduce_ufunc,
     split_steps,
 )
+from distbench.collectives.patterns import binomial_bcast, binomial_children, binomial_reduce
+from distbench.collectives.schedule import kernels
 from distbench.runtime import namespace_of
 
 TAG = 0x5452  # "TR"
 
 
-def binomial_reduce(comm, sendbuf, out, fn, tag: int = TAG):
-    """Binomial-tree reduce of ``sendbuf`` over ``comm`` to rank 0.
-
-    Partial sums are accumulated in ``out`` (same length and dtype as ``sendbuf``, may not
-    alias it); received vectors land in the ``"tmp"`` workspace slot.
-
-    Returns:
-        The array holding this rank's partial sum when it is done: ``out`` if it received from a
-        child, ``sendbuf`` itself on a leaf (so a leaf never copies). On rank 0 this is the full
-        reduction (``sendbuf`` only when the communicator has one rank).
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    acc = sendbuf
-    mask = 1
-    while mask < size:
-        if rank & mask:
-            comm.Send(acc, rank - mask, tag)
-            break
-        child = rank + mask
-        if child < size:
-            tmp = workspace(out, out.shape[0])
-            comm.Recv(tmp, child, tag)
-            fn(acc, tmp, out=out)
-            acc = out
-        mask <<= 1
-    return acc
-
-
-def binomial_bcast(comm, buf, tag: int = TAG) -> None:
-    """Binomial-tree broadcast of ``buf`` from rank 0 of ``comm`` (in place on the others)."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    mask = 1
-    while mask < size:
-        if rank & mask:
-            comm.Recv(buf, rank - mask, tag)
-            break
-        mask <<= 1
-    mask >>= 1
-    while mask > 0:
-        if rank + mask < size:
-            comm.Send(buf, rank + mask, tag)
-        mask >>= 1
-
-
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """Binomial-tree reduce to rank 0, then binomial-tree broadcast.
+def steps(comm, sendbuf, recvbuf, op=None):
+    """Binomial-tree reduce to rank 0, then binomial-tree broadcast (a schedule).
 
     Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Send``/``Recv``.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified.
+        comm: communicator (mpi4py or a distbench proxy); one send or receive per step.
+        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
+            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
         recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX or MIN.
+        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
 
     Raises:
-        ValueError: ``op`` is not SUM/PROD/MAX/MIN.
+        ValueError: ``op`` is not a predefined commutative op.
     """
     fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
     if comm.Get_size() == 1 or recvbuf.shape[0] == 0:
-        copy_into(recvbuf, sendbuf)
+        if src is not recvbuf:
+            copy_into(recvbuf, src)
         return
-    binomial_reduce(comm, sendbuf, recvbuf, fn)
-    binomial_bcast(comm, recvbuf)
+    yield from binomial_reduce(comm, src, recvbuf, fn, TAG)
+    yield from binomial_bcast(comm, recvbuf, TAG)
 
 
-def binomial_children(rank: int, ranks: int) -> int:
-    """Children of ``rank`` in the binomial tree rooted at 0: r + 2^k for 2^k < lowbit(r)
-    (every 2^k for the root) with r + 2^k < p."""
-    low = rank & -rank if rank else ranks
-    return sum(1 for k in range(ranks.bit_length()) if (1 << k) < low and rank + (1 << k) < ranks)
+allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
