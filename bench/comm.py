@@ -51,7 +51,8 @@ class CountingComm(CommProxy):
     ``bytes_sent`` counts the send buffers of ``Send/Isend/Ssend/Sendrecv`` (point-to-point
     payload leaving this rank); ``bytes_recv`` the receive buffers of ``Recv/Irecv/Sendrecv``
     (their capacity, which the algorithms size exactly); ``collective_bytes`` the send buffer
-    this rank contributes to ``Allreduce/Allgather/Allgatherv/Bcast/Reduce/Gather``;
+    this rank contributes to ``Allreduce/Allgather/Allgatherv/Bcast/Reduce/Reduce_scatter_block/
+    Alltoall``;
     ``calls`` how often each method ran.
     """
 
@@ -139,6 +140,14 @@ class CountingComm(CommProxy):
         self._count("Reduce", coll=sendbuf)
         args = [op] if op is not None else []
         return self.comm.Reduce(sendbuf, recvbuf, *args, root=root)
+
+    def Reduce_scatter_block(self, sendbuf, recvbuf, op=None):
+        self._count("Reduce_scatter_block", coll=sendbuf)
+        return self.comm.Reduce_scatter_block(sendbuf, recvbuf, *([op] if op else []))
+
+    def Alltoall(self, sendbuf, recvbuf):
+        self._count("Alltoall", coll=sendbuf)
+        return self.comm.Alltoall(sendbuf, recvbuf)
 
 
 class HostStagingComm(CommProxy):
@@ -234,6 +243,23 @@ class HostStagingComm(CommProxy):
         host = self._in("recv", recvbuf)
         self.comm.Allgather(self._out("send", sendbuf), host)
         self._back(host, recvbuf)
+
+    def _collective(self, name: str, sendbuf, recvbuf, *args):
+        """A library collective ``name(sendbuf, recvbuf, *args)`` on staged buffers."""
+        host = self._in("recv", recvbuf)
+        getattr(self.comm, name)(self._out("send", sendbuf), host, *args)
+        self._back(host, recvbuf)
+
+    def Reduce_scatter_block(self, sendbuf, recvbuf, op=None):
+        self._collective("Reduce_scatter_block", sendbuf, recvbuf, *([op] if op else []))
+
+    def Reduce(self, sendbuf, recvbuf, op=None, root=0):
+        from mpi4py import MPI
+
+        self._collective("Reduce", sendbuf, recvbuf, op or MPI.SUM, root)
+
+    def Alltoall(self, sendbuf, recvbuf):
+        self._collective("Alltoall", sendbuf, recvbuf)
 
     def Allgatherv(self, sendbuf, recvbuf):
         """``recvbuf`` is ``[array, counts]`` or ``[array, counts, displs, datatype]`` (or a

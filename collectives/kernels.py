@@ -1,5 +1,6 @@
 """Pieces the hand-written collectives share: the reduction ufunc of an MPI op, the in-place
-sentinel, block partitions, copies, and the step counts their cost formulas are written in.
+sentinel, the checks and trivial cases of each collective's buffers, block partitions and
+copies (the cost formulas' shared parts are in :mod:`distbench.collectives.costs`).
 
 The reduction op of every kernel is an ``mpi4py.MPI.Op`` or None for ``MPI.SUM``: the common
 case needs no MPI lookup on the hot path, and no module imports mpi4py at import time. A kernel
@@ -13,6 +14,7 @@ import functools
 
 import numpy as np
 
+from distbench.buffers import workspace
 from distbench.runtime import mpi, namespace_of
 
 # --op names -> MPI op names; the bitwise ones are defined for integer types only (MPI-4.1,
@@ -67,6 +69,118 @@ def reduce_ufunc(op, xp):
                      "BXOR")
 
 
+def reduce_input(comm, sendbuf, recvbuf, op):
+    """``(reduction ufunc, input)`` of an AllReduce-shaped call (the input ``sendbuf``, or
+    ``recvbuf`` in place), or None when there is nothing to communicate (one rank, no
+    elements): the input is then copied to ``recvbuf`` already.
+
+    Raises:
+        ValueError: ``op`` is not a predefined commutative op (:func:`reduce_ufunc`).
+    """
+    fn = reduce_ufunc(op, namespace_of(recvbuf))
+    src = recvbuf if in_place(sendbuf) else sendbuf
+    if comm.Get_size() > 1 and recvbuf.shape[0]:
+        return fn, src
+    if src is not recvbuf:
+        copy_into(recvbuf, src)
+    return None
+
+
+def root_input(comm, sendbuf, recvbuf, op, root: int):
+    """The reduction ufunc of a reduce to ``root``, or None when there is nothing to
+    communicate (one rank, no elements): the root's ``recvbuf`` then holds ``sendbuf``.
+
+    Raises:
+        ValueError: ``op`` is not a predefined commutative op.
+    """
+    fn = reduce_ufunc(op, namespace_of(sendbuf))
+    if comm.Get_size() > 1 and sendbuf.shape[0]:
+        return fn
+    if comm.Get_rank() == root:
+        copy_into(recvbuf, sendbuf)
+    return None
+
+
+def scatter_input(comm, sendbuf, recvbuf, op):
+    """``(reduction ufunc, input, m)`` of a reduce-scatter: the p m-element input (``sendbuf``,
+    or ``recvbuf`` in place, whose first m elements then receive the result) and the block
+    length m; None when there is nothing to communicate (one rank, empty blocks; the result is
+    then in place).
+
+    Raises:
+        ValueError: the input is not p times the block (in place: not a multiple of p); ``op``
+            not a predefined commutative op.
+    """
+    fn = reduce_ufunc(op, namespace_of(recvbuf))
+    p = comm.Get_size()
+    src = recvbuf if in_place(sendbuf) else sendbuf
+    m = recvbuf.shape[0] // p if src is recvbuf else recvbuf.shape[0]
+    if src.shape[0] != p * m:
+        raise ValueError(f"reduce-scatter on {p} ranks needs an input of {p} x the block "
+                         f"(got {src.shape[0]} elements for blocks of {m})")
+    if p > 1 and m:
+        return fn, src, m
+    if src is not recvbuf:
+        copy_into(recvbuf, src)
+    return None
+
+
+def gather_input(comm, sendbuf, recvbuf):
+    """``(own block, m)`` of an AllGather: this rank's m elements (``sendbuf``, or its block of
+    ``recvbuf`` in place) and m.
+
+    Raises:
+        ValueError: ``recvbuf`` is not p times the block.
+    """
+    p, rank = comm.Get_size(), comm.Get_rank()
+    if in_place(sendbuf):
+        m = recvbuf.shape[0] // p
+        sendbuf = recvbuf[rank * m:(rank + 1) * m]
+    m = sendbuf.shape[0]
+    if recvbuf.shape[0] != p * m:
+        raise ValueError(f"allgather on {p} ranks needs a receive buffer of {p} x the block "
+                         f"(got {recvbuf.shape[0]} elements for blocks of {m})")
+    return sendbuf, m
+
+
+def place_own(comm, sendbuf, recvbuf) -> int | None:
+    """Check an AllGather's buffers (:func:`gather_input`), copy this rank's block into its
+    place in ``recvbuf`` (nothing to do in place) and return the block length m; None when
+    there is nothing to communicate (one rank, empty blocks)."""
+    own, m = gather_input(comm, sendbuf, recvbuf)
+    if not in_place(sendbuf):
+        rank = comm.Get_rank()
+        copy_into(recvbuf[rank * m:(rank + 1) * m], own)
+    return m if comm.Get_size() > 1 and m else None
+
+
+def exchange_input(comm, sendbuf, recvbuf, copy: bool = True):
+    """``(input, m)`` of an all-to-all: the p m-element send buffer and the block length m,
+    with this rank's own block already copied into place. In place the blocks to send are in
+    ``recvbuf``: with ``copy`` they are first copied to the ``"a2a"`` workspace (for algorithms
+    that receive a block before sending the one in its place), else ``recvbuf`` is returned.
+    None when there is nothing to communicate (one rank, empty blocks).
+
+    Raises:
+        ValueError: the buffers differ in length or are not a multiple of p.
+    """
+    p, rank = comm.Get_size(), comm.Get_rank()
+    src = recvbuf if in_place(sendbuf) else sendbuf
+    n = recvbuf.shape[0]
+    if src.shape[0] != n or n % p:
+        raise ValueError(f"alltoall on {p} ranks needs send and receive buffers of the same "
+                         f"multiple of {p} elements (got {src.shape[0]} and {n})")
+    m = n // p
+    if src is not recvbuf:
+        copy_into(recvbuf[rank * m:(rank + 1) * m], src[rank * m:(rank + 1) * m])
+    if p == 1 or m == 0:
+        return None
+    if src is recvbuf and copy:
+        src = workspace(recvbuf, n, "a2a")
+        copy_into(src, recvbuf)
+    return src, m
+
+
 def _synchronized(fn, xp):
     """``fn(a, b, out=c)`` followed by a wait for ``xp``'s current CUDA stream."""
 
@@ -109,50 +223,52 @@ def pow2_floor(p: int) -> int:
     return 1 << (p.bit_length() - 1)
 
 
-# ----------------------------------------------------------------------------- cost formulas
-# The cost formulas (``cost(nbytes, ranks, ranks_per_node, **options)`` in each algorithm
-# module) are vectorized over arrays of sizes and rank counts; these are their shared parts.
-# Coefficients are stacked in the order (alpha, beta, gamma, alpha', beta'): latency and time
-# per byte inside a node, time per byte reduced, latency and time per byte between nodes.
+@functools.cache
+def sum_op():
+    """``mpi4py.MPI.SUM``, looked up once (the library calls' default op)."""
+    return mpi().SUM
 
 
-def lg_floor(p: np.ndarray) -> np.ndarray:
-    """floor(log2 p) elementwise (p >= 1, integer array)."""
-    return np.frexp(np.asarray(p).astype(np.float64))[1] - 1
+def library_algorithm(method: str, shape: str, package: str, candidates: tuple):
+    """``(kernel, start, cost)`` of an MPI library call, the baseline ``native`` entry of a
+    collective's registry.
 
-
-def lg_ceil(p: np.ndarray) -> np.ndarray:
-    """ceil(log2 p) elementwise (p >= 1, integer array)."""
-    mant, exp = np.frexp(np.asarray(p).astype(np.float64))
-    return np.where(mant == 0.5, exp - 1, exp)
-
-
-def split_steps(steps, intra_steps, per_step_a, per_step_b):
-    """(a, b, a', b') of ``steps`` steps of which ``intra_steps`` stay inside a node, each
-    costing ``per_step_a`` latencies and ``per_step_b`` bytes."""
-    inter = steps - intra_steps
-    return (intra_steps * per_step_a, intra_steps * per_step_b, inter * per_step_a,
-            inter * per_step_b)
-
-
-def one(coefficients) -> np.ndarray:
-    """A single alternative: ``(5, *shape)`` coefficients -> ``(1, 5, *shape)``."""
-    return np.asarray(coefficients, dtype=np.float64)[None]
-
-
-def broadcast(nbytes, ranks, ranks_per_node):
-    """(n float64, p int64, k int64) broadcast together; k = p where ``ranks_per_node`` is
-    None (all ranks on one node).
-
-    Raises:
-        ValueError: a rank count < 1, or k < 1.
+    Args:
+        method: the mpi4py method, e.g. ``"Allgather"``; ``start`` calls its nonblocking
+            form (``Iallgather``) and returns its ``MPI.Request``.
+        shape: the kernel's arguments: ``"buffers"`` ``(comm, sendbuf, recvbuf)``,
+            ``"reduction"`` ``(comm, sendbuf, recvbuf, op=None)``, ``"root"`` ``(comm, buf,
+            root=0)`` or ``"rooted reduction"`` ``(comm, sendbuf, recvbuf, op=None, root=0)``;
+            op None is SUM. Buffers go to the library as they are (``MPI.IN_PLACE`` too).
+        package: the collective's package, whose ``COLLECTIVE.registry`` holds ``candidates``.
+        candidates: the textbook algorithms the library is taken to select among: ``cost`` is
+            their coefficients stacked (the model takes the cheapest).
     """
-    n, p = np.broadcast_arrays(np.asarray(nbytes, dtype=np.float64),
-                               np.asarray(ranks, dtype=np.int64))
-    if np.any(p < 1):
-        raise ValueError("rank counts must be >= 1")
-    k = p if ranks_per_node is None else np.broadcast_to(
-        np.asarray(ranks_per_node, dtype=np.int64), p.shape)
-    if np.any(k < 1):
-        raise ValueError("ranks per node must be >= 1")
-    return n, p, k
+    def make(name):
+        if shape == "buffers":
+            def call(comm, sendbuf, recvbuf):
+                return getattr(comm, name)(sendbuf, recvbuf)
+        elif shape == "reduction":
+            def call(comm, sendbuf, recvbuf, op=None):
+                return getattr(comm, name)(sendbuf, recvbuf, op or sum_op())
+        elif shape == "root":
+            def call(comm, buf, root: int = 0):
+                return getattr(comm, name)(buf, root)
+        else:
+            def call(comm, sendbuf, recvbuf, op=None, root: int = 0):
+                return getattr(comm, name)(sendbuf, recvbuf, op or sum_op(), root)
+        call.__name__ = call.__qualname__ = name.lower()
+        call.__doc__ = f"``comm.{name}`` of the MPI library (buffer API)."
+        return call
+
+    def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
+        import importlib
+
+        from distbench.collectives.costs import cheapest_of
+
+        registry = importlib.import_module(package).COLLECTIVE.registry
+        return cheapest_of(registry, candidates, nbytes, ranks, ranks_per_node)
+
+    cost.__doc__ = (f"The library is taken to pick the cheapest of {', '.join(candidates)} "
+                    "(their coefficients, stacked).")
+    return make(method), make("I" + method[0].lower() + method[1:]), cost

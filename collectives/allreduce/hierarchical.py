@@ -37,17 +37,12 @@ import numpy as np
 from distbench.buffers import register_cache, workspace
 from distbench.collectives.allreduce.tree import bytes_sent as tree_bytes
 from distbench.collectives.allreduce.tree import node_tree
-from distbench.collectives.kernels import (
-    broadcast,
-    copy_into,
-    in_place,
-    in_place_sentinel,
-    reduce_ufunc,
-)
+from distbench.collectives.costs import broadcast
+from distbench.collectives.kernels import copy_into, in_place_sentinel, reduce_input
 from distbench.collectives.patterns import binomial_bcast, binomial_reduce
 from distbench.collectives.schedule import kernels
 from distbench.registry import Option
-from distbench.runtime import UsageError, mpi, namespace_of
+from distbench.runtime import UsageError, mpi
 
 TAG = 0x4849  # "HI"
 
@@ -149,33 +144,21 @@ OPTIONS = (
 
 def steps(comm, sendbuf, recvbuf, op=None, *, ranks_per_node: int | None = None,
           inner: str = "ring"):
-    """Node-aware AllReduce: tree reduce in the node, ``inner`` among leaders, tree broadcast
-    (a schedule).
+    """Tree reduce in the node, ``inner`` among the node leaders, tree broadcast in the node.
 
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); uses ``Split``/``Split_type`` (first
-            call only), point-to-point inside the node and whatever ``inner`` uses.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
-            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-        ranks_per_node: group K consecutive ranks into a node; None (default) uses the real
-            shared-memory nodes.
-        inner: registered algorithm used among the node leaders (default ``"ring"``).
+    ``ranks_per_node`` groups K consecutive ranks into a node (None: the real shared-memory
+    nodes); ``inner`` names the leaders' algorithm (default ``"ring"``).
 
     Raises:
         ValueError: ``ranks_per_node`` < 1 or not dividing the ranks; ``inner`` unknown or
-            ``"hierarchical"``; ``op`` not a predefined commutative op.
+            ``"hierarchical"``.
     """
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
     spec = _inner_algorithm(inner)
     node, leaders = node_groups(comm, ranks_per_node)
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    count = recvbuf.shape[0]
-    if comm.Get_size() == 1 or count == 0:
-        if src is not recvbuf:
-            copy_into(recvbuf, src)
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
+    fn, src = setup
     if leaders is None:
         yield from binomial_reduce(node, src, recvbuf, fn, TAG)
     elif leaders.Get_size() == 1:  # one node: the node reduction is the result
@@ -184,7 +167,7 @@ def steps(comm, sendbuf, recvbuf, op=None, *, ranks_per_node: int | None = None,
             copy_into(recvbuf, acc)
     else:
         # The leaders' AllReduce needs a send buffer distinct from recvbuf (or IN_PLACE).
-        node_sum = workspace(recvbuf, count, "node") if node.Get_size() > 1 else src
+        node_sum = workspace(recvbuf, recvbuf.shape[0], "node") if node.Get_size() > 1 else src
         acc = yield from binomial_reduce(node, src, node_sum, fn, TAG)
         send = in_place_sentinel() if acc is recvbuf else acc
         if spec.steps is not None:

@@ -18,57 +18,41 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.kernels import (
-    broadcast,
-    copy_into,
-    in_place,
-    one,
-    reduce_ufunc,
-    split_steps,
-)
+from distbench.collectives.costs import broadcast, through_root
+from distbench.collectives.kernels import reduce_input
 from distbench.collectives.schedule import kernels
-from distbench.runtime import namespace_of
 
 TAG = 0x4E41  # "NA"
 
 
 def steps(comm, sendbuf, recvbuf, op=None):
-    """Reduce-to-root then broadcast, both linear (a schedule).
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); one send or receive per step.
-        sendbuf: 1-D array (NumPy or CuPy), n elements; not modified; or ``MPI.IN_PLACE``
-            (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-
-    Raises:
-        ValueError: ``op`` is not a predefined commutative op.
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    if src is not recvbuf and (rank == 0 or size == 1):
-        copy_into(recvbuf, src)
-    if size == 1 or recvbuf.shape[0] == 0:
+    """Rank 0 receives and adds the p - 1 other vectors in rank order, then sends the sum back
+    to each rank in turn."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    if rank == 0:
-        tmp = workspace(recvbuf, recvbuf.shape[0])
-        for peer in range(1, size):
-            yield (comm, None, 0, tmp, peer, TAG)
-            fn(recvbuf, tmp, out=recvbuf)
-        for peer in range(1, size):
-            yield (comm, recvbuf, peer, None, 0, TAG)
-    else:
+    fn, src = setup
+    size = comm.Get_size()
+    if comm.Get_rank():
         yield (comm, src, 0, None, 0, TAG)
         yield (comm, None, 0, recvbuf, 0, TAG)
+        return
+    tmp = workspace(recvbuf, recvbuf.shape[0])
+    acc = src
+    for peer in range(1, size):
+        yield (comm, None, 0, tmp, peer, TAG)
+        fn(acc, tmp, out=recvbuf)
+        acc = recvbuf
+    for peer in range(1, size):
+        yield (comm, recvbuf, peer, None, 0, TAG)
 
 
 allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
-    """The root sends the result to each of the p-1 others; the others send their vector."""
+    """The root sends the result to each of the p-1 others; the others send their vector
+    once."""
     if ranks == 1 or count == 0:
         return 0
     n = count * itemsize
@@ -76,7 +60,7 @@ def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
 
 
 def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
+    """The linear reduce and broadcast: 2 (p-1) messages of n through rank 0 and (p-1) n
+    reduced; those with other nodes at alpha', beta'."""
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
-    inside = np.minimum(k, p) - 1
-    a, b, ai, bi = split_steps(2 * (p - 1), 2 * inside, 1.0, n)
-    return one([a, b, (p - 1) * n, ai, bi])
+    return through_root(n, p, k, 2, 2 * n, (p - 1) * n)

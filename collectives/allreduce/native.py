@@ -12,36 +12,8 @@ Bytes sent per rank: inside the library, not visible to a wrapper (a
 
 from __future__ import annotations
 
-import numpy as np
+from distbench.collectives.kernels import library_algorithm
 
 CANDIDATES = ("recursive_doubling", "rabenseifner", "ring")
 
-
-def allreduce(comm, sendbuf, recvbuf, op=None) -> None:
-    """``recvbuf[:] = reduction over ranks of sendbuf`` via ``comm.Allreduce`` (buffer API).
-
-    Args:
-        comm: an mpi4py communicator (or a distbench proxy of one).
-        sendbuf, recvbuf: contiguous 1-D arrays (NumPy or CuPy), same length and dtype;
-            ``sendbuf`` may be ``MPI.IN_PLACE``.
-        op: an ``mpi4py.MPI.Op``; None for ``MPI.SUM``.
-    """
-    if op is None:
-        comm.Allreduce(sendbuf, recvbuf)
-    else:
-        comm.Allreduce(sendbuf, recvbuf, op)
-
-
-def start(comm, sendbuf, recvbuf, op=None):
-    """``comm.Iallreduce``: the library's nonblocking AllReduce; returns its request."""
-    if op is None:
-        return comm.Iallreduce(sendbuf, recvbuf)
-    return comm.Iallreduce(sendbuf, recvbuf, op)
-
-
-def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
-    """The alternatives the library selects among: each of :data:`CANDIDATES`' coefficients."""
-    from distbench.collectives.allreduce import ALLREDUCE  # the registry of this collective
-
-    return np.concatenate([ALLREDUCE.spec(a).cost(nbytes, ranks, ranks_per_node)
-                           for a in CANDIDATES])
+allreduce, start, cost = library_algorithm("Allreduce", "reduction", __package__, CANDIDATES)

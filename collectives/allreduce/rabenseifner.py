@@ -32,59 +32,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.allreduce.recursive_doubling import folded, levels_near
-from distbench.collectives.kernels import (
-    broadcast,
-    cached_bounds,
-    copy_into,
-    in_place,
-    pow2_floor,
-    reduce_ufunc,
-    split_steps,
-)
-from distbench.collectives.patterns import (
-    doubling,
-    doubling_bytes,
-    fold_in,
-    fold_out,
-    group_rank,
-    halving,
-    halving_bytes,
-)
+from distbench.collectives import patterns
+from distbench.collectives.costs import broadcast, fold, halving_levels
+from distbench.collectives.kernels import cached_bounds, pow2_floor, reduce_input
 from distbench.collectives.schedule import kernels
-from distbench.runtime import namespace_of
 
 TAG = 0x5241  # "RA"
 
 
 def steps(comm, sendbuf, recvbuf, op=None):
-    """Rabenseifner AllReduce: recursive-halving reduce-scatter + recursive-doubling allgather
-    (a schedule).
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); one exchange per step.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
-            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-
-    Raises:
-        ValueError: ``op`` is not a predefined commutative op.
-    """
-    size = comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    count = recvbuf.shape[0]
-    if size == 1 or count == 0:
-        if src is not recvbuf:
-            copy_into(recvbuf, src)
+    """Recursive halving down to one block of p', recursive doubling back up to the vector,
+    between MPICH's fold in and out."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    newrank, acc = yield from fold_in(comm, src, recvbuf, fn, TAG)
+    newrank, acc = yield from patterns.fold_in(comm, setup[1], recvbuf, setup[0], TAG)
     if newrank >= 0:
-        bounds = cached_bounds(count, pow2_floor(size))
-        yield from halving(comm, acc, recvbuf, bounds, newrank, fn, TAG)
-        yield from doubling(comm, recvbuf, bounds, newrank, TAG)
-    yield from fold_out(comm, recvbuf, recvbuf, TAG)
+        bounds = cached_bounds(recvbuf.shape[0], pow2_floor(comm.Get_size()))
+        yield from patterns.halving(comm, acc, recvbuf, bounds, newrank, setup[0], TAG)
+        yield from patterns.doubling(comm, recvbuf, bounds, newrank, TAG)
+    yield from patterns.fold_out(comm, recvbuf, recvbuf, TAG)
 
 
 allreduce, start = kernels(steps)
@@ -96,11 +63,12 @@ def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
     if ranks == 1 or count == 0:
         return 0
     rem = ranks - pow2_floor(ranks)
-    q = group_rank(rank, ranks)
+    q = patterns.group_rank(rank, ranks)
     if q < 0:
         return count * itemsize
     bounds = cached_bounds(count, pow2_floor(ranks))
-    sent = halving_bytes(q, bounds) + doubling_bytes(q, bounds) + (count if rank < 2 * rem else 0)
+    sent = patterns.halving_bytes(q, bounds) + patterns.doubling_bytes(q, bounds)
+    sent += count if rank < 2 * rem else 0
     return sent * itemsize
 
 
@@ -108,9 +76,5 @@ def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     """TRG's recursive halving + doubling with MPICH's fold; the halving steps whose partner
     distance is >= k carry the share of the bytes that crosses nodes."""
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
-    levels, near = levels_near(p, k)
-    p2 = np.ldexp(1.0, levels)
-    a, _, ai, _ = split_steps(2 * levels, 2 * near, 1.0, np.zeros(p.shape))
-    b = 2 * (np.ldexp(1.0, near) - 1) / p2 * n
-    bi = 2 * (p2 - np.ldexp(1.0, near)) / p2 * n
-    return folded(n, p, k, levels, a, b, (p2 - 1) / p2 * n, ai, bi)
+    a, b, ai, bi, p2 = halving_levels(n, p, k, passes=2)
+    return fold(n, p, k, (a, b, (p2 - 1) / p2 * n, ai, bi), (n, n), n)

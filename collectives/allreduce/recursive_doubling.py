@@ -29,47 +29,23 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.kernels import (
-    broadcast,
-    copy_into,
-    in_place,
-    lg_ceil,
-    lg_floor,
-    one,
-    pow2_floor,
-    reduce_ufunc,
-    split_steps,
-)
+from distbench.collectives.costs import broadcast, fold, lg_ceil, lg_floor, split_steps
+from distbench.collectives.kernels import pow2_floor, reduce_input
 from distbench.collectives.patterns import fold_in, fold_out, real_rank
 from distbench.collectives.schedule import kernels
-from distbench.runtime import namespace_of
 
 TAG = 0x5244  # "RD"
 
 
 def steps(comm, sendbuf, recvbuf, op=None):
-    """Recursive-doubling AllReduce (whole-vector exchanges, MPICH non-power-of-two folding;
-    a schedule).
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); one exchange per step.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
-            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-
-    Raises:
-        ValueError: ``op`` is not a predefined commutative op.
-    """
-    size = comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    if size == 1 or recvbuf.shape[0] == 0:
-        if src is not recvbuf:
-            copy_into(recvbuf, src)
+    """lg p' whole-vector exchanges with rank XOR 2^k, between MPICH's fold in and out;
+    the first one receives straight into ``recvbuf``."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    pof2 = pow2_floor(size)
-    rem = size - pof2
+    fn, src = setup
+    pof2 = pow2_floor(comm.Get_size())
+    rem = comm.Get_size() - pof2
     if rem:
         newrank, acc = yield from fold_in(comm, src, recvbuf, fn, TAG)
     else:  # no fold: skip its calls, this is the short-message path
@@ -99,7 +75,8 @@ allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
-    """lg p' whole vectors in the power-of-two group; the fold adds one on each rank < 2r."""
+    """lg p' whole vectors in the power-of-two group; the fold adds one on each rank < 2r
+    (in on the even ones, out on the odd ones)."""
     if ranks == 1 or count == 0:
         return 0
     n = count * itemsize
@@ -110,28 +87,10 @@ def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
     return levels * n
 
 
-def levels_near(p, k):
-    """(lg p', the levels whose partner distance is < k, i.e. inside a node) of the
-    power-of-two group; shared with Rabenseifner."""
-    levels = lg_floor(p)
-    return levels, np.minimum(levels, lg_ceil(k))
-
-
-def folded(n, p, k, levels, a, b, c, ai, bi) -> np.ndarray:
-    """The power-of-two group's coefficients plus MPICH's non-power-of-two fold: ``2 alpha +
-    2 n beta + n gamma`` where p is not a power of two, inside a node when k >= 2 (the fold's
-    partners 2i, 2i+1 are neighbours); shared with Rabenseifner."""
-    fold = (np.ldexp(1.0, levels) < p).astype(np.float64)
-    fold_in = np.where(k >= 2, fold, 0)
-    fold_out = fold - fold_in
-    return one([a + 2 * fold_in, b + 2 * fold_in * n, c + fold * n, ai + 2 * fold_out,
-                bi + 2 * fold_out * n])
-
-
 def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     """TRG's recursive doubling, plus MPICH's fold; the levels with partner distance >= k
     cross nodes."""
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
-    levels, near = levels_near(p, k)
-    a, b, ai, bi = split_steps(levels, near, 1.0, n)
-    return folded(n, p, k, levels, a, b, levels * n, ai, bi)
+    levels = lg_floor(p)
+    a, b, ai, bi = split_steps(levels, np.minimum(levels, lg_ceil(k)), 1.0, n)
+    return fold(n, p, k, (a, b, levels * n, ai, bi), (n, n), n)

@@ -30,71 +30,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.kernels import (
-    block_bounds,
-    broadcast,
-    cached_bounds,
-    copy_into,
-    in_place,
-    one,
-    reduce_ufunc,
+from distbench.collectives.costs import broadcast, lock_step
+from distbench.collectives.kernels import block_bounds, cached_bounds, reduce_input
+from distbench.collectives.patterns import (  # noqa: F401 (SEGMENT_BYTES, spans_nodes: API)
+    _SPANS_NODES,
+    SEGMENT_BYTES,
+    ring_allgather,
+    ring_reduce_scatter,
+    ring_segment,
+    ring_segments_alpha,
+    spans_nodes,
 )
-from distbench.collectives.patterns import ring_allgather, ring_reduce_scatter
 from distbench.collectives.schedule import kernels
-from distbench.runtime import mpi, namespace_of
 
 TAG = 0x5249  # "RI"
 
-# Reduce-scatter messages are cut into segments of this many bytes, so each received segment is
-# still in cache when it is added (measured here, 2 ranks: 1 MiB segments are 20-25 % faster
-# than whole blocks at 16-64 MiB; 256 KiB and 4 MiB are in between).
-SEGMENT_BYTES = 1 << 20
-
-
-_SPANS_NODES: dict = {}
-
-
-def spans_nodes(comm) -> bool:
-    """Whether ``comm``'s ranks are on more than one node (``COMM_TYPE_SHARED``), cached per
-    communicator (the first call is collective)."""
-    hit = _SPANS_NODES.get(id(comm))
-    if hit is None or hit[0] is not comm:
-        local = comm.Split_type(mpi().COMM_TYPE_SHARED)
-        hit = (comm, local.Get_size() != comm.Get_size())
-        local.Free()
-        _SPANS_NODES[id(comm)] = hit  # holds comm, so its id is not reused while cached
-    return hit[1]
-
 
 def steps(comm, sendbuf, recvbuf, op=None):
-    """Ring AllReduce: reduce-scatter then allgather of p blocks (a schedule).
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); one exchange with each ring neighbour
-            per step (``Sendrecv`` blocking, ``Isend``/``Irecv`` nonblocking).
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
-            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-
-    Raises:
-        ValueError: ``op`` is not a predefined commutative op.
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    count = recvbuf.shape[0]
-    if size == 1 or count == 0:
-        if src is not recvbuf:
-            copy_into(recvbuf, src)
+    """The ring's 2 (p-1) steps: reduce-scatter, after which this rank holds block rank + 1,
+    then allgather."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is None:
         return
-    bounds = cached_bounds(count, size)
+    fn, src = setup
+    rank, size = comm.Get_rank(), comm.Get_size()
+    bounds = cached_bounds(recvbuf.shape[0], size)
+    own = (rank + 1) % size
     # Every rank cuts every block into the same number of segments (from the largest block,
     # block 0), so sender and receiver agree on each message; a segment may be empty.
-    seg = bounds[1] if spans_nodes(comm) else max(1, SEGMENT_BYTES // recvbuf.itemsize)
-    own = (rank + 1) % size
     yield from ring_reduce_scatter(comm, src, bounds, own, recvbuf[bounds[own]:bounds[own + 1]],
-                                   fn, TAG, seg)
+                                   fn, TAG, ring_segment(comm, bounds, recvbuf.itemsize))
     yield from ring_allgather(comm, recvbuf, bounds, own, TAG)
 
 
@@ -102,7 +67,8 @@ allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
-    """Reduce-scatter forwards every block but (r+1), allgather every block but (r+2)."""
+    """Reduce-scatter forwards every block but (r+1), allgather every block but (r+2):
+    ``2 n - b_(r+1) - b_(r+2)``."""
     if ranks == 1 or count == 0:
         return 0
     sizes = np.diff(block_bounds(count, ranks)) * itemsize
@@ -115,9 +81,5 @@ def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
     pf = p.astype(np.float64)
     multi = k < p  # across nodes the ring sends whole blocks (spans_nodes)
-    segments = (p - 1) * np.maximum(np.ceil(np.ceil(n / pf) / SEGMENT_BYTES) - 1, 0)
-    a = 2 * (p - 1) + np.where(multi, 0, segments)
-    b = 2 * (pf - 1) / pf * n
-    c = (pf - 1) / pf * n
-    return one([np.where(multi, 0, a), np.where(multi, 0, b), c,
-                np.where(multi, a, 0), np.where(multi, b, 0)])
+    a = 2 * (p - 1) + np.where(multi, 0, ring_segments_alpha(n, pf))
+    return lock_step(a, 2 * (pf - 1) / pf * n, (pf - 1) / pf * n, multi)

@@ -24,50 +24,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.kernels import (
-    broadcast,
-    copy_into,
-    in_place,
-    lg_ceil,
-    one,
-    reduce_ufunc,
-    split_steps,
-)
+from distbench.collectives.costs import broadcast, lg_ceil, one, tree_levels
+from distbench.collectives.kernels import reduce_input
 from distbench.collectives.patterns import binomial_bcast, binomial_children, binomial_reduce
 from distbench.collectives.schedule import kernels
-from distbench.runtime import namespace_of
 
 TAG = 0x5452  # "TR"
 
 
 def steps(comm, sendbuf, recvbuf, op=None):
-    """Binomial-tree reduce to rank 0, then binomial-tree broadcast (a schedule).
-
-    Args:
-        comm: communicator (mpi4py or a distbench proxy); one send or receive per step.
-        sendbuf: 1-D contiguous array (NumPy or CuPy), n elements; not modified; or
-            ``MPI.IN_PLACE`` (the input is ``recvbuf``).
-        recvbuf: 1-D array like ``sendbuf``; receives the reduction over all ranks.
-        op: ``mpi4py.MPI.Op`` SUM (None, the default), PROD, MAX, MIN or a bitwise op.
-
-    Raises:
-        ValueError: ``op`` is not a predefined commutative op.
-    """
-    fn = reduce_ufunc(op, namespace_of(recvbuf))
-    src = recvbuf if in_place(sendbuf) else sendbuf
-    if comm.Get_size() == 1 or recvbuf.shape[0] == 0:
-        if src is not recvbuf:
-            copy_into(recvbuf, src)
-        return
-    yield from binomial_reduce(comm, src, recvbuf, fn, TAG)
-    yield from binomial_bcast(comm, recvbuf, TAG)
+    """Up the binomial tree to rank 0 with partial sums (in ``recvbuf``), then back down
+    with the result."""
+    setup = reduce_input(comm, sendbuf, recvbuf, op)
+    if setup is not None:
+        yield from binomial_reduce(comm, setup[1], recvbuf, setup[0], TAG)
+        yield from binomial_bcast(comm, recvbuf, TAG)
 
 
 allreduce, start = kernels(steps)
 
 
 def bytes_sent(rank: int, ranks: int, count: int, itemsize: int) -> int:
-    """The whole vector once to the parent (reduce), once to each child (broadcast)."""
+    """The whole vector once to the parent (reduce) and once to each child (broadcast), i.e.
+    ``n ([r > 0] + children(r))``."""
     if ranks == 1 or count == 0:
         return 0
     return count * itemsize * ((rank > 0) + binomial_children(rank, ranks))
@@ -85,6 +64,5 @@ def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
     """TRG's binomial reduce then binomial broadcast; the levels whose partner distance is at
     least k cross nodes."""
     n, p, k = broadcast(nbytes, ranks, ranks_per_node)
-    levels = lg_ceil(p)
-    a, b, ai, bi = split_steps(2 * levels, 2 * np.minimum(levels, lg_ceil(k)), 1.0, n)
-    return one([a, b, levels * n, ai, bi])
+    a, b, ai, bi = tree_levels(n, p, k, passes=2)
+    return one([a, b, lg_ceil(p) * n, ai, bi])
