@@ -75,10 +75,10 @@ class LazyGroup(click.Group):
             module, attr, _ = COMMANDS[name]
             return getattr(importlib.import_module(module), attr)
         if name in collective_names():
-            from distbench.benchmarks.collective import collective_command
+            from distbench.benchmarks.collective_command import build
             from distbench.collectives import get_collective
 
-            return collective_command(get_collective(name))
+            return build(get_collective(name))
         return None
 
     def format_commands(self, ctx, formatter) -> None:

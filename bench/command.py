@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import click
-import numpy as np
 
 from distbench.registry import Option, Range, in_range, range_text
-from distbench.runtime import UsageError
+from distbench.runtime import UsageError, numpy_dtype
 
 
 @dataclass
@@ -85,7 +84,7 @@ def check_size_range(min_bytes: int, max_bytes: int, factor: int, dtype: str | N
     """-b/-e/-f checks shared by the sweeps: min <= max, integer factor >= 2, both ends a
     multiple of ``dtype``'s item size (None: any byte count). Raises UsageError with a
     one-line message."""
-    itemsize = 1 if dtype is None else np.dtype(dtype).itemsize
+    itemsize = 1 if dtype is None else numpy_dtype(dtype).itemsize
     if min_bytes > max_bytes:
         raise UsageError(f"--min-bytes ({min_bytes}) is larger than --max-bytes "
                          f"({max_bytes})")

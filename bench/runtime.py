@@ -163,6 +163,16 @@ def array_module(device: str) -> ModuleType:
     return cupy
 
 
+def numpy_dtype(name) -> np.dtype:
+    """The NumPy dtype of a ``--dtype`` name (or a dtype); ``"bfloat16"`` is ml-dtypes' (a
+    library NumPy lacks), imported on first use."""
+    if isinstance(name, str) and name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def namespace_of(array) -> ModuleType:
     """The array module of ``array`` (numpy or cupy), so one kernel serves both backends."""
     if isinstance(array, np.ndarray):

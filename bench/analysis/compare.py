@@ -50,7 +50,8 @@ class Spec:
 
 # every collective's records compare alike: the algorithm with its options
 _COLLECTIVE = Spec(("algorithm", "options", "ranks_per_node", "bytes", "ranks", "dtype",
-                    "device"), "t_max_us", "busbw_gbps", "busbw", "p50_us", "p99_us")
+                    "device", "op", "root", "in_place", "nonblocking"), "t_max_us",
+                   "busbw_gbps", "busbw", "p50_us", "p99_us")
 SPECS = {
     **dict.fromkeys(collective_names(), _COLLECTIVE),
     "compress": Spec(("method", "error_feedback", "density", "bits", "allreduce", "bytes",

@@ -44,19 +44,35 @@ def with_ci(value, ci, fmt=fmt_num) -> str:
     return text
 
 
+# with --nonblocking: the three times of the overlap measurement and the overlap (t_max and the
+# columns before it are then the pure time, start + wait)
+OVERLAP_COLUMNS = [("compute us", "right"), ("total us", "right"), ("overlap %", "right")]
+
+
+def collective_columns(nonblocking: bool = False) -> list[tuple[str, str]]:
+    """The columns of a collective's table (:data:`OVERLAP_COLUMNS` added when
+    ``nonblocking``)."""
+    return COLLECTIVE_COLUMNS + (OVERLAP_COLUMNS if nonblocking else [])
+
+
 def collective_row(rec: dict, fastest_canary: float | None = None) -> list[str]:
-    """A collective record (allreduce and the others) as a row of :data:`COLLECTIVE_COLUMNS`:
+    """A collective record (allreduce and the others) as a row of :func:`collective_columns`:
     a size measured in a slow machine state (its canary over :data:`SLOW_STATE` times
-    ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes says how many."""
+    ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes says how many;
+    the overlap cells where the record has them (``--nonblocking``)."""
     slow = bool(fastest_canary and rec.get("canary_us")
                 and rec["canary_us"] > SLOW_STATE * fastest_canary)
-    return [fmt_bytes(rec["bytes"]) + ("*" if slow else ""), str(rec["count"]),
-            rec["algorithm"] + spikes_text(rec),
-            fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]),
-            with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
-            fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
-            with_ci(rec.get("vs_native"), rec.get("vs_native_ci"), lambda x: f"{x:.2f}"),
-            "-" if rec.get("wrong") is None else str(rec["wrong"])]
+    row = [fmt_bytes(rec["bytes"]) + ("*" if slow else ""), str(rec["count"]),
+           rec["algorithm"] + spikes_text(rec),
+           fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]),
+           with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
+           fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
+           with_ci(rec.get("vs_native"), rec.get("vs_native_ci"), lambda x: f"{x:.2f}"),
+           "-" if rec.get("wrong") is None else str(rec["wrong"])]
+    if "overlap_pct" in rec:
+        row += [fmt_num(rec["t_compute_us"]), fmt_num(rec["t_total_us"]),
+                f"{rec['overlap_pct']:.0f}"]
+    return row
 
 
 def state_caption(records: list[dict]) -> str:

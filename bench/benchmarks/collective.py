@@ -1,11 +1,13 @@
 """The sweep every collective shares: for each message size, check every algorithm against the
 exact result, time them interleaved with the library's own call, and report latency, algbw,
-busbw and the ratio to native.
+busbw and the ratio to native; with ``--nonblocking``, the nonblocking forms and how much of
+each hides behind computation (:mod:`distbench.benchmarks.overlap`).
 
 Like nccl-tests' common harness: each collective type is a declaration
-(:class:`distbench.collectives.collective.Collective`: buffers, expected result, bus factor, how
-to call it) and each algorithm a small function in its registry; this module does the sweep,
-timing, checking, records and table for all of them, and builds each collective's command.
+(:class:`distbench.collectives.collective.Collective`: buffers, exact inputs and result, bus
+factor, whether it takes an op, a root, an in-place form) and each algorithm a small function in
+its registry; this module does the sweep, timing, checking, records and table for all of them
+(each collective's command is built in :mod:`distbench.benchmarks.collective_command`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import click
 import numpy as np
 
 from distbench import watchdog
 from distbench.analysis.tables import (
-    COLLECTIVE_COLUMNS,
     STATS_CAPTION,
     algorithm_label,
+    collective_columns,
     collective_row,
     state_caption,
 )
+from distbench.benchmarks import overlap
 from distbench.benchmarks.sweep import (
     Run,
     call_lower_bound,
@@ -33,35 +35,26 @@ from distbench.benchmarks.sweep import (
     time_all,
 )
 from distbench.buffers import release_caches
-from distbench.check import CHUNK, Segment, fill_exact, input_table, mismatches, total
+from distbench.check import CHUNK, exact_ranks, fill_segments, mismatches, total
+from distbench.collectives.kernels import INTEGER_OPS, in_place_sentinel, mpi_op
+from distbench.collectives.words import needs_words, typed_comm
 from distbench.command import (
     DEFAULT_MAX_TIME,
-    Job,
-    algorithm_options,
-    apply,
-    check_algorithm_options,
     check_algorithm_options_size,
     check_size_range,
-    csv_list,
-    device_options,
-    iteration_options,
-    output_options,
-    size_options,
     size_sweep,
-    target_ci_option,
-    watch_options,
 )
 from distbench.console import fmt_bytes
 from distbench.metrics import algbw, rate_ci
 from distbench.results import env_line
-from distbench.runtime import eprint, get_backend
+from distbench.runtime import UsageError, eprint, get_backend, numpy_dtype
 from distbench.timing import adaptive_iters, canary, estimate_seconds
 
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
 DEFAULT_ITERS = (1000, 100)  # small, large (before the time budget caps them)
 BUDGET_S = 0.12              # timed seconds per (size, algorithm) when -n is not given
 SENTINEL = -99               # recvbuf contents before a checked call
-DTYPES = ("float32", "float64", "int32", "int64")
+DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
 
 
 @dataclass
@@ -69,7 +62,9 @@ class SweepConfig:
     """Parsed options of a collective's command (sizes in bytes).
 
     ``options`` holds the algorithm options the registry declares (``ranks_per_node``,
-    ``inner``, ...); each algorithm gets those its signature takes.
+    ``inner``, ...); each algorithm gets those its signature takes. ``op`` and ``root`` are
+    used by the collectives that take them; ``compute_ratio`` and ``progress_us`` only with
+    ``nonblocking``.
     """
 
     algos: list
@@ -90,6 +85,12 @@ class SweepConfig:
     max_time: float = DEFAULT_MAX_TIME
     target_ci: float | None = None
     options: dict = field(default_factory=dict)
+    op: str = "sum"
+    root: int = 0
+    in_place: bool = False
+    nonblocking: bool = False
+    compute_ratio: float = 1.0
+    progress_us: float = 50.0
 
     def sizes(self) -> list[int]:
         return size_sweep(self.min_bytes, self.max_bytes, self.factor)
@@ -101,17 +102,37 @@ class SweepConfig:
         return out
 
 
-def validate_sweep(cfg: SweepConfig) -> None:
-    """Checks that need no MPI. Raises UsageError with a one-line message."""
+def validate_sweep(cfg: SweepConfig, decl=None) -> None:
+    """Checks that need no MPI (with ``decl``, also those of the collective: op, in place,
+    nonblocking forms). Raises UsageError with a one-line message."""
     check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
     check_iterations(cfg.iters, cfg.warmup)
     check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
+    if cfg.op in INTEGER_OPS and numpy_dtype(cfg.dtype).kind == "f":
+        raise UsageError(f"--op {cfg.op} is not defined for {cfg.dtype} (MPI defines the "
+                         "bitwise ops for integer types only)")
+    if cfg.root < 0:
+        raise UsageError(f"--root must be >= 0, not {cfg.root}")
+    if cfg.compute_ratio < 0 or not cfg.progress_us > 0:
+        raise UsageError("--compute-ratio must be >= 0 and --progress-us > 0")
+    if cfg.dtype == "bfloat16" and cfg.device == "gpu":
+        raise UsageError("--dtype bfloat16 is host-only (CuPy has no bfloat16)")
+    if decl is None:
+        return
+    if cfg.in_place and not decl.in_place:
+        raise UsageError(f"{decl.name} has no in-place form")
+    if cfg.nonblocking:
+        lacking = [a for a in cfg.algos if decl.registry.spec(a).start is None]
+        if lacking:
+            raise UsageError(f"--nonblocking: {', '.join(lacking)} declare(s) no nonblocking "
+                             "form (start)")
 
 
 def lower_bound_s(cfg: SweepConfig) -> float:
     """An optimistic duration of the sweep (s): every size and algorithm's timed and warm-up
     iterations at :func:`~distbench.benchmarks.sweep.call_lower_bound` each (with the
-    adaptive default, at most ``BUDGET_S`` of timed calls)."""
+    adaptive default, at most ``BUDGET_S`` of timed calls); with ``--nonblocking`` the overlap
+    measurement's computation and overlapped calls too."""
     total = 0.0
     for nbytes in cfg.sizes():
         t = call_lower_bound(nbytes)
@@ -119,16 +140,27 @@ def lower_bound_s(cfg: SweepConfig) -> float:
         iters = cfg.iters if cfg.iters is not None else adaptive_iters(t, default, BUDGET_S)
         warm = cfg.warmup if cfg.warmup is not None else max(1, min(100, iters // 10))
         total += (len(cfg.algos) + 1) * (iters + warm) * t
-    return total
+    ratio = cfg.compute_ratio if cfg.nonblocking else 0.0
+    return total * (1 + ratio + max(1.0, ratio)) if ratio > 0 else total
 
 
 def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
-    """Checks that need the communicator (same verdict on all ranks of a node): the device, the
-    algorithm options against the rank count, and the memory of the largest size."""
-    check_algorithm_options_size(decl.registry.options(), cfg.options, comm.Get_size())
-    itemsize = np.dtype(cfg.dtype).itemsize
-    count = cfg.max_bytes // itemsize
-    send, recv = decl.buffers(count, comm.Get_size(), 0, 0)
+    """Checks that need the communicator (same verdict on all ranks of a node): the root, the
+    exactness of the check at this rank count, the device, the algorithm options against the
+    rank count, and the memory of the largest size."""
+    p = comm.Get_size()
+    if decl.rooted and cfg.root >= p:
+        raise UsageError(f"--root {cfg.root} is outside the communicator ({p} ranks: 0..{p - 1})")
+    if cfg.check and decl.reduction and not exact_ranks(cfg.op, numpy_dtype(cfg.dtype), p):
+        raise UsageError(f"--op {cfg.op} over {p} ranks is not exact in {cfg.dtype}: the check "
+                         "would fail; use --no-check or a wider dtype")
+    if cfg.device == "gpu" and (cfg.in_place or cfg.nonblocking or needs_words(cfg.dtype)):
+        if get_backend("gpu", cfg.gpu_aware, comm).gpu_aware is False:
+            raise UsageError("--in-place, --nonblocking and dtypes without an MPI type need a "
+                             "GPU-aware MPI with --device gpu (--gpu-aware yes)")
+    check_algorithm_options_size(decl.registry.options(), cfg.options, p)
+    itemsize = numpy_dtype(cfg.dtype).itemsize
+    send, recv = decl.buffers(cfg.max_bytes // itemsize, p, 0, 0)
     # send + recv + the largest scratch (a whole vector) + the check's tiled reference.
     per_rank = (send + 2 * recv) * itemsize + min(cfg.max_bytes, CHUNK * itemsize) + (64 << 20)
     check_device_and_memory(comm, cfg.device, per_rank,
@@ -154,55 +186,136 @@ def _iteration_plan(cfg, comm, fns, nbytes, sync, label):
     return iters, warm, per_call
 
 
+@dataclass
+class Case:
+    """One size's buffers and calls on every rank: ``send`` (``MPI.IN_PLACE`` in place),
+    ``recv``, the exact inputs written into each, and name -> zero-argument call (blocking:
+    the kernel; nonblocking: start + wait) and name -> start (nonblocking only)."""
+
+    count: int
+    send: object
+    recv: object
+    send_inputs: list
+    recv_inputs: list
+    calls: dict
+    starts: dict
+
+
+def _case(decl, cfg, run, comm, forms, count) -> Case:
+    """Allocate and fill one size's buffers and bind every algorithm's call to them."""
+    rank, p, xp = run.rank, run.size, run.xp
+    dtype = numpy_dtype(cfg.dtype)
+    n_send, n_recv = decl.buffers(count, p, rank, cfg.root, cfg.in_place)
+    send_in, recv_in = decl.inputs(count, p, rank, cfg.root, cfg.op, cfg.in_place)
+    send = xp.empty(n_send, dtype=dtype)
+    recv = xp.empty(n_recv, dtype=dtype)
+    fill_segments(send, send_in)
+    arg = in_place_sentinel() if cfg.in_place else send
+    op = mpi_op(cfg.op) if decl.reduction else None
+    bound = {n: decl.invoke(f, comm, arg, recv, rank, cfg.root, op) for n, f in forms.items()}
+    calls = {n: (lambda start=s: start().Wait()) for n, s in bound.items()}
+    case = (Case(count, send, recv, send_in, recv_in, calls, bound) if cfg.nonblocking else
+            Case(count, send, recv, send_in, recv_in, bound, {}))
+    _reset(case)
+    return case
+
+
+def _check_all(decl, cfg, comm, case: Case, sync, label, nbytes) -> dict:
+    """Each algorithm's wrong elements (summed over ranks; None with --no-check): its output
+    against the exact result, plus every element of the send buffer it changed. A send buffer
+    found changed is refilled, so the next algorithm is judged on the right inputs."""
+    if not cfg.check:
+        return dict.fromkeys(case.calls)  # recv already holds its inputs (_case)
+    rank, p = comm.Get_rank(), comm.Get_size()
+    expected = decl.expected(case.count, p, rank, cfg.root, cfg.op, cfg.in_place)
+    wrong = {}
+    for n, call in case.calls.items():
+        # the call, a fill and two compares: a few passes over the buffers
+        watchdog.enter(f"{label(n)} (check)", 8 * call_lower_bound(nbytes))
+        _reset(case)
+        call()
+        if sync is not None:
+            sync()
+        bad, changed = mismatches(case.recv, expected), mismatches(case.send, case.send_inputs)
+        if changed:
+            fill_segments(case.send, case.send_inputs)
+        wrong[n] = total(comm, bad + changed)
+    _reset(case)  # the timed calls start from the inputs too (in place, a root's message)
+    return wrong
+
+
+def _reset(case: Case) -> None:
+    """``recv`` back to the sentinel and its exact inputs."""
+    case.recv.fill(SENTINEL)
+    fill_segments(case.recv, case.recv_inputs)
+
+
+def _measure(cfg, run, comm, case: Case, nbytes, label, deadline):
+    """Time every call interleaved under the watchdog (:func:`~distbench.benchmarks.sweep.
+    time_all`); with --nonblocking also their overlap. Returns (timed, warm, overlap records by
+    name)."""
+    iters, warm, per_call = _iteration_plan(cfg, comm, case.calls, nbytes, run.sync, label)
+    # In place the repeated calls reduce their own output: sums may overflow to inf.
+    with np.errstate(over="ignore", invalid="ignore"):
+        timed = time_all(comm, case.calls, iters, warm, label, per_call, run.sync,
+                         cfg.target_ci, deadline)
+        extra = {}
+        if cfg.nonblocking:
+            pure = comm.bcast({n: st["p50_us"] * 1e-6 for n, st in timed.stats.items()}
+                              if run.root else None, root=0)
+
+            def on_block(key, n):  # the computation, or start + computation + wait
+                watchdog.enter(f"{label(key[0])} ({key[1]})",
+                               n * (1 + cfg.compute_ratio) * 2 * per_call[key[0]])
+
+            extra = overlap.measure(comm, case.starts, pure, timed.iters, warm,
+                                    cfg.compute_ratio, cfg.progress_us * 1e-6, run.sync,
+                                    on_block)
+            watchdog.idle()
+    return timed, warm, extra
+
+
 def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     """Run the sweep of collective ``decl`` on every rank; returns the exit code (1 if any
     result was wrong)."""
     run = Run(comm, decl.name, cfg.record(), argv, get_backend(cfg.device, cfg.gpu_aware, comm),
               cfg.output, cfg.run_dir)
     deadline = time.monotonic() + cfg.max_time
-    xp, wcomm, rank, p = run.xp, run.wcomm, run.rank, run.size
+    wcomm = typed_comm(run.wcomm, numpy_dtype(cfg.dtype))
     registry = decl.registry
     names = [decl.baseline] + [a for a in cfg.algos if a != decl.baseline]
-    fns = {n: registry.bind(n, **cfg.options) for n in names}
+    bind = registry.bind_start if cfg.nonblocking else registry.bind
+    forms = {n: bind(n, **cfg.options) for n in names}
     bound = {n: registry.bound_options(n, cfg.options) for n in names}
-    itemsize = np.dtype(cfg.dtype).itemsize
-    root_rank, op = 0, None
+    itemsize = numpy_dtype(cfg.dtype).itemsize
     any_wrong = 0
     records_all = []
     sizes = cfg.sizes()
     with run.progress(len(sizes) * len(names), decl.name, cfg.quiet) as adv:
         for nbytes in sizes:
-            count = decl.count(nbytes, itemsize, p)
+            count = decl.count(nbytes, itemsize, run.size)
             size = fmt_bytes(count * itemsize)
 
             def label(n, size=size):
                 return f"{decl.name} {n} at {size}"
 
             watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * call_lower_bound(nbytes))
-            n_send, n_recv = decl.buffers(count, p, rank, root_rank)
-            send = xp.empty(n_send, dtype=cfg.dtype)
-            fill_exact(send, rank)
-            recv = xp.empty(n_recv, dtype=cfg.dtype)
-            calls = {n: decl.invoke(fn, wcomm, send, recv, rank, root_rank, op)
-                     for n, fn in fns.items()}
-            wrong = _check_all(decl, cfg, comm, calls, send, recv, count, run.sync, label,
-                               nbytes)
-            iters, warm, per_call = _iteration_plan(cfg, comm, calls, nbytes, run.sync, label)
-            timed = time_all(comm, calls, iters, warm, label, per_call, run.sync,
-                             cfg.target_ci, deadline)
+            case = _case(decl, cfg, run, wcomm, forms, count)
+            wrong = _check_all(decl, cfg, comm, case, run.sync, label, nbytes)
+            timed, warm, extra = _measure(cfg, run, comm, case, nbytes, label, deadline)
             canary_us = canary(comm) * 1e6
             adv(len(names), f"{decl.name} {size}")
             if run.root:
-                records = [_record(decl, cfg, run, n, count * itemsize, count, timed, warm[n],
-                                   wrong[n], bound[n], canary_us) for n in names]
+                records = [_record(decl, cfg, run, n, count, timed, warm[n], wrong[n],
+                                   bound[n], canary_us, extra.get(n, {})) for n in names]
                 records_all += records
                 run.writer.append(records)
             any_wrong += sum(w or 0 for w in wrong.values())
-            del send, recv, calls
+            del case
             release_caches()
     rows, sections = _rows(records_all)
-    run.emit(cfg.json, cfg.quiet, f"{decl.title}, {p} ranks, {cfg.dtype}", COLLECTIVE_COLUMNS,
-             rows, _caption(decl, run, records_all), sections)
+    run.emit(cfg.json, cfg.quiet, _title(decl, cfg, run.size), collective_columns(cfg.nonblocking),
+             rows, _caption(decl, cfg, run, records_all), sections)
     if any_wrong:
         if run.root:
             eprint(f"Error: {any_wrong} wrong element(s); see the #wrong column")
@@ -221,32 +334,9 @@ def _rows(records: list[dict]):
     return rows, sections
 
 
-def _check_all(decl, cfg, comm, calls, send, recv, count, sync, label, nbytes) -> dict:
-    """Each algorithm's wrong elements (summed over ranks; None with --no-check): its output
-    against the exact result, plus every element of the send buffer it changed. A send buffer
-    found changed is refilled, so the next algorithm is judged on the right inputs."""
-    if not cfg.check:
-        return dict.fromkeys(calls)
-    rank, p = comm.Get_rank(), comm.Get_size()
-    expected = decl.expected(count, p, rank, 0, "sum")
-    own = [Segment(0, send.shape[0], input_table(rank))]
-    wrong = {}
-    for n, call in calls.items():
-        # the call, a fill and two compares: a few passes over the buffers
-        watchdog.enter(f"{label(n)} (check)", 8 * call_lower_bound(nbytes))
-        recv.fill(SENTINEL)
-        call()
-        if sync is not None:
-            sync()
-        bad, changed = mismatches(recv, expected), mismatches(send, own)
-        if changed:
-            fill_exact(send, rank)
-        wrong[n] = total(comm, bad + changed)
-    return wrong
-
-
-def _record(decl, cfg, run, name, nbytes, count, timed, warm, wrong, options,
-            canary_us) -> dict:
+def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
+            extra) -> dict:
+    nbytes = count * numpy_dtype(cfg.dtype).itemsize
     st = timed.stats[name]
     factor = decl.bus_factor(run.size)
     bw = algbw(nbytes, st["t_max_us"] * 1e-6)
@@ -263,69 +353,39 @@ def _record(decl, cfg, run, name, nbytes, count, timed, warm, wrong, options,
         "canary_us": canary_us, "wrong": wrong, "device": run.env["device"],
         "ranks_per_node": cfg.options.get("ranks_per_node"), "options": options,
         "source": decl.registry.source(name),
+        "op": cfg.op if decl.reduction else None, "root": cfg.root if decl.rooted else None,
+        "in_place": cfg.in_place, "nonblocking": cfg.nonblocking, **extra,
     }
     if cfg.target_ci is not None:
         rec["target_ci_pct"], rec["target_ci_met"] = cfg.target_ci, timed.target_met
     return rec
 
 
-def _caption(decl, run, records) -> str:
+def _title(decl, cfg, ranks: int) -> str:
+    parts = [decl.title, f"{ranks} ranks", cfg.dtype]
+    parts += [f"op {cfg.op}"] if decl.reduction else []
+    parts += [f"root {cfg.root}"] if decl.rooted else []
+    parts += ["in place"] * cfg.in_place + ["nonblocking"] * cfg.nonblocking
+    return ", ".join(parts)
+
+
+def _caption(decl, cfg, run, records) -> str:
     labels = sorted({algorithm_label(r) for r in records if r.get("options")})
     plugins = sorted({f"{r['algorithm']} from {r['source']}" for r in records if r.get("source")})
     extra = "".join(f"; {what}: {', '.join(items)}" for what, items in
                     (("options", labels), ("plug-ins", plugins)) if items)
+    notes = [f"size = {decl.size_meaning}"]
+    if decl.count_multiple(run.size) > 1:
+        notes.append(f"counts rounded down to a multiple of {decl.count_multiple(run.size)} "
+                     "elements")
+    if needs_words(numpy_dtype(cfg.dtype)):
+        notes.append(f"{cfg.dtype} has no MPI datatype here: buffers travel as 16-bit words "
+                     f"and {decl.call}'s reductions use a user-defined MPI op")
+    if cfg.nonblocking:
+        notes.append(f"nonblocking: {decl.nonblocking_call} and the hand-written schedules; "
+                     f"pure = start+wait, compute = {cfg.compute_ratio:g} x pure of NumPy work "
+                     f"with Test() every {cfg.progress_us:g} us in total = start+compute+wait; "
+                     "overlap = 100 max(0, 1 - (total - compute) / pure)")
     return (env_line(run.env) + f"\nx native = t_max(native) / t_max(algorithm), measured "
-            f"interleaved; busbw = algbw * {decl.bus_formula}{extra}\n" + STATS_CAPTION
-            + "\n" + state_caption(records) + f"\nresults: {run.writer.path}")
-
-
-# ----------------------------------------------------------------------------- the command
-
-def collective_command(decl):
-    """The click command ``distbench <decl.name>``: the same options for every collective, plus
-    one per option its algorithms declare."""
-    declared = decl.registry.options()
-
-    def command(algos, min_bytes, max_bytes, factor, iters, warmup, dtype, device, gpu_aware,
-                check, timeout, max_time, target_ci, output, run_dir, as_json, quiet,
-                **options):
-        names = decl.registry.require(csv_list(algos) if algos.strip() != "all" else ["all"],
-                                      "--algo")
-        check_algorithm_options(declared, options)
-        cfg = SweepConfig(names, min_bytes, max_bytes, factor, iters, warmup, dtype, device,
-                          gpu_aware, check, output, as_json, quiet, run_dir, timeout, max_time,
-                          target_ci, options)
-        validate_sweep(cfg)
-        return Job(decl.name, cfg.record(),
-                   lambda comm, argv: run_sweep(decl, cfg, comm, argv),
-                   validate=lambda comm: validate_mpi(decl, cfg, comm), timeout=timeout,
-                   output=run_dir or output)
-
-    command.__doc__ = (
-        f"Sweep {decl.title} algorithms over message sizes against {decl.call}.\n\n"
-        "Reports t_avg/t_min/t_max over ranks, p99 of the per-iteration completion time, "
-        "algbw, busbw, the time ratio to native (measured interleaved) and #wrong elements.")
-    options = [
-        click.option("--algo", "algos", default="all", show_default=True,
-                     help="Comma-separated algorithms, or 'all'. native is always measured."),
-        *size_options("8", "64M", 2, "Smallest message in bytes (K, M, G suffixes: powers of "
-                      "1024).", "Largest message in bytes."),
-        *iteration_options("Timed iterations per size and algorithm [default: 1000 up to 8 "
-                           "KiB, 100 above, capped to ~0.12 s per size and algorithm, at "
-                           "least 5].", "Untimed warm-up iterations [default: iters/10, "
-                           "1..100]."),
-        click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32",
-                     show_default=True),
-        *device_options(),
-        *algorithm_options(declared),
-        click.option("--check/--no-check", default=True, show_default=True,
-                     help=f"Compare every algorithm's result with the exact result, which "
-                     f"{decl.call} must match too (untimed)."),
-        *watch_options("operation (a size's check, estimate or block of iterations)"),
-        target_ci_option(),
-        *output_options(decl.name)[:1],
-        click.option("--run-dir", type=click.Path(file_okay=False), default=None, hidden=True,
-                     help=f"Write {decl.name}.json/.csv into this exact folder (make bench)."),
-        *output_options(decl.name)[1:],
-    ]
-    return click.command(decl.name)(apply(command, options))
+            f"interleaved; busbw = algbw * {decl.bus_formula}{extra}; {'; '.join(notes)}\n"
+            + STATS_CAPTION + "\n" + state_caption(records) + f"\nresults: {run.writer.path}")
