@@ -1,5 +1,6 @@
 # distbench: the commands the README gives.
 #   make allreduce        install, then `mpirun -n $(NP) distbench allreduce` (the main job)
+#   make reduce-scatter | allgather | bcast | reduce | alltoall   the other collectives
 #   make compress | sgd | fedavg   the other benchmarks the same way (options in ARGS=...)
 #   make bench            the whole suite into results/<UTC>-suite/ and its report
 #   make test             install test dependencies, run the serial and the MPI test suites
@@ -33,7 +34,13 @@ OVERSUB = $(if $(and $(IS_OMPI),$(if $(SLURM_JOB_ID),,1)),$$(if [ $(1) -gt $(NCO
 MPIRUN_FLAGS ?=
 TEST_TIMEOUT ?= 600
 
-.PHONY: install allreduce compress sgd fedavg test test-serial test-mpi lint clean info
+# every collective besides allreduce, found as distbench finds them (a package under
+# collectives/, command name with - for _): reduce-scatter allgather bcast reduce alltoall
+COLLECTIVES := $(filter-out allreduce,$(subst _,-,$(notdir $(patsubst %/__init__.py,%,\
+                 $(wildcard collectives/*/__init__.py)))))
+
+.PHONY: install allreduce compress sgd fedavg test test-serial test-mpi lint clean info \
+        $(COLLECTIVES)
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +63,9 @@ info: install
 allreduce: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench allreduce $(ARGS)
 
+$(COLLECTIVES): install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench $@ $(ARGS)
+
 compress: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench compress $(ARGS)
 
@@ -72,12 +82,17 @@ test: $(BIN)/activate
 test-serial:
 	$(PY) -m pytest -q tests
 
+# 2, 3 and 4 ranks run every MPI test; 5 ranks (a non-power of two past 4, oversubscribed
+# here) only the collectives' exactness and byte tests (marker `collectives`).
 test-mpi:
 	@for n in 2 3 4; do \
 	  echo "== pytest under $(MPIRUN) -n $$n"; \
 	  timeout -k 10 $(TEST_TIMEOUT) $(MPIRUN) -n $$n $(call OVERSUB,$$n) $(MPIRUN_FLAGS) \
 	    $(PY) -m pytest -q --only-mpi tests || exit 1; \
 	done
+	@echo "== pytest -m collectives under $(MPIRUN) -n 5"
+	@timeout -k 10 $(TEST_TIMEOUT) $(MPIRUN) -n 5 $(call OVERSUB,5) $(MPIRUN_FLAGS) \
+	  $(PY) -m pytest -q --only-mpi -m collectives tests
 
 lint: $(BIN)/activate
 	$(PY) -m pip install -q ruff
@@ -88,13 +103,16 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------
-# make bench: the allreduce, compress, sgd and fedavg suites into one folder results/<UTC>-suite/, then
-# `distbench report` on it (REPORT.md + PNGs beside the results). QUICK=1: a short first look.
-# Layout: allreduce.json/.csv, model-p2/ model-p3/ (allreduce at fewer ranks, for the model
+# make bench: the allreduce suite, a short sweep of every other collective, compress, sgd and
+# fedavg into one folder results/<UTC>-suite/, then `distbench report` on it (REPORT.md + PNGs
+# beside the results). QUICK=1: a short first look.
+# Layout: allreduce.json/.csv, reduce-scatter.json, allgather.json, bcast.json, reduce.json,
+# alltoall.json (and .csv), model-p2/ model-p3/ (allreduce at fewer ranks, for the model
 # check), <UTC>-compress/, <UTC>-sgd/ and <UTC>-fedavg/ (their run folders), REPORT.md, *.png.
 #   NP, MPIRUN, MPIRUN_FLAGS  as above;  HOSTFILE=FILE  passed to mpirun (not to srun)
 #   MODEL_NP   extra allreduce runs at these rank counts (those < NP) for the model check
 #   SUITE      the folder [results/<UTC>-suite];  *_ARGS  each benchmark's sweep options
+#   (COLLECTIVE_ARGS: those of every collective but allreduce)
 HOSTFILE ?=
 QUICK    ?=
 MODEL_NP ?= 2 3
@@ -103,11 +121,13 @@ SUITE := results/$(shell date -u +%Y%m%dT%H%M%SZ)-suite
 endif
 ifeq ($(QUICK),1)
 ALLREDUCE_ARGS ?= -b 8 -e 1M -f 8
+COLLECTIVE_ARGS ?= -b 8 -e 1M -f 32
 COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --steps 3
 SGD_ARGS       ?= --steps 60 --eval-every 20
 FEDAVG_ARGS    ?= --rounds 10 --algorithm fedsgd,fedavg
 else
 ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
+COLLECTIVE_ARGS ?= -b 8 -e 16M -f 8
 COMPRESS_ARGS  ?=
 SGD_ARGS       ?=
 FEDAVG_ARGS    ?= --rounds 30 --algorithm fedsgd,fedavg,fedprox,scaffold --partition dirichlet --alpha 0.1
@@ -134,6 +154,11 @@ bench-run:
 	    $(call LAUNCH,$$n) $(BIN)/distbench allreduce $(ALLREDUCE_ARGS) --quiet \
 	      --run-dir $(SUITE)/model-p$$n || exit 1; \
 	  fi; \
+	done
+	@for c in $(COLLECTIVES); do \
+	  echo "== $$c"; \
+	  $(call LAUNCH,$(NP)) $(BIN)/distbench $$c $(COLLECTIVE_ARGS) --quiet \
+	    --run-dir $(SUITE) || exit 1; \
 	done
 	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --output $(SUITE)

@@ -81,6 +81,14 @@ class LazyGroup(click.Group):
             return build(get_collective(name))
         return None
 
+    def resolve_command(self, ctx, args):
+        """As click's, with the commands listed when the name is unknown."""
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            raise click.UsageError(f"unknown command {args[0]!r} (collectives: "
+                                   f"{', '.join(collective_names())}; other commands: "
+                                   f"{', '.join(COMMANDS)})")
+        return super().resolve_command(ctx, args)
+
     def format_commands(self, ctx, formatter) -> None:
         rows = [(n, f"{n}: hand-written algorithms vs the library's call, by size.")
                 for n in collective_names()]

@@ -17,6 +17,7 @@ from PIL import Image
 from distbench.analysis.report import write_report
 from distbench.analysis.tables import fmt_env, md_table
 from distbench.cli import main
+from distbench.collectives import collective_names
 from distbench.results import find_docs
 
 DATA = Path(__file__).parent / "data"
@@ -130,16 +131,19 @@ def test_make_bench_end_to_end(tmp_path):
     cmd = ["make", "--no-print-directory", "-C", str(root), "bench-run", "NP=2", "MODEL_NP=",
            f"VENV={Path(sys.executable).parent.parent}", f"SUITE={suite}",
            "ALLREDUCE_ARGS=-b 8 -e 64 -f 8 -n 3 -w 1 --algo ring",
+           "COLLECTIVE_ARGS=-b 64 -e 512 -f 8 -n 3 -w 1 --algo naive",
            "COMPRESS_ARGS=-b 4K -e 4K --steps 2 -n 3 --method none,topk",
            "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local",
            "FEDAVG_ARGS=--rounds 3 --clients 8 --fraction 0.5 --algorithm fedsgd,fedavg"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benches = sorted(d["benchmark"] for _, d in find_docs(suite))
-    assert benches == ["allreduce", "compress", "fedavg", "sgd"]
-    assert (suite / "allreduce.json").exists()
+    collectives = collective_names()
+    assert benches == sorted([*collectives, "compress", "fedavg", "sgd"])
+    assert all((suite / f"{c}.json").exists() for c in collectives)
     md = (suite / "REPORT.md").read_text()
     pngs = {p.name for p in suite.glob("*.png")}
-    assert pngs == {"allreduce_busbw_p2.png", "allreduce_latency_p2.png", "compress_p2.png",
-                    "sgd_convergence_p2.png", "fedavg_convergence_p2.png"}
+    assert pngs == {f"{c.replace('-', '_')}_{kind}_p2.png" for c in collectives
+                    for kind in ("busbw", "latency")} | {
+        "compress_p2.png", "sgd_convergence_p2.png", "fedavg_convergence_p2.png"}
     assert _embedded(md) == pngs

@@ -226,6 +226,9 @@ def _describe(key: tuple) -> tuple[str, str, str]:
         opts = options_text(dict(rec.get("options") or ()))
         if opts:
             what += f" ({opts})"
+        what += "".join(f" {k}={rec[k]}" for k in ("op", "root") if rec.get(k) is not None)
+        what += " in-place" * bool(rec.get("in_place")) + " nonblocking" * bool(
+            rec.get("nonblocking"))
     elif bench == "compress":
         what = rec["method"]
     else:

@@ -108,7 +108,7 @@ def validate_sweep(cfg: SweepConfig, decl=None) -> None:
     check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
     check_iterations(cfg.iters, cfg.warmup)
     check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
-    if cfg.op in INTEGER_OPS and numpy_dtype(cfg.dtype).kind == "f":
+    if cfg.op in INTEGER_OPS and numpy_dtype(cfg.dtype).kind not in "iu":
         raise UsageError(f"--op {cfg.op} is not defined for {cfg.dtype} (MPI defines the "
                          "bitwise ops for integer types only)")
     if cfg.root < 0:

@@ -1,6 +1,8 @@
 """``distbench info``: the environment a benchmark would record, the GPU / GPU-aware-MPI status,
-and this host's single-core memcpy and ``np.add`` bandwidth, the physical reference an
-AllReduce table is judged against (a shared-memory ring cannot beat a memcpy per step).
+every collective with its library calls and registered algorithms, the MPI datatype of each
+``--dtype`` (or the fallback where the library has none), and this host's single-core memcpy
+and ``np.add`` bandwidth, the physical reference a collective's table is judged against (a
+shared-memory ring cannot beat a memcpy per step).
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def gpu_status(device: str, gpu_aware: str, comm) -> dict:
     return out
 
 
+def collective_rows() -> list[tuple[str, str]]:
+    """One row per collective (its library calls and its algorithms, plug-ins marked) and one
+    per ``--dtype`` (the MPI datatype mpi4py uses, or how the benchmark does without one)."""
+    from distbench.benchmarks.collective import DTYPES
+    from distbench.collectives import collective_names, get_collective
+    from distbench.collectives.words import mpi_type
+    from distbench.runtime import numpy_dtype
+
+    rows = []
+    for name in collective_names():
+        decl = get_collective(name)
+        algos = [a + (f" [{decl.registry.source(a)}]" if decl.registry.source(a) else "")
+                 for a in decl.algorithms()]
+        rows.append((f"distbench {name}", f"{decl.call} / {decl.nonblocking_call}: "
+                     + ", ".join(algos)))
+    for dtype in DTYPES:
+        t = mpi_type(numpy_dtype(dtype))
+        rows.append((f"--dtype {dtype}", t.Get_name() if t is not None else
+                     "no MPI datatype: sent as 16-bit words, library reductions through a "
+                     "user-defined op"))
+    return rows
+
+
 def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool = False
              ) -> int:
     """Print the info table on rank 0 (collective); with ``overhead``, also the harness's
@@ -76,6 +101,7 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
         return 0
     rows = [(k, str(v)) for k, v in env.items() if k not in ("command", "start_utc")]
     rows += [(k, str(v)) for k, v in gpu.items()]
+    rows += collective_rows()
     rows += [("memcpy (1 core, np.copyto 64 MiB)", f"{fmt_num(bw['memcpy_gbps'])} GB/s"),
              ("np.add (1 core, 64 MiB, in place)", f"{fmt_num(bw['add_gbps'])} GB/s")]
     if over is not None:
@@ -93,7 +119,8 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
                    "medians (the harness's cost per call; run with mpirun -n 2).")
 @with_options(device_options())
 def info_command(overhead, device, gpu_aware):
-    """MPI library, versions, ranks, hosts, GPU status, and this host's single-core memcpy and
-    np.add bandwidth (the physical reference for the benchmark tables)."""
+    """MPI library, versions, ranks, hosts, GPU status, the collectives and their algorithms,
+    the MPI datatype of each --dtype, and this host's single-core memcpy and np.add bandwidth
+    (the physical reference for the benchmark tables)."""
     return Job("info", {"device": device, "gpu_aware": gpu_aware, "overhead": overhead},
                lambda comm, argv: run_info(comm, device, gpu_aware, argv, overhead))
