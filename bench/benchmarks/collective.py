@@ -25,15 +25,7 @@ from distbench.analysis.tables import (
     collective_row,
     state_caption,
 )
-from distbench.benchmarks import overlap
-from distbench.benchmarks.sweep import (
-    Run,
-    call_lower_bound,
-    check_device_and_memory,
-    check_duration,
-    check_iterations,
-    time_all,
-)
+from distbench.benchmarks import overlap, sweep
 from distbench.buffers import release_caches
 from distbench.check import CHUNK, exact_ranks, fill_segments, mismatches, total
 from distbench.collectives.kernels import INTEGER_OPS, in_place_sentinel, mpi_op
@@ -106,8 +98,8 @@ def validate_sweep(cfg: SweepConfig, decl=None) -> None:
     """Checks that need no MPI (with ``decl``, also those of the collective: op, in place,
     nonblocking forms). Raises UsageError with a one-line message."""
     check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
-    check_iterations(cfg.iters, cfg.warmup)
-    check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
+    sweep.check_iterations(cfg.iters, cfg.warmup)
+    sweep.check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
     if cfg.op in INTEGER_OPS and numpy_dtype(cfg.dtype).kind not in "iu":
         raise UsageError(f"--op {cfg.op} is not defined for {cfg.dtype} (MPI defines the "
                          "bitwise ops for integer types only)")
@@ -135,7 +127,7 @@ def lower_bound_s(cfg: SweepConfig) -> float:
     measurement's computation and overlapped calls too."""
     total = 0.0
     for nbytes in cfg.sizes():
-        t = call_lower_bound(nbytes)
+        t = sweep.call_lower_bound(nbytes)
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
         iters = cfg.iters if cfg.iters is not None else adaptive_iters(t, default, BUDGET_S)
         warm = cfg.warmup if cfg.warmup is not None else max(1, min(100, iters // 10))
@@ -163,7 +155,7 @@ def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
     send, recv = decl.buffers(cfg.max_bytes // itemsize, p, 0, 0)
     # send + recv + the largest scratch (a whole vector) + the check's tiled reference.
     per_rank = (send + 2 * recv) * itemsize + min(cfg.max_bytes, CHUNK * itemsize) + (64 << 20)
-    check_device_and_memory(comm, cfg.device, per_rank,
+    sweep.check_device_and_memory(comm, cfg.device, per_rank,
                             f"a {fmt_bytes(cfg.max_bytes)} sweep")
 
 
@@ -172,7 +164,7 @@ def _iteration_plan(cfg, comm, fns, nbytes, sync, label):
     each call's estimated seconds (for the watchdog's deadlines)."""
     per_call = {}
     for n, f in fns.items():
-        watchdog.enter(f"{label(n)} (estimate)", 2 * call_lower_bound(nbytes))
+        watchdog.enter(f"{label(n)} (estimate)", 2 * sweep.call_lower_bound(nbytes))
         per_call[n] = estimate_seconds(comm, f, sync=sync)
     if cfg.iters is not None:
         iters = dict.fromkeys(fns, cfg.iters)
@@ -231,7 +223,7 @@ def _check_all(decl, cfg, comm, case: Case, sync, label, nbytes) -> dict:
     wrong = {}
     for n, call in case.calls.items():
         # the call, a fill and two compares: a few passes over the buffers
-        watchdog.enter(f"{label(n)} (check)", 8 * call_lower_bound(nbytes))
+        watchdog.enter(f"{label(n)} (check)", 8 * sweep.call_lower_bound(nbytes))
         _reset(case)
         call()
         if sync is not None:
@@ -257,7 +249,7 @@ def _measure(cfg, run, comm, case: Case, nbytes, label, deadline):
     iters, warm, per_call = _iteration_plan(cfg, comm, case.calls, nbytes, run.sync, label)
     # In place the repeated calls reduce their own output: sums may overflow to inf.
     with np.errstate(over="ignore", invalid="ignore"):
-        timed = time_all(comm, case.calls, iters, warm, label, per_call, run.sync,
+        timed = sweep.time_all(comm, case.calls, iters, warm, label, per_call, run.sync,
                          cfg.target_ci, deadline)
         extra = {}
         if cfg.nonblocking:
@@ -278,8 +270,8 @@ def _measure(cfg, run, comm, case: Case, nbytes, label, deadline):
 def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     """Run the sweep of collective ``decl`` on every rank; returns the exit code (1 if any
     result was wrong)."""
-    run = Run(comm, decl.name, cfg.record(), argv, get_backend(cfg.device, cfg.gpu_aware, comm),
-              cfg.output, cfg.run_dir)
+    backend = get_backend(cfg.device, cfg.gpu_aware, comm)
+    run = sweep.Run(comm, decl.name, cfg.record(), argv, backend, cfg.output, cfg.run_dir)
     deadline = time.monotonic() + cfg.max_time
     wcomm = typed_comm(run.wcomm, numpy_dtype(cfg.dtype))
     registry = decl.registry
@@ -299,7 +291,7 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
             def label(n, size=size):
                 return f"{decl.name} {n} at {size}"
 
-            watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * call_lower_bound(nbytes))
+            watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * sweep.call_lower_bound(nbytes))
             case = _case(decl, cfg, run, wcomm, forms, count)
             wrong = _check_all(decl, cfg, comm, case, run.sync, label, nbytes)
             timed, warm, extra = _measure(cfg, run, comm, case, nbytes, label, deadline)
