@@ -171,15 +171,18 @@ def ring_reduce_scatter(comm, src, bounds, own: int, out, fn, tag: int, seg: int
         sending = dst
 
 
-def ring_allgather(comm, buf, bounds, own: int, tag: int):
+def ring_allgather(comm, buf, bounds, own: int, tag: int, first=None):
     """p - 1 ring steps that circulate the blocks of ``buf``: rank r holds block ``own`` and in
-    step s sends block own - s to r + 1 and receives block own - s - 1 from r - 1, in place."""
+    step s sends block own - s to r + 1 and receives block own - s - 1 from r - 1, in place.
+    ``first``: the array step 0 sends instead of block ``own`` of ``buf`` (an AllGather's send
+    buffer: the block just copied into ``buf`` is still dirty in this core's cache, and the
+    peer reading it from there costs more than reading the clean original)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     right, left = (rank + 1) % size, (rank - 1) % size
     for step in range(size - 1):
         s, r = (own - step) % size, (own - step - 1) % size
-        yield (comm, buf[bounds[s]:bounds[s + 1]], right, buf[bounds[r]:bounds[r + 1]], left,
-               tag)
+        out = first if step == 0 and first is not None else buf[bounds[s]:bounds[s + 1]]
+        yield (comm, out, right, buf[bounds[r]:bounds[r + 1]], left, tag)
 
 
 def ring_bytes(bounds, size: int, skip: int) -> int:
@@ -283,9 +286,11 @@ def halving_bytes(q: int, bounds) -> int:
     return bounds[pof2] - bounds[0] - (bounds[q + 1] - bounds[q])
 
 
-def doubling(comm, buf, bounds, newrank: int, tag: int, offset: int = 0):
+def doubling(comm, buf, bounds, newrank: int, tag: int, offset: int = 0, first=None):
     """Recursive-doubling allgather on the power-of-two group: at distance d = 1, 2, ..,
-    p'/2 partners q, q XOR d swap their finished aligned groups of d blocks of ``buf``."""
+    p'/2 partners q, q XOR d swap their finished aligned groups of d blocks of ``buf``.
+    ``first``: the array the first step sends instead of group block q (as for
+    :func:`ring_allgather`)."""
     pof2 = len(bounds) - 1
     size = comm.Get_size()
     rem, dist = size - pof2, 1
@@ -293,8 +298,8 @@ def doubling(comm, buf, bounds, newrank: int, tag: int, offset: int = 0):
         partner = (real_rank(newrank ^ dist, rem) + offset) % size
         mine = newrank & ~(dist - 1)
         theirs = mine ^ dist
-        yield (comm, buf[bounds[mine]:bounds[mine + dist]], partner,
-               buf[bounds[theirs]:bounds[theirs + dist]], partner, tag)
+        out = first if dist == 1 and first is not None else buf[bounds[mine]:bounds[mine + dist]]
+        yield (comm, out, partner, buf[bounds[theirs]:bounds[theirs + dist]], partner, tag)
         dist <<= 1
 
 

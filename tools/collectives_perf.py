@@ -58,12 +58,13 @@ def launch(ranks: int, args: list[str], out: Path) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
-def run_all(out: Path, ranks: list[int], reps: int) -> None:
+def run_all(out: Path, ranks: list[int], reps: int, only: list[str] | None = None) -> None:
     """Every repetition in turn (so that a slow spell of the machine hits one repetition, not
-    one collective)."""
+    one collective); ``only``: these collectives (their earlier runs in ``out`` replaced)."""
     for rep in range(reps):
         for p in ranks:
-            for name in collectives():
+            for name in only or collectives():
+                shutil.rmtree(out / f"rep{rep}" / f"p{p}" / name, ignore_errors=True)
                 folder = out / f"rep{rep}" / f"p{p}" / name
                 for args in BLOCKING:
                     launch(p, [name, *args], folder / "blocking")
@@ -147,9 +148,10 @@ def overlap_table(recs: list[dict]) -> str:
                 algos = {r["algorithm"] for r in mine} - {"native"}
                 med = {a: statistics.median([r["overlap_pct"] for r in mine
                                              if r["algorithm"] == a]) for a in algos}
-                best = max(med, key=med.get)
+                best = max(sorted(med), key=med.get)
                 bo = [r["overlap_pct"] for r in mine if r["algorithm"] == best]
-                rows.append(f"| {name} | {p} | {label} | {spread(lib, pct)} | {best} | "
+                who = best if med[best] > 0 else "(every median 0)"
+                rows.append(f"| {name} | {p} | {label} | {spread(lib, pct)} | {who} | "
                             f"{spread(bo, pct)} |")
     return "\n".join(rows)
 
@@ -171,11 +173,13 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="src", type=Path, help="only print the tables of a folder")
     ap.add_argument("--ranks", default="2,4")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default=None, help="comma-separated collectives to (re)run")
     args = ap.parse_args(argv)
     if args.out is None and args.src is None:
         ap.error("give --out DIR (run) or --from DIR (print)")
     if args.out is not None:
-        run_all(args.out, [int(p) for p in args.ranks.split(",")], args.reps)
+        run_all(args.out, [int(p) for p in args.ranks.split(",")], args.reps,
+                args.only.split(",") if args.only else None)
     recs = records(args.src or args.out)
     print(performance_table(recs))
     print()

@@ -37,7 +37,8 @@ def steps(comm, sendbuf, recvbuf):
     dist = 1
     while dist < size and m:
         cnt = min(dist, size - dist)
-        yield (comm, tmp[:cnt * m], (rank - dist) % size,
+        # the first step sends the original block (clean in cache), not its fresh copy
+        yield (comm, own if dist == 1 else tmp[:cnt * m], (rank - dist) % size,
                tmp[dist * m:(dist + cnt) * m], (rank + dist) % size, TAG)
         dist <<= 1
     # position i holds rank (rank + i)'s block

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.collectives.costs import broadcast, through_root
-from distbench.collectives.kernels import place_own
+from distbench.collectives.kernels import in_place, place_own
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4E47  # "NG"
@@ -29,7 +29,8 @@ def steps(comm, sendbuf, recvbuf):
         return
     rank = comm.Get_rank()
     if rank:
-        yield (comm, recvbuf[rank * m:(rank + 1) * m], 0, None, 0, TAG)
+        mine = recvbuf[rank * m:(rank + 1) * m] if in_place(sendbuf) else sendbuf
+        yield (comm, mine, 0, None, 0, TAG)
         yield (comm, None, 0, recvbuf, 0, TAG)
         return
     for peer in range(1, comm.Get_size()):

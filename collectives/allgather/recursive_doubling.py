@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.collectives.costs import broadcast, fold, halving_levels
-from distbench.collectives.kernels import place_own, pow2_floor
+from distbench.collectives.kernels import in_place, place_own, pow2_floor
 from distbench.collectives.patterns import (
     doubling,
     doubling_bytes,
@@ -48,13 +48,17 @@ def steps(comm, sendbuf, recvbuf):
         return
     rank, size = comm.Get_rank(), comm.Get_size()
     newrank = group_rank(rank, size)
-    if rank < 2 * (size - pow2_floor(size)):  # the fold: the even rank's block joins the odd
+    # a group of this rank's block alone sends it from sendbuf first (clean in cache)
+    own = None if in_place(sendbuf) else sendbuf
+    folded = rank < 2 * (size - pow2_floor(size))
+    if folded:  # the fold: the even rank's block joins the odd one's
         lo = rank - rank % 2
         block = recvbuf[lo * m:(lo + 1) * m]
-        yield (comm, block, rank + 1, None, 0, TAG) if newrank < 0 else (comm, None, 0, block,
-                                                                        rank - 1, TAG)
+        yield (comm, own if own is not None else block, rank + 1, None, 0, TAG) \
+            if newrank < 0 else (comm, None, 0, block, rank - 1, TAG)
     if newrank >= 0:
-        yield from doubling(comm, recvbuf, group_bounds(m, size), newrank, TAG)
+        yield from doubling(comm, recvbuf, group_bounds(m, size), newrank, TAG,
+                            first=None if folded else own)
     yield from fold_out(comm, recvbuf, recvbuf, TAG)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import cached_bounds, place_own
+from distbench.collectives.kernels import cached_bounds, in_place, place_own
 from distbench.collectives.patterns import ring_allgather
 from distbench.collectives.schedule import kernels
 
@@ -29,7 +29,7 @@ def steps(comm, sendbuf, recvbuf):
     the right neighbour."""
     if place_own(comm, sendbuf, recvbuf) is not None:
         yield from ring_allgather(comm, recvbuf, cached_bounds(recvbuf.shape[0], comm.Get_size()),
-                                  comm.Get_rank(), TAG)
+                                  comm.Get_rank(), TAG, None if in_place(sendbuf) else sendbuf)
 
 
 allgather, start = kernels(steps)
