@@ -45,7 +45,8 @@ def test_records_carry_the_configuration_and_every_figure(run_dir):
         for cls in ("dp", "tp", "pp"):
             assert r[f"bytes_{cls}"] == pytest.approx(r[f"bytes_{cls}_formula"], rel=1e-12)
         if r["pp"] > 1:
-            assert r["bubble_formula"] == pytest.approx(3 / 7)  # (P-1)/(m+P-1), P = m = 4
+            P = r["pp"]  # (P-1)/(m+P-1) at m = 4
+            assert r["bubble_formula"] == pytest.approx((P - 1) / (4 + P - 1))
             assert 0 < r["bubble"] < 1
     by = {(r["layout"], r["zero"], r["bucket_mb"]): r for r in recs}
     # the data-parallel volume: ZeRO 1 = ZeRO 0; ZeRO 3 (2m + 1)/2 = 4.5x at m = 4

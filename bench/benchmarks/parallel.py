@@ -131,7 +131,7 @@ def validate(cfg: ParallelConfig) -> None:
     if cfg.memory_only:
         ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
         for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
-            _check_layout(cfg, lay, lay.ranks, cfg.ranks_per_node)
+            _check_layout(cfg, lay, cfg.ranks or lay.ranks, cfg.ranks_per_node)
     else:  # at least the compute of every step, spread over the ranks of the layouts
         t = cfg.transformer()
         lays = [] if cfg.layouts == ["all"] else [Layout.parse(x) for x in cfg.layouts or []]
