@@ -15,7 +15,7 @@ sub-folders goes into the report:
 * fedavg: test accuracy and training loss vs round and vs bytes uploaded, per algorithm; the
   partition (samples and labels per client) and the summary table;
 * parallel: the step time vs the bucket cap per (layout, ZeRO stage), compute and exposed
-  communication per configuration (stacked bars), the table ranked by step time.
+  communication per configuration (stacked bars), the table ranked by time per sequence.
 
 Files go beside the results (or to ``--out``); existing plots of the same name are replaced.
 """
@@ -53,6 +53,7 @@ from distbench.analysis.tables import (
     fmt_env,
     md_table,
     parallel_row,
+    seconds_per_sequence,
     sgd_series,
     sgd_summary_row,
 )
@@ -270,10 +271,11 @@ def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     if not steps:
         return "\n".join(lines + ["No step records."]), []
     png = step_plots(steps, out / f"parallel_{tag}.png", title)
-    ranked = sorted(steps, key=lambda r: r["step_s"])
+    ranked = sorted(steps, key=seconds_per_sequence)
     lines += [f"![parallel]({png.name})", "",
               "Step: the slowest rank's, median of the steps (± its 95 % interval); exposed = "
-              "step - compute; E = compute / step; MB sent per rank and step, counted / closed "
+              "step - compute; E = compute / step; batch: sequences per step (D b m), the rank "
+              "is by step time per sequence; MB sent per rank and step, counted / closed "
               "form ('lib': the library's collective carried it); bubble measured (formula).",
               "", md_table(PARALLEL_COLUMNS, [parallel_row(r, i + 1)
                                                for i, r in enumerate(ranked)])]

@@ -235,7 +235,9 @@ def abridge(rows: list, most: int) -> list:
 # ----------------------------------------------------------------------------- parallel
 
 PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
-                    ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
+                    ("bucket MiB", "right"), ("overlap", "left"), ("batch", "right"),
+                    ("step ms", "right"),
+                    ("compute ms", "right"),
                     ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
                     ("tp MB", "right"), ("pp MB", "right"), ("memory GB", "right"),
                     ("bubble", "right")]
@@ -251,12 +253,19 @@ def _mb(rec: dict, cls: str) -> str:
     return f"{shown} / {fmt_num(formula / 1e6)}"
 
 
+def seconds_per_sequence(rec: dict) -> float:
+    """A ``parallel`` step record's step time per sequence of its global batch D b m
+    (seconds): the key that ranks layouts of different D fairly (throughput)."""
+    return rec["step_s"] / rec.get("global_batch", 1)
+
+
 def parallel_row(rec: dict, place: int) -> list[str]:
     """A ``parallel`` step record as a row of :data:`PARALLEL_COLUMNS` (``place``: its rank
     by step time)."""
     bubble = "-" if rec["pp"] == 1 else \
         f"{100 * rec['bubble']:.0f} % ({100 * rec['bubble_formula']:.0f} %)"
     return [str(place), rec["layout"], str(rec["zero"]), f"{rec['bucket_mb']:g}",
+            "on" if rec.get("overlap", True) else "off", str(rec.get("global_batch", "-")),
             with_ci(rec["step_s"] * 1e3, [x * 1e3 for x in rec["step_s_ci"]]),
             fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["exposed_s"] * 1e3),
             f"{rec['efficiency']:.2f}" if rec.get("efficiency") is not None else "-",
