@@ -13,7 +13,9 @@ copies) between two ``yield`` s, i.e. only once the previous step's messages hav
   ``Irecv``/``Isend`` and completed with ``Waitall``.
 * :class:`Schedule` is the nonblocking one: every step is posted with ``Irecv``/``Isend``;
   ``Test()`` completes what has arrived and advances the generator, posting the next steps,
-  as far as it can without waiting; ``Wait()`` finishes it. A rank that computes while a
+  as far as it can without waiting; ``Wait()`` finishes it. Its local work draws scratch
+  from a pool of its own (:class:`~distbench.buffers.PrivatePool`), so the collectives the
+  rank runs while it is in flight do not overwrite it. A rank that computes while a
   schedule is in flight calls ``Test()`` at intervals (the progress a single-threaded MPI
   program gets; see :mod:`distbench.benchmarks.overlap`). It has the methods of an
   ``mpi4py.MPI.Request`` that the benchmark uses, so the library's ``Iallreduce`` and a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import functools
 
+from distbench.buffers import PrivatePool
 from distbench.runtime import mpi
 
 
@@ -68,7 +71,7 @@ class Schedule:
             here, so the local work before it runs in the constructor.
     """
 
-    __slots__ = ("_steps", "_reqs", "done", "_testall", "_waitall")
+    __slots__ = ("_steps", "_reqs", "done", "_testall", "_waitall", "_pool")
 
     def __init__(self, steps):
         MPI = mpi()
@@ -76,12 +79,18 @@ class Schedule:
         self._steps = steps
         self._reqs: list = []
         self.done = False
+        self._pool = PrivatePool()  # its scratch, untouched by other collectives meanwhile
         self._advance()
 
     def _advance(self) -> None:
-        step = next(self._steps, None)
+        self._pool.enter()
+        try:
+            step = next(self._steps, None)
+        finally:
+            self._pool.leave()
         if step is None:
             self.done, self._reqs = True, []
+            self._pool.release()
         else:
             self._reqs = _post(step)
 
