@@ -59,7 +59,7 @@ from distbench.analysis.tables import (
 )
 from distbench.collectives import collective_names, get_collective
 from distbench.command import Job
-from distbench.console import console, fmt_bytes, fmt_num
+from distbench.console import console, fmt_bytes, fmt_num, fmt_params
 from distbench.results import atomic_write, find_docs
 from distbench.runtime import UsageError
 
@@ -265,7 +265,7 @@ def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     steps = [r for r in doc["records"] if r.get("kind") == "step"]
     env = doc.get("environment", {})
     title = (f"Training step, {env.get('ranks', '?')} ranks: "
-             f"{steps[0]['params'] / 1e6:.3g}M-parameter GPT" if steps else "Training step")
+             f"{fmt_params(steps[0]['params'])}-parameter GPT" if steps else "Training step")
     lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
              f"`{env.get('command', '')}`", ""]
     if not steps:

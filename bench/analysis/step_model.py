@@ -41,7 +41,7 @@ from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.analysis.cost import CostParams
 from distbench.command import csv_list, float_list, step_model, zero_stages
-from distbench.console import fmt_num, print_table
+from distbench.console import fmt_num, fmt_params, print_table
 from distbench.errors import UsageError
 
 UPDATE_FLOPS = 10.0  # per parameter of the shard (Adam), as the measured step computes it
@@ -276,7 +276,7 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
         k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
         where = f"{p // k} nodes of {k}" if k and k < p else "one node"
         ranked = sorted(preds, key=lambda x: x.step_s / x.global_batch)
-        print_table(f"Predicted training step of a {base.params / 1e6:.4g}M-parameter GPT, "
+        print_table(f"Predicted training step of a {fmt_params(base.params)}-parameter GPT, "
                     f"p = {p:,} ({where}), ranked by time per sequence", STEP_COLUMNS,
                     [step_row(x, i + 1) for i, x in enumerate(ranked)],
                     caption=f"{caption}; {opts['tflops']:g} TFLOP/s; {opts['schedule']}, "

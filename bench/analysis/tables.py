@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from distbench.analysis.cost import gbps
-from distbench.console import fmt_bytes, fmt_num
+from distbench.console import fmt_bytes, fmt_num, fmt_params
 
 # ----------------------------------------------------------------------------- collectives
 
@@ -283,7 +283,7 @@ PARALLEL_MEMORY_COLUMNS = [("layout DxTxP", "left"), ("ZeRO", "right"),
 def parallel_memory_row(rec: dict) -> list[str]:
     """A ``parallel --memory-only`` record as a row of :data:`PARALLEL_MEMORY_COLUMNS`."""
     gb = [rec[f"memory_{k}_bytes"] / 1e9 for k in ("params", "grads", "optimizer")]
-    return [rec["layout"], str(rec["zero"]), f"{rec['params_per_rank'] / 1e6:.4g}M",
+    return [rec["layout"], str(rec["zero"]), fmt_params(rec['params_per_rank']),
             *(fmt_num(x) for x in gb), fmt_num(sum(gb)),
             fmt_num(rec["memory_activations_bytes"] / 1e9), fmt_num(rec["memory_bytes"] / 1e9)]
 

@@ -55,7 +55,7 @@ from distbench.command import (
     with_options,
     zero_stages,
 )
-from distbench.console import fmt_bytes, print_table
+from distbench.console import fmt_bytes, fmt_params, print_table
 from distbench.metrics import interval
 from distbench.results import env_line
 from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size, mpi
@@ -220,7 +220,7 @@ def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
         sys.stdout.write("\n")
     if not cfg.quiet:
         model = cfg.transformer()
-        print_table(f"Memory per rank: {model.params / 1e9:.3g}B parameters, "
+        print_table(f"Memory per rank: {fmt_params(model.params)} parameters, "
                     f"{model.param_bytes}-byte parameters and gradients, Adam (K = 12)",
                     PARALLEL_MEMORY_COLUMNS, [parallel_memory_row(r) for r in recs],
                     caption="ZeRO (Rajbhandari et al. 2020, section 5.1): (2B + K) Psi, 2B Psi"
@@ -259,7 +259,7 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
                         records.append(rec)
                         run_.writer.append([rec])
     ranked = sorted(records, key=seconds_per_sequence)
-    run_.emit(cfg.json, cfg.quiet, f"Training step of a {model.params / 1e6:.3g}M-parameter "
+    run_.emit(cfg.json, cfg.quiet, f"Training step of a {fmt_params(model.params)}-parameter "
               f"GPT on {size} ranks, ranked by time per sequence", PARALLEL_COLUMNS,
               [parallel_row(r, i + 1) for i, r in enumerate(ranked)],
               _caption(cfg, run_, model) if rank == 0 else "")
@@ -350,9 +350,9 @@ def _recorded(cfg: ParallelConfig) -> dict:
 
 
 def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
-    shape = (f"{model.params / 1e6:.3g}M parameters" if model.params_total is not None else
+    shape = (f"{fmt_params(model.params)} parameters" if model.params_total is not None else
              f"L={model.layers} H={model.hidden} A={model.heads} S={model.seq} V={model.vocab}"
-             f" ({model.params / 1e6:.3g}M parameters)")
+             f" ({fmt_params(model.params)} parameters)")
     compute = (f"compute: a stand-in accelerator at {cfg.tflops:g} TFLOP/s" if cfg.compute ==
                "device" else "compute: NumPy matmuls of each layer's shape")
     batch = (f"b={model.micro_batch}, global batch B={cfg.global_batch} (m = B / (D b))"
