@@ -74,7 +74,15 @@ def spawned():
 
 
 def _errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("Error")]
+    """The lines that start with "Error", each from its "Error" on where a rank's output
+    without a newline (Open MPI's btl warnings) ran into it on the shared stderr."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("Error"):
+            out.append(line)
+        elif "] Error: " in line and "distbench" not in line.split("] Error: ")[0]:
+            out.append("Error: " + line.split("] Error: ", 1)[1])
+    return out
 
 
 def _run_id(stderr: str) -> str:
