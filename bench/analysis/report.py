@@ -304,6 +304,7 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []
+    before = {png: png.stat().st_mtime_ns for png in out.glob("*.png")}
     seen: dict[str, int] = {}
     for label, doc in found:
         bench = doc.get("benchmark")
@@ -320,6 +321,9 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
         try:
             text, made = maker(label, doc, out, tag)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
+            for png in out.glob("*.png"):  # no half report: the plots drawn for it go too
+                if before.get(png) != png.stat().st_mtime_ns:
+                    png.unlink(missing_ok=True)
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise UsageError(f"{src / label if label != '.' else src}: malformed {bench} "
                              f"results ({what})") from None
