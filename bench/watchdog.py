@@ -42,6 +42,8 @@ from distbench.runtime import eprint, mpi
 BEAT_S = 0.5       # heartbeat interval
 STALE_S = 2.5      # a heartbeat older than this: the rank is stopped or dead
 GRACE_S = 5.0      # a rank other than 0 waits this long past a deadline for rank 0 to act
+REPORT_WAIT_S = 0.3  # rank 0, on SIGTERM: how long it looks for another rank's report first
+FROZEN_S = 2.0     # the watchdog's own sleep overshooting by this much: this process was frozen
 FLOOR_S = 60.0     # default deadline: at least this long ...
 FACTOR = 20.0      # ... and this many times the operation's estimated duration
 TAG_BEAT, TAG_FAIL, TAG_ACK = 0x7701, 0x7702, 0x7703
@@ -104,6 +106,8 @@ class Watchdog:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._fired = False
+        self._failure: str | None = None  # rank 0: a failure another rank reported
+        self._drain_lock = threading.Lock()  # the watchdog and the signal thread both drain
         now = time.monotonic()
         self._seen = np.full(self.size, now)                 # last heartbeat per rank
         self._reached = np.zeros(self.size, dtype=np.int64)  # operation reached per rank
@@ -131,9 +135,18 @@ class Watchdog:
             self._deadline = time.monotonic() + limit
 
     def idle(self) -> None:
-        """No operation under a deadline (e.g. writing files, printing)."""
+        """Between operations (writing files, printing, evaluating on rank 0): no estimate,
+        but not unwatched either: a rank stopped here would otherwise leave the others
+        waiting for it forever in the next collective. The deadline is --timeout, or the
+        default floor."""
+        limit = self.timeout if self.timeout else FLOOR_S
         with self._lock:
-            self._deadline = None
+            if self._label is None:
+                self._label = "start-up"
+            elif not self._label.startswith("the pause after "):
+                self._label = f"the pause after {self._label}"
+            self._limit = limit
+            self._deadline = time.monotonic() + limit
 
     def track(self, writer) -> None:
         """Mark ``writer`` (a :class:`~distbench.results.RunWriter`) incomplete when the run
@@ -183,10 +196,26 @@ class Watchdog:
 
     # ------------------------------------------------------------------ the thread
     def _loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(BEAT_S):
+            now = time.monotonic()
+            if now - last > BEAT_S + FROZEN_S:
+                self._thawed(now - last)
+            last = now
             self._beat()
             self._drain()
             self._check_deadline()
+
+    def _thawed(self, gap: float) -> None:
+        """This process was frozen for ``gap`` seconds (SIGSTOP, a suspended VM): it cannot
+        judge the others by heartbeats it could not receive, nor by a deadline that passed
+        while it was the one stopped; restart both clocks (the ranks that waited for it judge
+        it, and their report reaches it in the next drain)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._deadline is not None:
+                self._deadline += gap
+        self._seen[:] = now
 
     def _signal_loop(self) -> None:
         while not self._stop.is_set():
@@ -205,6 +234,10 @@ class Watchdog:
 
     def _drain(self) -> None:
         """Receive every pending heartbeat and failure report."""
+        with self._drain_lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
         MPI = mpi()
         status = MPI.Status()
         beat = np.zeros(1, dtype=np.int64)
@@ -217,7 +250,8 @@ class Watchdog:
             elif tag == TAG_FAIL:
                 buf = np.zeros(FAIL_BYTES, dtype=np.uint8)
                 self._side.Recv(buf, src, TAG_FAIL)
-                self.mark(bytes(buf).rstrip(b"\0").decode(errors="replace"))
+                self._failure = bytes(buf).rstrip(b"\0").decode(errors="replace")
+                self.mark(self._failure)
                 self._side.Send(np.ones(1, dtype=np.int64), src, TAG_ACK)
             else:
                 self._side.Recv(np.zeros(status.Get_count(MPI.BYTE), dtype=np.uint8), src,
@@ -227,8 +261,8 @@ class Watchdog:
         with self._lock:
             deadline, label, limit, seq = self._deadline, self._label, self._limit, self._seq
         now = time.monotonic()
-        if deadline is None or now < deadline or self._fired:
-            return
+        if deadline is None or now < deadline or self._fired or self._failure is not None:
+            return  # (a failure reported by another rank is already ending the job)
         stale = [r for r in range(self.size) if r != self.rank and now - self._seen[r] > STALE_S]
         if self.rank != 0:
             if 0 not in stale and now < deadline + 3 * GRACE_S:
@@ -277,6 +311,16 @@ class Watchdog:
             return False
         name = signal.Signals(data[0]).name
         reason = f"interrupted by {name}"
+        if self.rank == 0 and self._side is not None:
+            # a rank that timed out on this one (stopped, then resumed by mpirun's SIGTERM)
+            # reported why before the job was torn down: that is the reason, said already
+            deadline = time.monotonic() + REPORT_WAIT_S
+            while self._failure is None and time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    self._drain()  # (a message sent while this rank was frozen needs polls)
+                time.sleep(0.01)
+            if self._failure is not None:
+                os._exit(128 + data[0])
         self.mark(reason)
         if self.rank == 0:
             paths = [str(w.path) for w in self._markers]

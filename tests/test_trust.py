@@ -61,8 +61,12 @@ def _start(n: int, args: list[str]) -> subprocess.Popen:
                             env=mpi_env(), start_new_session=True)
 
 
-@pytest.mark.parametrize("n,stopped", [(2, 1), (3, 2)])
+@pytest.mark.parametrize("n,stopped", [(2, 1), (3, 2), (2, 0)])
 def test_a_stopped_rank_is_named_and_the_job_ends_with_exit_3(tmp_path, n, stopped):
+    """SIGSTOP one rank mid-sweep: the job ends within the timeout + 10 s, exit 3, one line
+    naming it, its results marked with that line. Rank 0 too: the others judge it, and once
+    mpirun's SIGTERM resumes it, it neither judges them by the heartbeats it missed nor
+    replaces the reason they reported with the SIGTERM."""
     marker = str(tmp_path)
     proc = _start(n, ["allreduce", "-b", "8", "-e", "64M", "--timeout", "4", "--quiet",
                       "--output", marker])
