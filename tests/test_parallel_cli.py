@@ -40,6 +40,7 @@ def test_records_carry_the_configuration_and_every_figure(run_dir):
         assert r["dp_algo"] == "ring" and r["tp_algo"] == "ring" and r["overlap"] is True
         assert r["step_s_ci"][0] <= r["step_s"] <= r["step_s_ci"][1]
         assert 0 < r["compute_s"] <= r["step_s"] and r["exposed_s"] >= 0
+        assert 0 <= r["comm_s"] <= r["step_s"], "communication time: a union, within the step"
         assert r["efficiency"] == pytest.approx(r["compute_s"] / r["step_s"])
         assert r["memory_bytes"] > 0 and r["pp_wrong"] == 0
         for cls in ("dp", "tp", "pp"):

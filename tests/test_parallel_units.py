@@ -132,3 +132,13 @@ def test_traffic_volumes_dp_zero_and_tensor_pipeline():
     assert tp.params == (2 * round(m.layer_params / 2) + round(m.embedding_params / 2))
     last = RankPlan.of(mb, Layout(1, 2, 2), 3)
     assert last.forward_flops() > RankPlan.of(mb, Layout(1, 2, 2), 1).forward_flops() - 1
+
+
+def test_union_seconds_counts_overlapping_spans_once():
+    from distbench.algorithms.parallel.step import union_seconds
+
+    assert union_seconds([]) == 0.0
+    assert union_seconds([(0.0, 1.0), (2.0, 3.0)]) == pytest.approx(2.0)
+    # a bucket in flight over two blocking calls: one span of 0..4
+    assert union_seconds([(1.0, 2.0), (0.0, 4.0), (3.0, 3.5)]) == pytest.approx(4.0)
+    assert union_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == pytest.approx(4.0)

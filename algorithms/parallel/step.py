@@ -33,6 +33,7 @@ Bytes are counted per traffic class by a :class:`~distbench.comm.CountingComm` o
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class StepTimes:
     dp: float = 0.0
     gather: float = 0.0
     in_flight: float = 0.0
+    comm: float = 0.0  # the union of the spans in communication calls or with exchanges in flight
     bytes: dict = field(default_factory=dict)  # class -> point-to-point bytes this rank sent
     pp_wrong: int = 0
 
@@ -101,6 +103,7 @@ class Progress:
         self.queue: deque = deque()  # starts of the ready exchanges not yet begun
         self.current: list | None = None  # [request, start time]
         self.in_flight = 0.0     # seconds between start and completion, summed
+        self.spans: list = []    # (start, completion) of each exchange
 
     def add(self, start) -> None:
         """Queue an exchange: ``start()`` begins it and returns its request."""
@@ -114,7 +117,9 @@ class Progress:
         return True
 
     def _finish(self) -> None:
-        self.in_flight += time.perf_counter() - self.current[1]
+        now = time.perf_counter()
+        self.in_flight += now - self.current[1]
+        self.spans.append((self.current[1], now))
         self.current = None
 
     def poll(self) -> None:
@@ -235,6 +240,7 @@ class Step:
         for c in (self.data, self.tensor, self.pipe):
             c.reset()
         out, progress = StepTimes(), Progress()
+        self._spans = []
         compute = Compute(self.cfg, self.plan, progress)
         plan, model = self.plan, self.plan.model
         s, m = plan.stage, model.micro_batches
@@ -267,19 +273,26 @@ class Step:
         t0 = time.perf_counter()
         self._start_ready(-1, started, progress)  # no overlap: every bucket, now
         progress.wait()
-        out.dp += time.perf_counter() - t0
+        out.dp += self._span(t0)
         compute.run(UPDATE_FLOPS * self.grad.shape[0] / (self.D if plan.zero else 1))
         if plan.zero in (1, 2) and self.D > 1:
             t0 = time.perf_counter()
             for shard, view in zip(self.shards, self.views, strict=True):
                 self.allgather(self.data, shard, view)
-            out.dp += time.perf_counter() - t0
+            out.dp += self._span(t0)
         mpi().Request.Waitall([r for r in sends if r is not None])
         out.step = time.perf_counter() - t_step
         out.compute, out.in_flight = compute.seconds, progress.in_flight
+        out.comm = union_seconds(self._spans + progress.spans)
         out.bytes = {name: c.bytes_sent
                      for name, c in (("dp", self.data), ("tp", self.tensor), ("pp", self.pipe))}
         return out
+
+    def _span(self, t0: float) -> float:
+        """Seconds since ``t0`` spent in a communication call, kept for :attr:`StepTimes.comm`."""
+        t1 = time.perf_counter()
+        self._spans.append((t0, t1))
+        return t1 - t0
 
     def _layer(self, compute: Compute, flops: float, out: StepTimes) -> None:
         """Half the layer, the tensor group's AllReduce, the other half, another one."""
@@ -292,7 +305,7 @@ class Step:
         if self.T > 1:
             t0 = time.perf_counter()
             self.tp_allreduce(self.tensor, self.act, self.act_out)
-            out.tp += time.perf_counter() - t0
+            out.tp += self._span(t0)
 
     def _gather(self, j: int, out: StepTimes) -> None:
         """ZeRO 3: the layer's parameters from every data-parallel rank's shard."""
@@ -301,7 +314,7 @@ class Step:
         t0 = time.perf_counter()
         n = self.lay_counts[j]
         self.allgather(self.data, self.part[: n // self.D], self.full[:n])
-        out.gather += time.perf_counter() - t0
+        out.gather += self._span(t0)
 
     def _start_ready(self, layer: int, started: set, progress: Progress) -> None:
         """Start the exchange of every bucket ready once ``layer``'s backward is done (-1:
@@ -320,7 +333,7 @@ class Step:
             return
         t0 = time.perf_counter()
         self.pipe.Recv(self.pp_in, peer, 2 * mb + tag)
-        out.pp_wait += time.perf_counter() - t0
+        out.pp_wait += self._span(t0)
         if self.pp_in.size and int(self.pp_in[0]) != (mb % 100) + 1:
             out.pp_wrong += 1
 
@@ -331,6 +344,18 @@ class Step:
         if buf.size:
             buf[0] = (mb % 100) + 1  # the receiver checks which micro-batch arrived
         return self.pipe.Isend(buf, peer, 2 * mb + tag)
+
+
+def union_seconds(spans) -> float:
+    """Seconds covered by the union of the (start, end) intervals ``spans`` (overlaps counted
+    once: a bucket in flight during a blocking tensor AllReduce is one span of time)."""
+    total, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
 
 
 def host_bytes(plan: RankPlan, bucket_mb: float) -> int:

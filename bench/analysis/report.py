@@ -273,7 +273,9 @@ def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     png = step_plots(steps, out / f"parallel_{tag}.png", title)
     ranked = sorted(steps, key=seconds_per_sequence)
     lines += [f"![parallel]({png.name})", "",
-              "Step: the slowest rank's, median of the steps (± its 95 % interval); exposed = "
+              "Step: the slowest rank's, median of the steps (± its 95 % interval); comm: the "
+              "most time a rank spent in communication calls or with exchanges in flight; "
+              "exposed = "
               "step - compute; E = compute / step; batch: sequences per step (D b m), the rank "
               "is by step time per sequence; MB sent per rank and step, counted / closed "
               "form ('lib': the library's collective carried it); bubble measured (formula).",

@@ -237,7 +237,7 @@ def abridge(rows: list, most: int) -> list:
 PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
                     ("bucket MiB", "right"), ("overlap", "left"), ("batch", "right"),
                     ("step ms", "right"),
-                    ("compute ms", "right"),
+                    ("compute ms", "right"), ("comm ms", "right"),
                     ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
                     ("tp MB", "right"), ("pp MB", "right"), ("memory GB", "right"),
                     ("bubble", "right")]
@@ -267,7 +267,8 @@ def parallel_row(rec: dict, place: int) -> list[str]:
     return [str(place), rec["layout"], str(rec["zero"]), f"{rec['bucket_mb']:g}",
             "on" if rec.get("overlap", True) else "off", str(rec.get("global_batch", "-")),
             with_ci(rec["step_s"] * 1e3, [x * 1e3 for x in rec["step_s_ci"]]),
-            fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["exposed_s"] * 1e3),
+            fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["comm_s"] * 1e3),
+            fmt_num(rec["exposed_s"] * 1e3),
             f"{rec['efficiency']:.2f}" if rec.get("efficiency") is not None else "-",
             _mb(rec, "dp"), _mb(rec, "tp"), _mb(rec, "pp"),
             fmt_num(rec["memory_bytes"] / 1e9), bubble]

@@ -271,7 +271,8 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
 
 def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
     """Build the step and run it warm-up + --steps times (collective): this rank's times
-    (steps x 7: step, compute, pipeline wait, tp, dp, gather, in flight; seconds), the bytes
+    (steps x 8: step, compute, pipeline wait, tp, dp, gather, in flight, communication;
+    seconds), the bytes
     it sent in the last step by traffic class, the pipeline messages with the wrong
     micro-batch."""
     label = f"parallel {plan.layout} ZeRO-{plan.zero} {step_cfg.bucket_mb:g} MiB step"
@@ -287,7 +288,7 @@ def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
             times.append(t)
     watchdog.idle()
     step.free()
-    rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.in_flight]
+    rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.in_flight, t.comm]
                      for t in times])
     return rows, times[-1].bytes, sum(t.pp_wrong for t in times)
 
@@ -307,13 +308,13 @@ def _gathered(comm, plan: RankPlan, step_cfg: StepConfig, rounds: list) -> dict 
 
 
 def _record(plan, step_cfg, allrows, allsent) -> dict:
-    """The configuration's record from every rank's times (ranks x steps x 7) and bytes."""
+    """The configuration's record from every rank's times (ranks x steps x 8) and bytes."""
     step_per = allrows[:, :, 0].max(axis=0)        # each step: its slowest rank
     med = float(np.median(step_per))
     lo, hi = interval(lambda idx: np.median(np.take(step_per, idx), axis=-1), step_per.size)
     per_rank = np.median(allrows, axis=1)          # ranks x 7, medians over the steps
     compute = float(per_rank[:, 1].max())
-    comm_s = per_rank[:, 2:6].sum(axis=1) + per_rank[:, 6]
+    comm_s = per_rank[:, 7]  # the union of each rank's spans in communication
     sent = np.array([s[0] for s in allsent])
     formula = np.array([s[1] for s in allsent])
     lay = plan.layout
@@ -361,7 +362,8 @@ def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
             f"{model.param_bytes}-byte parameters; {cfg.schedule}; overlap "
             f"{'on and off' if cfg.sweep_overlap else 'on' if cfg.overlap else 'off'}; "
             f"dp {cfg.dp_algo}, tp {cfg.tp_algo}; {compute}"
-            "\nstep: the slowest rank's, median of the steps (± its 95 % interval); exposed ="
+            "\nstep: the slowest rank's, median of the steps (± its 95 % interval); comm: the"
+            " most time a rank spent communicating or with exchanges in flight; exposed ="
             " step - compute; E = compute / step; batch: sequences per step, D b m; MB sent"
             " per rank and step, counted / closed form (ring-optimal volume); bubble: time"
             " waiting for the pipeline / step, beside (P-1)/(m+P-1)"
