@@ -65,21 +65,12 @@ class CountingComm(CommProxy):
     def _child(self, sub):
         return CountingComm(sub, self._state)
 
-    @property
-    def bytes_sent(self) -> int:
-        return self._state["bytes_sent"]
-
-    @property
-    def bytes_recv(self) -> int:
-        return self._state["bytes_recv"]
-
-    @property
-    def collective_bytes(self) -> int:
-        return self._state["collective_bytes"]
-
-    @property
-    def calls(self) -> Counter:
-        return self._state["calls"]
+    bytes_sent = property(lambda self: self._state["bytes_sent"], doc="Bytes sent (int).")
+    bytes_recv = property(lambda self: self._state["bytes_recv"],
+                          doc="Receive-buffer bytes (int).")
+    collective_bytes = property(lambda self: self._state["collective_bytes"],
+                                doc="Send-buffer bytes contributed to collectives (int).")
+    calls = property(lambda self: self._state["calls"], doc="Calls per method (Counter).")
 
     def reset(self) -> None:
         self._state.update(bytes_sent=0, bytes_recv=0, collective_bytes=0)
