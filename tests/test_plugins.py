@@ -36,6 +36,13 @@ def pairwise(comm, sendbuf, recvbuf, op=None):
     ring.allreduce(comm, sendbuf, recvbuf, op)
 
 
+def scribbler(comm, sendbuf, recvbuf, op=None):
+    """Right result, but it writes over its send buffer (what an in-place bug does)."""
+    ring.allreduce(comm, sendbuf, recvbuf, op)
+    if sendbuf.size:
+        sendbuf[:] = 0
+
+
 def off_by_one(comm, sendbuf, recvbuf, op=None):
     """Wrong on purpose: one element off."""
     ring.allreduce(comm, sendbuf, recvbuf, op)
@@ -179,3 +186,25 @@ def test_name_clash_with_a_builtin_is_a_usage_error(site, tmp_path):
     [line] = [x for x in error_lines(proc.stderr) if not x.startswith("Warning:")]
     assert line.startswith("Error:") and "'ring'" in line and "distbench-clash 2.0" in line
     assert "Traceback" not in proc.stderr
+
+
+def test_an_algorithm_that_writes_its_send_buffer_is_the_only_one_blamed(site, tmp_path):
+    """The inputs are refilled after an algorithm changed them, so the algorithms checked
+    after it at the same size are judged on the right inputs: only the culprit is wrong."""
+    extra = tmp_path / "scribble"
+    extra.mkdir()
+    _dist(extra, "distbench-scribble", "0.1", """
+        [distbench.allreduce]
+        scribbler = demo_plugins:scribbler
+        """)
+    proc = _run(site, 2, ["allreduce", "--algo", "scribbler,ring,pairwise", "-b", "64",
+                          "-e", "4K", "-f", "8", "-n", "3", "--output", str(tmp_path / "out"),
+                          "--json"], extra)
+    assert proc.returncode == 1, proc.stderr
+    recs = json.loads(proc.stdout)
+    assert {r["algorithm"] for r in recs} == {"native", "scribbler", "ring", "pairwise"}
+    for r in recs:
+        if r["algorithm"] == "scribbler":
+            assert r["wrong"] >= 1, r
+        else:
+            assert r["wrong"] == 0, (r["algorithm"], r["bytes"], r["wrong"])
