@@ -165,7 +165,7 @@ def part_large(r: Runner, reps: int) -> dict:
            "ring_pct_of_bound_tool": spread(pct_tool),
            "peak_rss_MiB": spread(rss), "rss_limit_MiB": 3 * 64 + 100,
            "estimate_MiB": spread(est),
-           "estimate_error_pct": spread([100 * (e - m) / m for e, m in zip(est, rss)])}
+           "estimate_error_pct": spread([100 * (e - m) / m for e, m in zip(est, rss, strict=True)])}
     if pct_run:
         out["ring_pct_of_bound_run"] = spread(pct_run)
     return out
@@ -262,7 +262,7 @@ def worker_compress(reps: int = 25) -> None:
     comps = {k: make_compressor(name, **kw) for k, (name, kw) in methods.items()}
     ratios = {k: {"compress": [], "decompress": []} for k in comps}
     pc = time.perf_counter
-    for k, c in comps.items():  # warm: workspaces, pages
+    for c in comps.values():  # warm: workspaces, pages
         c.decompress(c.compress(x), x.shape, out=out)
     np.copyto(dst, x)
     for _ in range(reps):
@@ -291,8 +291,9 @@ def table(results: dict) -> str:
     lines = ["| aim | figure | median [min-max] |", "|---|---|---|"]
     s = results.get("short")
     if s:
-        lines.append(f"| 8 B n=2 best hand-written vs native (>= 0.8) | "
-                     f"{', '.join(sorted(set(s['best_names'])))} | {text(s['best_vs_native_8B'])} |")
+        names = ", ".join(sorted(set(s["best_names"])))
+        lines.append(f"| 8 B n=2 best hand-written vs native (>= 0.8) | {names} | "
+                     f"{text(s['best_vs_native_8B'])} |")
         lines.append(f"| harness overhead over bare mpi4py loop (<= 0.1 us) | us per call | "
                      f"{text(s['harness_overhead_us'])} (bare {text(s['bare_loop_us'])}) |")
     s = results.get("startup")
