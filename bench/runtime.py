@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -17,18 +16,7 @@ import numpy as np
 
 from distbench.comm import HostStagingComm
 from distbench.errors import DistbenchError, UsageError, eprint  # noqa: F401 (re-exported)
-
-# Environment variables set by MPI launchers; when none is present and the world has one rank,
-# distbench was started without mpirun (a "singleton").
-_LAUNCHER_ENV = (
-    "OMPI_COMM_WORLD_SIZE",
-    "PMIX_RANK",
-    "PMI_RANK",
-    "PMI_SIZE",
-    "MPI_LOCALNRANKS",
-    "SLURM_STEP_ID",
-    "HYDRA_CONTROL_FD",
-)
+from distbench.launcher import launched_by_mpirun, launcher_rank  # noqa: F401 (re-exported)
 
 
 def mpi():
@@ -38,42 +26,14 @@ def mpi():
     return MPI
 
 
-def defer_mpi_init() -> None:
-    """Make ``import mpi4py.MPI`` stop initializing MPI (the CLI calls this first).
-
-    Offline commands (``--help``, ``report``, ``compare``, ``model``) and the ``emulate``
-    launcher then never start MPI; :func:`world` initializes it on first use, and mpi4py
-    finalizes it at exit. No effect once MPI has been imported.
-    """
-    import mpi4py
-
-    if "mpi4py.MPI" not in sys.modules:
-        mpi4py.rc.initialize = False
-        mpi4py.rc.finalize = True
-
-
 def world():
     """The world communicator (``MPI.COMM_WORLD``), initializing MPI if nobody has yet
-    (with ``MPI_THREAD_MULTIPLE``, mpi4py's default)."""
+    (with ``MPI_THREAD_MULTIPLE``, mpi4py's default). :func:`distbench.cli.defer_mpi_init`
+    keeps ``import mpi4py.MPI`` from initializing it earlier."""
     MPI = mpi()
     if not MPI.Is_initialized():
         MPI.Init_thread(MPI.THREAD_MULTIPLE)
     return MPI.COMM_WORLD
-
-
-def launched_by_mpirun() -> bool:
-    """True when a launcher's environment variables are present."""
-    return any(k in os.environ for k in _LAUNCHER_ENV)
-
-
-def launcher_rank() -> int | None:
-    """This process's world rank as the launcher's environment states it (Open MPI, PMIx,
-    PMI, Slurm), without initializing MPI; None when not launched by one."""
-    for key in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        value = os.environ.get(key, "")
-        if value.isdigit():
-            return int(value)
-    return None
 
 
 def root_computes(comm, fn):
