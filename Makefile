@@ -1,7 +1,7 @@
 # distbench: the commands the README gives.
 #   make allreduce        install, then `mpirun -n $(NP) distbench allreduce` (the main job)
 #   make reduce-scatter | allgather | bcast | reduce | alltoall   the other collectives
-#   make compress | sgd | fedavg   the other benchmarks the same way (options in ARGS=...)
+#   make compress | sgd | fedavg | parallel   the other benchmarks the same way (ARGS=...)
 #   make bench            the whole suite into results/<UTC>-suite/ and its report
 #   make test             install test dependencies, run the serial and the MPI test suites
 #   make lint | clean
@@ -75,6 +75,9 @@ sgd: install
 fedavg: install
 	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench fedavg $(ARGS)
 
+parallel: install
+	$(MPIRUN) -n $(NP) $(call OVERSUB,$(NP)) $(MPIRUN_FLAGS) $(BIN)/distbench parallel $(ARGS)
+
 test: $(BIN)/activate
 	$(PY) -m pip install -q -e '.[$(if $(strip $(EXTRAS)),$(EXTRAS)$(comma))test]'
 	$(MAKE) --no-print-directory test-serial test-mpi
@@ -103,12 +106,13 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------
-# make bench: the allreduce suite, a short sweep of every other collective, compress, sgd and
-# fedavg into one folder results/<UTC>-suite/, then `distbench report` on it (REPORT.md + PNGs
+# make bench: the allreduce suite, a short sweep of every other collective, compress, sgd,
+# fedavg and parallel (every layout of NP ranks) into one folder results/<UTC>-suite/, then `distbench report` on it (REPORT.md + PNGs
 # beside the results). QUICK=1: a short first look.
 # Layout: allreduce.json/.csv, reduce-scatter.json, allgather.json, bcast.json, reduce.json,
 # alltoall.json (and .csv), model-p2/ model-p3/ (allreduce at fewer ranks, for the model
-# check), <UTC>-compress/, <UTC>-sgd/ and <UTC>-fedavg/ (their run folders), REPORT.md, *.png.
+# check), <UTC>-compress/, <UTC>-sgd/, <UTC>-fedavg/ and <UTC>-parallel/ (their run folders),
+# REPORT.md, *.png.
 #   NP, MPIRUN, MPIRUN_FLAGS  as above;  HOSTFILE=FILE  passed to mpirun (not to srun)
 #   MODEL_NP   extra allreduce runs at these rank counts (those < NP) for the model check
 #   SUITE      the folder [results/<UTC>-suite];  *_ARGS  each benchmark's sweep options
@@ -125,12 +129,14 @@ COLLECTIVE_ARGS ?= -b 8 -e 1M -f 32
 COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --steps 3
 SGD_ARGS       ?= --steps 60 --eval-every 20
 FEDAVG_ARGS    ?= --rounds 10 --algorithm fedsgd,fedavg
+PARALLEL_ARGS  ?= --layers 4 --hidden 128 --heads 4 --seq 64 --vocab 1000 --layouts all --zero 0,3 --steps 2 --tflops 10
 else
 ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
 COLLECTIVE_ARGS ?= -b 8 -e 16M -f 8
 COMPRESS_ARGS  ?=
 SGD_ARGS       ?=
 FEDAVG_ARGS    ?= --rounds 30 --algorithm fedsgd,fedavg,fedprox,scaffold --partition dirichlet --alpha 0.1
+PARALLEL_ARGS  ?= --layers 8 --hidden 512 --heads 8 --seq 256 --vocab 8192 --layouts all --zero 0,1,3 --bucket-mb 1,25 --tflops 10
 endif
 HOSTFLAG = $(if $(HOSTFILE),$(if $(findstring srun,$(MPIRUN)),,$(if $(IS_OMPI),--hostfile,-f) $(HOSTFILE)),)
 # $(call LAUNCH,N): the launcher for N ranks (oversubscribe only on this host, not with a hostfile)
@@ -163,4 +169,5 @@ bench-run:
 	$(call LAUNCH,$(NP)) $(BIN)/distbench compress $(COMPRESS_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench fedavg $(FEDAVG_ARGS) --output $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench parallel $(PARALLEL_ARGS) --output $(SUITE)
 	$(BIN)/distbench report $(SUITE)

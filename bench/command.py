@@ -379,7 +379,7 @@ def step_options():
                      help="P, pipeline stages."),
         click.option("--layouts", default=None, metavar="DxTxP,...",
                      help="Several layouts, e.g. 4x1x1,2x2x1,1x2x2,1x1x4 (instead of --dp/"
-                          "--tp/--pp)."),
+                          "--tp/--pp); all: every layout of the ranks that fits the model."),
         click.option("--zero", default="0", show_default=True, metavar="STAGES",
                      help="ZeRO stages, comma-separated (0: plain data parallelism)."),
         click.option("--bucket-mb", default="25", show_default=True, metavar="MIB,...",

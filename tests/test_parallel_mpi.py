@@ -13,7 +13,7 @@ import pytest
 
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.model import Transformer
-from distbench.algorithms.parallel.step import Step, StepConfig
+from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
 
 # 12 layers (P = 1, 2, 3, 4 divide them) of H = 48 with 12 heads (so do T = 1, 2, 3, 4),
@@ -143,3 +143,18 @@ def test_overlap_only_lowers_the_step():
     med = {ov: np.median(np.array(v[2:]), axis=0) for ov, v in times.items()}
     assert med[True][1] < 0.6 * med[False][1], med  # much less waiting for the data group
     assert med[True][0] <= 1.1 * med[False][0] + 2e-3, med
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("zero", [0, 3])
+def test_host_bytes_is_what_the_step_allocates(zero):
+    """The pre-flight estimate equals the bytes of the step's arrays, for every layout."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    for lay in _layouts(comm.Get_size()):
+        plan, step = _step(comm, lay, zero, bucket_mb=0.01)
+        arrays = [step.grad, step.sums[0].base, *step.shards, step.act, step.act_out,
+                  step.pp_in, *step.pp_out.values(), step.full, step.part]
+        assert host_bytes(plan, 0.01) == sum(a.nbytes for a in arrays), str(lay)
+        step.free()

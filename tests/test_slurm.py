@@ -294,7 +294,9 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
                      ALLREDUCE_ARGS="-b 8 -e 64K -f 64 -n 5",
                      COMPRESS_ARGS="-b 1K -e 64K -f 64 --steps 2",
                      SGD_ARGS="--steps 20 --eval-every 10",
-                     FEDAVG_ARGS="--rounds 3 --algorithm fedavg")
+                     FEDAVG_ARGS="--rounds 3 --algorithm fedavg",
+                     PARALLEL_ARGS="--layers 2 --hidden 64 --heads 2 --seq 16 --vocab 100 "
+                                   "--layouts all --steps 1")
     proc = _distbench("emulate", "--scheduler", "slurm", "--nodes", "2", "--ranks-per-node",
                       "2", "--link", "1gbit", "--time-limit", "300", "--batch",
                       str(BATCH_SCRIPT), timeout=400, **extra)
@@ -308,8 +310,11 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
     assert env["nodes"] == 2 and env["emulated"]["launch"] == "batch"
     assert env["scheduler"]["launcher"] == ("mpirun" if launcher == "mpirun"
                                             else "srun --mpi=pmix")
-    assert sorted(p.name.split("-")[-1] for p in suite.glob("*Z-*")) == ["compress", "fedavg",
-                                                                           "sgd"]
+    assert sorted(p.name.split("-")[-1] for p in suite.glob("*Z-*")) == [
+        "compress", "fedavg", "parallel", "sgd"]
+    (par,) = suite.glob("*Z-parallel")
+    layouts = {r["layout"] for r in json.loads((par / "results.json").read_text())["records"]}
+    assert layouts == {"4x1x1", "2x2x1", "2x1x2", "1x2x2"}  # T <= 2 ranks of a node
     assert _leftovers(run_id) == []
 
 

@@ -312,6 +312,21 @@ class Step:
         return self.pipe.Isend(buf, peer, 2 * mb + tag)
 
 
+def host_bytes(plan: RankPlan, bucket_mb: float) -> int:
+    """Bytes of the buffers a :class:`Step` of ``plan`` allocates on its rank: the gradient
+    buffer and the AllReduce's output (each padded per bucket to a multiple of D), the shards,
+    3 + 2m activations (work, AllReduce output, pipeline input; a send buffer per micro-batch
+    and direction) and ZeRO 3's gathered layer and its shard (for the pre-flight check)."""
+    model, D = plan.model, plan.layout.dp
+    b = model.param_bytes
+    layers = plan.layer_elements()
+    cap = _cap(bucket_mb, b, D)
+    grad = sum(_multiple(k.count, D) for k in make_buckets(layers, cap))
+    largest = max([_multiple(n, D) for n in layers], default=1)
+    acts = (3 + 2 * model.micro_batches) * model.activation_elements()
+    return b * (2 * grad + grad // D + acts + largest + (largest // D or 1))
+
+
 def _cap(bucket_mb: float, param_bytes: int, data_ranks: int) -> int:
     """The bucket cap in elements, a multiple of the data group's size."""
     n = max(1, int(bucket_mb * MIB) // param_bytes)
@@ -331,4 +346,4 @@ def _views(buf: np.ndarray, counts: list[int]) -> list[np.ndarray]:
     return out
 
 
-__all__ = ["Compute", "Progress", "Step", "StepConfig", "StepTimes"]
+__all__ = ["Compute", "Progress", "Step", "StepConfig", "StepTimes", "host_bytes"]

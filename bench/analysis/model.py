@@ -336,7 +336,7 @@ def _model(**opts):
     2009; see distbench.analysis.cost).
     """
     opts["ranks"] = None if opts["ranks"] is None else _int_list(opts["ranks"])
-    if opts["measured"] and not opts["fit_runs"]:
+    if opts["measured"] and not opts["fit_runs"] and not opts["step"]:
         raise UsageError("--measured needs --from RUN (the runs the model is fitted on)")
     collective = opts["collective"]
     known = algorithms(collective)

@@ -214,6 +214,11 @@ def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
     Raises:
         UsageError: no layout, or a rank count that T P does not divide.
     """
+    if opts["layouts"] == "all":
+        if not opts["ranks"]:
+            raise UsageError("--layouts all needs --ranks P,... (the layouts of each)")
+        return [(p, Layout(p // (t * q), t, q)) for p in opts["ranks"]
+                for t in range(1, p + 1) for q in range(1, p // t + 1) if p % (t * q) == 0]
     if opts["layouts"]:
         if opts["ranks"]:
             raise UsageError("give --layouts or --ranks with --tp/--pp, not both")
@@ -245,8 +250,13 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
         k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
         if opts["nodes"] and p % opts["nodes"]:
             raise UsageError(f"--nodes {opts['nodes']} does not divide {p} ranks")
-        lay.check(p, None if model.params_total is not None else model.heads, model.layers, k,
-                  model.micro_batches, opts["schedule"])
+        try:
+            lay.check(p, None if model.params_total is not None else model.heads, model.layers,
+                      k, model.micro_batches, opts["schedule"])
+        except UsageError:
+            if opts["layouts"] == "all":  # enumerated: keep those that fit
+                continue
+            raise
         for z in stages:
             for b in buckets:
                 per_p.setdefault(p, []).append(predict_step(

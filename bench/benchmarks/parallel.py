@@ -26,7 +26,7 @@ from distbench import watchdog
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.pipeline import bubble_fraction
-from distbench.algorithms.parallel.step import Step, StepConfig
+from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
 from distbench.analysis.tables import (
     PARALLEL_COLUMNS,
@@ -34,7 +34,7 @@ from distbench.analysis.tables import (
     parallel_memory_row,
     parallel_row,
 )
-from distbench.benchmarks.sweep import Run, check_duration
+from distbench.benchmarks.sweep import Run, check_duration, mem_available
 from distbench.collectives import get_collective
 from distbench.command import (
     NON_NEGATIVE_INT,
@@ -51,10 +51,10 @@ from distbench.command import (
     with_options,
     zero_stages,
 )
-from distbench.console import print_table
+from distbench.console import fmt_bytes, print_table
 from distbench.metrics import interval
 from distbench.results import env_line
-from distbench.runtime import eprint, get_backend, local_rank_and_size
+from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size, mpi
 
 
 @dataclass
@@ -87,8 +87,29 @@ class ParallelConfig(RunOptions):
             return Transformer.from_params(params, **opts)
         return Transformer(**opts)
 
-    def layout_list(self, ranks: int) -> list[Layout]:
-        """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp)."""
+    def layout_list(self, ranks: int, per_node: int | None = None) -> list[Layout]:
+        """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp);
+        ``--layouts all``: every D x T x P = ranks that fits the model, the schedule and
+        ``per_node`` ranks per node, by T then P.
+
+        Raises:
+            UsageError: ``all`` and no layout fits.
+        """
+        if self.layouts == ["all"]:
+            out = []
+            for tp in range(1, ranks + 1):
+                for pp in range(1, ranks // tp + 1):
+                    if ranks % (tp * pp) == 0:
+                        lay = Layout(ranks // (tp * pp), tp, pp)
+                        try:
+                            _check_layout(self, lay, ranks, per_node)
+                        except UsageError:
+                            continue
+                        out.append(lay)
+            if not out:
+                raise UsageError(f"--layouts all: no D x T x P layout of {ranks} ranks fits "
+                                 "the model")
+            return out
         if self.layouts:
             return [Layout.parse(t) for t in self.layouts]
         dp = self.dp if self.dp is not None else max(1, ranks // (self.tp * self.pp))
@@ -109,10 +130,11 @@ def validate(cfg: ParallelConfig) -> None:
                 allow_all=False)
     if cfg.memory_only:
         ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
-        for lay in cfg.layout_list(ranks):
-            _check_layout(cfg, lay, lay.ranks, cfg.ranks_per_node)
+        for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
+            _check_layout(cfg, lay, cfg.ranks or lay.ranks, cfg.ranks_per_node)
     else:  # at least the compute of every step, spread over the ranks of the layouts
-        t, lays = cfg.transformer(), [Layout.parse(x) for x in cfg.layouts or []]
+        t = cfg.transformer()
+        lays = [] if cfg.layouts == ["all"] else [Layout.parse(x) for x in cfg.layouts or []]
         ranks = max([lay.ranks for lay in lays] or [(cfg.dp or 1) * cfg.tp * cfg.pp])
         configs = len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays))
         seconds = t.step_flops() / (cfg.tflops * 1e12) / ranks if cfg.compute == "device" \
@@ -127,12 +149,30 @@ def _check_layout(cfg: ParallelConfig, lay: Layout, ranks: int, per_node: int | 
               t.micro_batches, cfg.schedule)
 
 
+def per_node(cfg: ParallelConfig, comm) -> int:
+    """Ranks of a node: --ranks-per-node, or the fewest on any real node (collective, so every
+    rank checks and enumerates layouts alike)."""
+    _, local = local_rank_and_size(comm)
+    return cfg.ranks_per_node or comm.allreduce(local, op=mpi().MIN)
+
+
 def validate_mpi(cfg: ParallelConfig, comm) -> None:
     """Every layout against the rank count and the ranks of a node (same verdict on all)."""
+    k = per_node(cfg, comm)
+    lays = cfg.layout_list(comm.Get_size(), k)
+    for lay in lays:
+        _check_layout(cfg, lay, comm.Get_size(), k)
+    # the buffers of the largest configuration on any rank of this node, before allocating
+    model, rank = cfg.transformer(), comm.Get_rank()
+    need = max(host_bytes(RankPlan.of(model, lay, rank, z, cfg.schedule), b)
+               for lay in lays for z in cfg.zero for b in cfg.bucket_mb)
     _, local = local_rank_and_size(comm)
-    per_node = cfg.ranks_per_node or local
-    for lay in cfg.layout_list(comm.Get_size()):
-        _check_layout(cfg, lay, comm.Get_size(), per_node)
+    node = comm.allreduce(need, op=mpi().MAX) * local
+    avail = mem_available()
+    if avail is not None and comm.allreduce(int(node > avail), op=mpi().MAX):
+        raise UsageError(f"the step's buffers need about {fmt_bytes(node)} on a node "
+                         f"({local} ranks) but {fmt_bytes(avail)} is available; try "
+                         "--memory-only for this model, or a smaller one")
 
 
 # ----------------------------------------------------------------------------- memory only
@@ -189,8 +229,8 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
                cfg.output)
     rank, size = comm.Get_rank(), comm.Get_size()
     records = []
-    configs = [(lay, z, b) for lay in cfg.layout_list(size) for z in cfg.zero
-               for b in cfg.bucket_mb]
+    configs = [(lay, z, b) for lay in cfg.layout_list(size, per_node(cfg, comm))
+               for z in cfg.zero for b in cfg.bucket_mb]
     with run_.progress(len(configs), "parallel", cfg.quiet) as adv:
         for lay, zero, bucket in configs:
             plan = RankPlan.of(model, lay, rank, zero, cfg.schedule)
