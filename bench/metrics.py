@@ -8,7 +8,7 @@ algbw and busbw, and the 95 % confidence interval of each.
 * ``algbw = S / t_max`` with S the message size in bytes; ``busbw = algbw * factor``, the
   factor each collective declares (nccl-tests' bus bandwidth: 2 (p-1) / p for AllReduce, the
   per-link traffic of an optimal ring, comparable across rank counts). GB/s = 1e9 B/s.
-* Intervals: a percentile bootstrap (:func:`interval`, seeded) over the iterations for
+* Intervals: a percentile bootstrap (``scipy.stats.bootstrap``, seeded) over the iterations for
   the times, mapped through S / t for the bandwidths, and over the interleaving rounds, paired,
   for the ratio to native (both measured in the same rounds).
 """
@@ -21,7 +21,6 @@ GB = 1e9
 
 
 N_RESAMPLES = 500      # bootstrap resamples per interval
-BATCH = 100            # resamples evaluated at once (bounds the index arrays' memory)
 CONFIDENCE = 0.95
 SPIKE_FACTOR = 10.0    # an iteration this many times the median (and ...)
 SPIKE_MIN_S = 1e-3     # ... at least this much above it) is a spike
@@ -79,51 +78,27 @@ def _statistics(allt, completion, idx) -> np.ndarray:
     shape (5, *batch)."""
     per = np.take(allt, idx, axis=1).mean(axis=-1)  # (ranks, *batch)
     c = np.take(completion, idx)
-    p50, p99 = percentiles(c, (50, 99))
+    p50, p99 = np.percentile(c, [50, 99], axis=-1)
     return np.stack([per.min(axis=0), per.mean(axis=0), per.max(axis=0), p50, p99])
 
 
 def interval(statistic, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """95 % percentile-bootstrap interval of ``statistic(idx)`` over ``n`` exchangeable units
-    (iterations, rounds): ``N_RESAMPLES`` resamples of the n indices with replacement, drawn in
-    batches of :data:`BATCH` from ``numpy.random.default_rng(seed)``, and the 2.5th and 97.5th
-    percentiles of the statistic over them (Efron & Tibshirani 1993, "An Introduction to the
-    Bootstrap", section 13.3; the same draws and percentiles as ``scipy.stats.bootstrap(...,
-    method="percentile", batch=100)``, whose import alone took over a second of every run's
-    start-up). ``statistic`` takes index arrays of any leading shape and returns (k, *batch)
-    or (*batch). With fewer than 2 units the interval is the point itself."""
+    (iterations, rounds), resampled with ``scipy.stats.bootstrap`` (``N_RESAMPLES``, seeded).
+    ``statistic`` takes index arrays of any leading shape and returns (k, *batch) or
+    (*batch). With fewer than 2 units the interval is the point itself."""
     idx = np.arange(n)
     if n < 2:
         point = np.asarray(statistic(idx), dtype=np.float64)
         return point, point
-    rng = np.random.default_rng(seed)
-    draws = [np.asarray(statistic(rng.integers(0, n, (min(BATCH, N_RESAMPLES - done), n))),
-                        dtype=np.float64)
-             for done in range(0, N_RESAMPLES, BATCH)]
-    theta = np.concatenate(draws, axis=-1)  # (k, N_RESAMPLES) or (N_RESAMPLES,)
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = percentiles(theta, (100 * alpha, 100 * (1 - alpha)))
-    return low, high
+    from scipy.stats import bootstrap  # scipy: only when a run summarizes
 
-
-def percentiles(x: np.ndarray, qs) -> np.ndarray:
-    """The percentiles ``qs`` (0..100) of ``x`` along its last axis, shape ``(len(qs),
-    *x.shape[:-1])``: NumPy's default (linear) method, bit for bit, from one sort (a third of
-    ``np.percentile``'s time on the bootstrap's small arrays, and no ``numpy.ma`` import).
-    """
-    s = np.sort(x, axis=-1)
-    n = s.shape[-1]
-    out = []
-    for q in qs:
-        pos = q / 100 * (n - 1)
-        lo = int(np.floor(pos))
-        hi = min(lo + 1, n - 1)
-        t = pos - lo
-        a, b = s[..., lo], s[..., hi]
-        diff = b - a
-        # NumPy's _lerp: a + diff t, from the upper end when t >= 0.5 (monotone, exact at 1)
-        out.append(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
-    return np.stack(out)
+    res = bootstrap((idx,), lambda i, axis=-1: statistic(i), vectorized=True,
+                    n_resamples=N_RESAMPLES,
+                    method="percentile", confidence_level=CONFIDENCE,
+                    rng=np.random.default_rng(seed), batch=100)
+    return (np.asarray(res.confidence_interval.low, dtype=np.float64),
+            np.asarray(res.confidence_interval.high, dtype=np.float64))
 
 
 def round_means(allt: np.ndarray, rounds: list[int]) -> np.ndarray:
