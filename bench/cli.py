@@ -116,6 +116,8 @@ def _parse(argv: list[str]):
     """Run click on ``argv``; return (Job or exit code, error message or None)."""
     if not argv:
         argv = ["--help"]
+    if "distbench.command" in sys.modules:  # a second parse in one process (tests)
+        sys.modules["distbench.command"]._THREAD_LEVEL[0] = None
     try:
         result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
     except click.UsageError as exc:
@@ -200,9 +202,12 @@ def _run_offline(job) -> int:
 
 def _run_mpi(job) -> int:
     from distbench import watchdog
+    from distbench.command import requested_thread_level
     from distbench.runtime import mpi, world
 
-    comm = world()
+    # the lowest level the run needs: the watchdog's deadlines need MULTIPLE (its thread sends
+    # heartbeats; measured cost: README, "Short messages"), --timeout 0 needs none
+    comm = world(requested_thread_level() or ("single" if job.timeout == 0 else None))
     rank = comm.Get_rank()
     # Step 1: every rank parsed successfully; agree that all did (a rank whose argv failed to
     # parse is in _finish_early's allreduce with a non-zero code: the MAX tells everyone).

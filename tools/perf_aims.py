@@ -10,6 +10,9 @@ and a slow state every 10-25 s).
 
 Parts (``--parts``):
 
+* ``threads``: native ``MPI_Allreduce`` of 8 B at 2 ranks under ``--thread-level single``,
+  ``multiple`` without the watchdog (``--timeout 0``) and ``multiple`` with it (the default),
+  back to back in rotating order: what the thread level and the watchdog's thread cost.
 * ``short``: ``mpirun -n 2 distbench allreduce -b 8 -e 8 --json`` ``--reps`` times: the best
   hand-written algorithm's ``vs_native`` (t_max(native) / t_max(algorithm), interleaved in the
   run); and the harness's overhead per call over a bare mpi4py loop at 8 B
@@ -171,8 +174,33 @@ def part_large(r: Runner, reps: int) -> dict:
     return out
 
 
-PARTS = {"short": part_short, "startup": part_startup, "compress": part_compress,
-         "large": part_large}
+THREAD_CONFIGS = {"single": ["--thread-level", "single"],
+                  "multiple, no watchdog": ["--thread-level", "multiple", "--timeout", "0"],
+                  "multiple + watchdog (default)": ["--thread-level", "multiple"]}
+
+
+def part_threads(r: Runner, reps: int) -> dict:
+    """What the MPI thread level and the watchdog's thread cost a short message: native 8 B
+    (20000 iterations) under each of :data:`THREAD_CONFIGS`, the three run back to back
+    ``max(reps, 5)`` times (rotating the order); p50 per run, and each run's difference to the
+    single-level run of its round."""
+    p50 = {k: [] for k in THREAD_CONFIGS}
+    names = list(THREAD_CONFIGS)
+    for i in range(max(reps, 5)):
+        order = names[i % 3:] + names[: i % 3]
+        for k in order:
+            recs = r.records(2, "allreduce", "-b", "8", "-e", "8", "--algo", "native", "-n",
+                             "20000", "-w", "1000", "--quiet", *THREAD_CONFIGS[k])
+            p50[k].append(recs[0]["p50_us"])
+    out = {k: spread(v) for k, v in p50.items()}
+    for k in names[1:]:
+        out[f"{k} - single"] = spread([a - b for a, b in zip(p50[k], p50["single"],
+                                                               strict=True)])
+    return out
+
+
+PARTS = {"threads": part_threads, "short": part_short, "startup": part_startup,
+         "compress": part_compress, "large": part_large}
 
 
 # ----------------------------------------------------------------------------- workers
@@ -303,6 +331,12 @@ def table(results: dict) -> str:
                      f"{text(s['bare_mpi4py_s'])}) |")
         lines.append(f"| distbench --help (< 0.12 s) | s | {text(s['help_s'])} |")
         lines.append(f"| mpirun -n 2 distbench info | s | {text(s['info_s'])} |")
+    s = results.get("threads")
+    if s:
+        for k in THREAD_CONFIGS:
+            lines.append(f"| native 8 B n=2 p50, {k} | us | {text(s[k])} |")
+        for k in list(THREAD_CONFIGS)[1:]:
+            lines.append(f"| {k} minus single (same round) | us | {text(s[k + ' - single'])} |")
     s = results.get("compress")
     if s:
         aims = {"topk(1%)": 2.5, "qsgd(8b)": 3.0, "sign": 1.8, "fp16": None}
