@@ -11,13 +11,13 @@ from __future__ import annotations
 from distbench.runtime import namespace_of
 
 _WORKSPACE: dict = {}
-_GENERATION = [0]  # bumped whenever a workspace is allocated or dropped (persistent requests
+GENERATION = [0]  # bumped whenever a workspace is allocated or dropped (persistent requests
                    # built on the old memory are stale then: collectives.schedule)
 
 
 def workspace_generation() -> int:
     """A number that changes whenever any workspace's memory does (allocated, grown, cleared)."""
-    return _GENERATION[0]
+    return GENERATION[0]
 
 
 def workspace(like, count: int, slot: str = "tmp"):
@@ -31,14 +31,14 @@ def workspace(like, count: int, slot: str = "tmp"):
     if buf is None or buf.size < count:
         buf = namespace_of(like).empty(max(count, 1), dtype=like.dtype)
         _WORKSPACE[key] = buf
-        _GENERATION[0] += 1
+        GENERATION[0] += 1
     return buf[:count]
 
 
 def clear_workspace() -> None:
     """Drop every cached scratch buffer (the benchmarks call this between message sizes)."""
     _WORKSPACE.clear()
-    _GENERATION[0] += 1
+    GENERATION[0] += 1
 
 
 _CACHES: list = []
