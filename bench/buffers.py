@@ -4,6 +4,12 @@ Scratch buffers are cached per (array type, dtype, slot) and grow only, so a tim
 the same already-faulted pages every iteration instead of allocating per call. The collective
 kernels and the compressors draw their temporaries from here; the benchmarks call
 :func:`clear_workspace` between message sizes.
+
+A nonblocking collective in flight keeps its scratch across its steps while the rank calls
+other collectives (a training step's tensor-parallel AllReduces while a gradient bucket's
+ring is in flight), so each one draws from a private pool instead (:class:`PrivatePool`,
+which :class:`~distbench.collectives.schedule.Schedule` enters around its local work); a
+finished collective's pool is kept for the next, so steady state allocates nothing.
 """
 
 from __future__ import annotations
@@ -11,33 +17,70 @@ from __future__ import annotations
 from distbench.runtime import namespace_of
 
 _WORKSPACE: dict = {}
-GENERATION = [0]  # bumped whenever a workspace is allocated or dropped (persistent requests
-                   # built on the old memory are stale then: collectives.schedule)
+_ACTIVE: list = []   # the private pools entered, innermost last
+_SPARE: list = []    # pools of finished collectives, for the next ones
+ACTIVE_POOLS = _ACTIVE  # read-only view for hot paths (collectives.schedule): empty = none
+GENERATION = [0]  # bumped whenever a shared workspace is allocated or dropped (persistent
+                  # requests built on the old memory are stale then: collectives.schedule)
 
 
 def workspace_generation() -> int:
-    """A number that changes whenever any workspace's memory does (allocated, grown, cleared)."""
+    """A number that changes whenever any shared workspace's memory does (allocated, grown,
+    cleared)."""
     return GENERATION[0]
+
+
+def private_pool_active() -> bool:
+    """Whether a :class:`PrivatePool` is entered (a nonblocking collective's local work is
+    running): workspaces then come from it, and no persistent plan may be recorded or
+    replayed on them (collectives.schedule)."""
+    return bool(_ACTIVE)
 
 
 def workspace(like, count: int, slot: str = "tmp"):
     """A scratch 1-D array of ``count`` elements with ``like``'s dtype and array module.
 
     Contents are undefined. The same memory is returned for the same slot until a larger
-    request grows it. Call :func:`clear_workspace` to release everything.
+    request grows it (inside a :class:`PrivatePool`: that pool's). Call
+    :func:`clear_workspace` to release everything.
     """
+    cache = _ACTIVE[-1].buffers if _ACTIVE else _WORKSPACE
     key = (type(like), like.dtype, slot)  # the array type tells NumPy from CuPy
-    buf = _WORKSPACE.get(key)
+    buf = cache.get(key)
     if buf is None or buf.size < count:
         buf = namespace_of(like).empty(max(count, 1), dtype=like.dtype)
-        _WORKSPACE[key] = buf
-        GENERATION[0] += 1
+        cache[key] = buf
+        if cache is _WORKSPACE:
+            GENERATION[0] += 1
     return buf[:count]
+
+
+class PrivatePool:
+    """Scratch buffers of one nonblocking collective in flight: :func:`workspace` draws from
+    them between :meth:`enter` and :meth:`leave`; :meth:`release` hands them to the next
+    collective once this one is done (the buffers are then reused, not freed)."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self):
+        self.buffers: dict = _SPARE.pop() if _SPARE else {}
+
+    def enter(self) -> None:
+        _ACTIVE.append(self)
+
+    def leave(self) -> None:
+        _ACTIVE.remove(self)
+
+    def release(self) -> None:
+        if self.buffers is not None:
+            _SPARE.append(self.buffers)
+            self.buffers = None
 
 
 def clear_workspace() -> None:
     """Drop every cached scratch buffer (the benchmarks call this between message sizes)."""
     _WORKSPACE.clear()
+    _SPARE.clear()
     GENERATION[0] += 1
 
 

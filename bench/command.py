@@ -390,6 +390,10 @@ def step_options():
                      help="b, sequences per micro-batch."),
         click.option("--micro-batches", type=POSITIVE_INT, default=4, show_default=True,
                      help="m, micro-batches per step (gradients accumulate over them)."),
+        click.option("--global-batch", type=POSITIVE_INT, default=None,
+                     help="B, sequences per step over all data-parallel ranks: each layout "
+                          "runs m = B / (D b) micro-batches, so that layouts compare on the "
+                          "same batch (instead of --micro-batches)."),
         click.option("--params", type=POSITIVE, default=None,
                      help="A model of this many parameters, its --layers evenly split "
                           "(instead of --hidden/--heads/--vocab)."),

@@ -104,6 +104,14 @@ def fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def fmt_params(n: float) -> str:
+    """A parameter count: 29.5M, 1.32B, 175B (3 significant digits; K below a million)."""
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 def fmt_num(x: float, digits: int = 3) -> str:
     """A number with ``digits`` significant digits, no scientific notation below 1e7."""
     if x is None:

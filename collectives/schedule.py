@@ -31,7 +31,9 @@ copies) between two ``yield`` s, i.e. only once the previous step's messages hav
   plus one ``np.add`` and about 0.3 us of Python.
 * :class:`Schedule` is the nonblocking one: every step is posted with ``Irecv``/``Isend``;
   ``Test()`` completes what has arrived and advances the generator, posting the next steps,
-  as far as it can without waiting; ``Wait()`` finishes it. A rank that computes while a
+  as far as it can without waiting; ``Wait()`` finishes it. Its local work draws scratch
+  from a pool of its own (:class:`~distbench.buffers.PrivatePool`), so the collectives the
+  rank runs while it is in flight do not overwrite it. A rank that computes while a
   schedule is in flight calls ``Test()`` at intervals (the progress a single-threaded MPI
   program gets; see :mod:`distbench.benchmarks.overlap`). It has the methods of an
   ``mpi4py.MPI.Request`` that the benchmark uses, so the library's ``Iallreduce`` and a
@@ -48,7 +50,13 @@ import operator
 
 import numpy as np
 
-from distbench.buffers import GENERATION, register_cache
+from distbench.buffers import (
+    ACTIVE_POOLS,
+    GENERATION,
+    PrivatePool,
+    private_pool_active,
+    register_cache,
+)
 from distbench.runtime import mpi
 
 
@@ -230,12 +238,16 @@ def _calls(recorded) -> list:
 
 
 _PLANS = PLANS.plans
+_POOLS = ACTIVE_POOLS  # the private pools entered (empty: none)
 
 
 def run_persistent(fn, args, kwargs):
     """Run kernel generator ``fn(*args, **kwargs)`` to completion through its recorded
     persistent requests (recording them on the first call; see the module docstring), or with
     :func:`run` where they do not apply. Returns the plan it replayed (None otherwise)."""
+    if private_pool_active():  # inside a nonblocking collective's local work: its scratch
+        run(fn(*args, **kwargs))  # comes from a pool no plan may point at
+        return None
     # fast path: a plan for these very objects (it keeps them alive: their ids are theirs)
     plan = _PLANS.get(_key(fn, args, kwargs))
     if plan is not None and plan[0] == GENERATION[0]:
@@ -295,7 +307,7 @@ class Schedule:
             here, so the local work before it runs in the constructor.
     """
 
-    __slots__ = ("_steps", "_reqs", "done", "_testall", "_waitall")
+    __slots__ = ("_steps", "_reqs", "done", "_testall", "_waitall", "_pool")
 
     def __init__(self, steps):
         MPI = mpi()
@@ -303,16 +315,22 @@ class Schedule:
         self._steps = steps
         self._reqs: list = []
         self.done = False
+        self._pool = PrivatePool()  # its scratch, untouched by other collectives meanwhile
         self._advance()
 
     def _advance(self) -> None:
-        step = next(self._steps, None)
-        while type(step) is Local:  # local work: done now, before the next messages
-            if step is not PURE:
-                step()
+        self._pool.enter()
+        try:
             step = next(self._steps, None)
+            while type(step) is Local:  # local work: done now, before the next messages
+                if step is not PURE:
+                    step()
+                step = next(self._steps, None)
+        finally:
+            self._pool.leave()
         if step is None:
             self.done, self._reqs = True, []
+            self._pool.release()
         else:
             self._reqs = _post(step)
 
@@ -347,7 +365,7 @@ def kernels(steps):
         # again, after identity checks only (no key, no lookup)
         la, calls, freed = last
         if (not kwargs and freed == FREED[0] and len(args) == len(la)
-                and all(map(operator.is_, args, la))):
+                and all(map(operator.is_, args, la)) and not _POOLS):
             PLANS.reused += 1
             for call in calls:
                 call()

@@ -74,12 +74,38 @@ def test_native_collectives_are_not_counted_as_our_bytes(tmp_path):
     (["--zero", "0,4"], "--zero takes stages"),
     (["--bucket-mb", "0"], "--bucket-mb takes positive numbers"),
     (["--dp-algo", "nope"], "nope"),
+    (["--layouts", "4x1x1,2x2x1", "--global-batch", "6"], "--global-batch 6 is not a multiple"),
 ])
 def test_bad_layouts_one_line_exit_2(args, needle, tmp_path):
     proc = mpirun(4, ["parallel", *SMALL, *args, "--output", str(tmp_path)], timeout=120)
     line = usage_error_line(proc)
     assert needle in line, line
     assert not list(tmp_path.iterdir()), "nothing written for bad input"
+
+
+def test_global_batch_sweep_overlap_and_rounds(tmp_path):
+    """--global-batch 8: m = 8 / D per layout, the same 8 sequences per step; --sweep-overlap:
+    each configuration with overlap on and off; --rounds 2: the list twice, round-robin, each
+    record pooling 2 x --steps steps; overlap never adds bytes."""
+    proc = mpirun(4, ["parallel", *SMALL, "--layouts", "4x1x1,2x2x1,1x1x4", "--global-batch",
+                      "8", "--sweep-overlap", "--rounds", "2", "--dp-algo", "ring",
+                      "--output", str(tmp_path), "--json", "--quiet"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = json.loads(proc.stdout)
+    assert sorted((r["layout"], r["overlap"]) for r in recs) == sorted(
+        (lay, o) for lay in ("4x1x1", "2x2x1", "1x1x4") for o in (True, False))
+    m = {"4x1x1": 2, "2x2x1": 4, "1x1x4": 8}
+    for r in recs:
+        assert r["global_batch"] == 8 and r["micro_batches"] == m[r["layout"]]
+        assert r["steps"] == 2 * 2
+        assert r["bubble_formula"] == pytest.approx((r["pp"] - 1) / (m[r["layout"]]
+                                                                    + r["pp"] - 1))
+        for cls in ("dp", "pp"):
+            if r[f"bytes_{cls}"] is not None:
+                assert r[f"bytes_{cls}"] == pytest.approx(r[f"bytes_{cls}_formula"])
+    by = {(r["layout"], r["overlap"]): r for r in recs}
+    for lay in m:
+        assert by[lay, True]["bytes_dp_formula"] == by[lay, False]["bytes_dp_formula"]
 
 
 def test_memory_only_is_the_zero_papers_arithmetic():

@@ -134,16 +134,19 @@ def test_make_bench_end_to_end(tmp_path):
            "COLLECTIVE_ARGS=-b 64 -e 512 -f 8 -n 3 -w 1 --algo naive",
            "COMPRESS_ARGS=-b 4K -e 4K --steps 2 -n 3 --method none,topk",
            "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local",
-           "FEDAVG_ARGS=--rounds 3 --clients 8 --fraction 0.5 --algorithm fedsgd,fedavg"]
+           "FEDAVG_ARGS=--rounds 3 --clients 8 --fraction 0.5 --algorithm fedsgd,fedavg",
+           "PARALLEL_ARGS=--layers 2 --hidden 32 --heads 2 --seq 8 --vocab 50 --layouts all "
+           "--steps 1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benches = sorted(d["benchmark"] for _, d in find_docs(suite))
     collectives = collective_names()
-    assert benches == sorted([*collectives, "compress", "fedavg", "sgd"])
+    assert benches == sorted([*collectives, "compress", "fedavg", "parallel", "sgd"])
     assert all((suite / f"{c}.json").exists() for c in collectives)
     md = (suite / "REPORT.md").read_text()
     pngs = {p.name for p in suite.glob("*.png")}
     assert pngs == {f"{c.replace('-', '_')}_{kind}_p2.png" for c in collectives
                     for kind in ("busbw", "latency")} | {
-        "compress_p2.png", "sgd_convergence_p2.png", "fedavg_convergence_p2.png"}
+        "compress_p2.png", "sgd_convergence_p2.png", "fedavg_convergence_p2.png",
+        "parallel_p2.png"}
     assert _embedded(md) == pngs

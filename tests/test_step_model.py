@@ -121,6 +121,27 @@ def test_model_step_command_ranks_layouts_per_rank_count():
     assert "p = 8 (2 nodes of 4)" in table.stdout and "4x2x1" in table.stdout
 
 
+def test_model_step_global_batch_ranks_layouts_on_the_same_batch():
+    """--global-batch B: each layout runs m = B / (D b) micro-batches, the same B sequences per
+    step; the ranking is by time per sequence (so, at one B, by step time)."""
+    base = ["model", "--step", "--layers", "8", "--hidden", "96", "--heads", "8", "--seq",
+            "32", "--vocab", "211", "--micro-batch", "2", "--layouts", "8x1x1,4x2x1,2x1x4",
+            "--ranks-per-node", "4", "--json"]
+    fixed = json.loads(serial([*base, "--global-batch", "32"]).stdout)
+    assert {r["layout"]: r["global_batch"] for r in fixed} == dict.fromkeys(
+        ("8x1x1", "4x2x1", "2x1x4"), 32)
+    by = {r["layout"]: r for r in fixed}
+    # the 2x1x4 pipeline runs m = 32 / (2 x 2) = 8 micro-batches: bubble 3 / (8 + 3)
+    assert by["2x1x4"]["bubble"] == pytest.approx(3 / 11)
+    per_replica = json.loads(serial([*base, "--micro-batches", "4"]).stdout)
+    assert {r["layout"]: r["global_batch"] for r in per_replica} == {
+        "8x1x1": 64, "4x2x1": 32, "2x1x4": 16}
+    table = serial([*base[:-1], "--global-batch", "32"]).stdout
+    order = [lay for lay in sorted(by, key=lambda k: by[k]["step_s"])]
+    assert [table.index(f" {lay} ") for lay in order] == sorted(
+        table.index(f" {lay} ") for lay in order)
+
+
 def test_model_step_fitted_per_level():
     """Alpha, beta fitted on ring runs (inside a node from p = 2, 3; between nodes from p = 4,
     standing in for a run across nodes): the data group that crosses nodes takes the second."""
@@ -142,6 +163,7 @@ def test_model_step_fitted_per_level():
     (["--layouts", "2x4x1", "--ranks-per-node", "2"], "must stay inside one"),
     (["--tp", "3", "--ranks", "16"], "does not divide --ranks 16"),
     (["--zero", "4", "--layouts", "2x1x1"], "--zero takes stages"),
+    (["--layouts", "4x1x1", "--global-batch", "6"], "--global-batch 6 is not a multiple"),
     (["--layouts", "2x1x1", "--from-inter", str(DATA.parent.parent / "docs")],
      "no distbench results"),
     ([], "--step needs --layouts"),

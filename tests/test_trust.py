@@ -315,6 +315,23 @@ def test_model_and_report_bad_input(tmp_path):
         assert proc.returncode == 2, proc.stderr
         [line] = error_lines(proc.stderr)
         assert line.startswith("Error:") and needle in line, line
+        assert proc.stderr.strip() == line, "one line, no warnings before it"
+        assert sorted(p.name for p in folder.iterdir()) == ["results.json"], "no half report"
+    # records the plots can draw but the tables cannot (no 'bytes'): before, two PNGs and a
+    # matplotlib warning came before the error line
+    recs = [{"benchmark": "allreduce", "algorithm": a, "ranks": 2, "count": 256,
+             "dtype": "float32", "iters": 5, "t_min_us": 4.0, "t_avg_us": 5.0, "t_max_us": 6.0,
+             "p50_us": 5.0, "p99_us": 7.0, "algbw_gbps": 0.17, "busbw_gbps": 0.17, "wrong": 0}
+            for a in ("native", "ring")]
+    folder = tmp_path / "no-bytes"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(
+        {"benchmark": "allreduce", "complete": True, "environment": {"ranks": 2},
+         "records": recs}))
+    proc = serial(["report", str(folder)])
+    assert proc.returncode == 2 and proc.stderr.strip() == error_lines(proc.stderr)[0]
+    assert "missing field 'bytes'" in proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["results.json"], "no half report"
 
 
 # ------------------------------------------------------------------------------ unit tests

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from distbench import buffers
-from distbench.buffers import clear_workspace, workspace
+from distbench.buffers import PrivatePool, clear_workspace, workspace
 from distbench.collectives.kernels import block_bounds, pow2_floor, reduce_ufunc
 from distbench.collectives.patterns import real_rank
 
@@ -43,6 +43,34 @@ def test_workspace_reuses_and_grows():
     clear_workspace()
     assert not buffers._WORKSPACE
     assert not np.shares_memory(workspace(like, 10), big), "cleared: fresh memory"
+    clear_workspace()
+
+
+def test_private_pool_keeps_a_collective_in_flight_apart():
+    """Inside a pool a collective in flight gets its own scratch, kept across its steps, that
+    the shared workspace (a blocking collective meanwhile) never hands out; once released the
+    pool's buffers serve the next collective, so steady state allocates nothing."""
+    clear_workspace()
+    like = np.zeros(4, dtype=np.int16)
+    shared = workspace(like, 50)
+    pool = PrivatePool()
+    pool.enter()
+    mine = workspace(like, 50)
+    pool.leave()
+    assert not np.shares_memory(mine, shared)
+    assert np.shares_memory(workspace(like, 50), shared), "outside: the shared buffer again"
+    pool.enter()
+    assert np.shares_memory(workspace(like, 20), mine), "the same scratch at its next step"
+    pool.leave()
+    second = PrivatePool()  # while the first is in flight: distinct scratch
+    second.enter()
+    assert not np.shares_memory(workspace(like, 50), mine)
+    second.leave()
+    pool.release()
+    third = PrivatePool()  # after the first finished: its buffers, reused
+    third.enter()
+    assert np.shares_memory(workspace(like, 50), mine)
+    third.leave()
     clear_workspace()
 
 

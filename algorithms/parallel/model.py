@@ -17,7 +17,7 @@ and the logit layer's ``2 b S H V``; a backward is twice its forward (no recompu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from distbench.errors import UsageError
 
@@ -51,6 +51,14 @@ class Transformer:
         hidden = max(1, round(math.sqrt(params / (12 * layers))))
         return cls(layers=layers, hidden=hidden, params_total=float(params), **shape)
 
+    @classmethod
+    def of(cls, opts: dict) -> Transformer:
+        """The model of a configuration's ``model`` dict (the fields, or ``params`` with the
+        layers and batch: :meth:`from_params`), as ``distbench parallel`` records it."""
+        opts = dict(opts)
+        params = opts.pop("params", None)
+        return cls.from_params(params, **opts) if params is not None else cls(**opts)
+
     def check(self) -> None:
         """Raises UsageError for a shape that is not a model."""
         for name, value in (("--layers", self.layers), ("--hidden", self.hidden),
@@ -64,6 +72,22 @@ class Transformer:
             raise UsageError(f"--heads {self.heads} does not divide --hidden {self.hidden}")
         if self.params_total is not None and not self.params_total >= self.layers:
             raise UsageError(f"--params {self.params_total:g} is fewer than one per layer")
+
+    def with_global_batch(self, dp: int, global_batch: int | None) -> Transformer:
+        """This model with m = B / (D b) micro-batches per step, so that layouts of different
+        data-parallel degree D train on the same global batch B of sequences (Megatron-LM's
+        ``--global-batch-size``); itself when ``global_batch`` is None.
+
+        Raises:
+            UsageError: D b does not divide B.
+        """
+        if global_batch is None:
+            return self
+        per_step = dp * self.micro_batch
+        if global_batch % per_step:
+            raise UsageError(f"--global-batch {global_batch} is not a multiple of D x b = "
+                             f"{dp} x {self.micro_batch} (layout with D = {dp})")
+        return replace(self, micro_batches=global_batch // per_step)
 
     # ----------------------------------------------------------------- parameters
     @property

@@ -12,9 +12,10 @@ What a rank (d, t, s) does, micro-batch by micro-batch in its stage's schedule
   stage; send the activation to stage s+1 (``Isend``);
 * backward of micro-batch i: receive the gradient from stage s+1; the layers in reverse, each
   twice its forward's compute with the same two AllReduces; on the step's last micro-batch each
-  gradient bucket (:mod:`.buckets`) whose layers are all done starts its exchange at once
-  (``--overlap``: nonblocking, progressed by ``Test`` while the compute goes on) or after the
-  backward (no overlap); send the gradient to stage s-1;
+  gradient bucket (:mod:`.buckets`) whose layers are all done is queued for its exchange
+  (``--overlap``: nonblocking, one bucket at a time in the order they became ready, as DDP
+  runs them, progressed by ``Test`` while the compute goes on; on a communicator of their
+  own) or after the backward (no overlap); send the gradient to stage s-1;
 * after the schedule: wait for the buckets' exchanges: an AllReduce (ZeRO 0) or a
   reduce-scatter (ZeRO 1-3) per bucket in the data group; the optimizer's update of the
   rank's (shard of the) parameters; ZeRO 1 and 2 then allgather the updated parameters.
@@ -33,6 +34,7 @@ Bytes are counted per traffic class by a :class:`~distbench.comm.CountingComm` o
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,31 +89,46 @@ class StepTimes:
 
 
 class Progress:
-    """Nonblocking exchanges in flight, tested while the rank computes."""
+    """The data-parallel bucket exchanges of a step: run one at a time, in the order their
+    buckets became ready (as DDP runs its buckets one after another on one stream), each
+    started nonblocking and tested while the rank computes (:meth:`poll`).
+
+    One at a time is what makes concurrent hand-written schedules safe: two in flight on one
+    communicator would post the same (source, tag) pairs and match each other's messages.
+    """
 
     def __init__(self):
-        self.pending: list = []  # [request, start time]
+        self.queue: deque = deque()  # starts of the ready exchanges not yet begun
+        self.current: list | None = None  # [request, start time]
         self.in_flight = 0.0     # seconds between start and completion, summed
 
-    def add(self, req) -> None:
-        self.pending.append([req, time.perf_counter()])
+    def add(self, start) -> None:
+        """Queue an exchange: ``start()`` begins it and returns its request."""
+        self.queue.append(start)
+        self.poll()
+
+    def _begin_next(self) -> bool:
+        if not self.queue:
+            return False
+        self.current = [self.queue.popleft()(), time.perf_counter()]
+        return True
+
+    def _finish(self) -> None:
+        self.in_flight += time.perf_counter() - self.current[1]
+        self.current = None
 
     def poll(self) -> None:
-        if not self.pending:
-            return
-        now, keep = time.perf_counter(), []
-        for item in self.pending:
-            if item[0].Test():
-                self.in_flight += now - item[1]
-            else:
-                keep.append(item)
-        self.pending = keep
+        """Complete the exchange in flight if it is done, starting the next; never blocks."""
+        while self.current is not None or self._begin_next():
+            if not self.current[0].Test():
+                return
+            self._finish()
 
     def wait(self) -> None:
-        for req, t0 in self.pending:
-            req.Wait()
-            self.in_flight += time.perf_counter() - t0
-        self.pending = []
+        """Complete every queued exchange (blocking)."""
+        while self.current is not None or self._begin_next():
+            self.current[0].Wait()
+            self._finish()
 
 
 class Compute:
@@ -172,6 +189,9 @@ class Step:
         data, tensor, pipe = lay.groups(comm)
         self._raw = (data, tensor, pipe)
         self.data, self.tensor, self.pipe = (CountingComm(c) for c in self._raw)
+        # the bucket exchanges on their own communicator (counted with the data group's), so
+        # that ZeRO 3's blocking allgathers never match a bucket's messages
+        self.buckets_comm = self.data.Dup()
         self.word = WORD[model.param_bytes]
         self.D, self.T, self.P = lay.dp, lay.tp, lay.pp
         self.layers = plan.layer_elements()
@@ -205,6 +225,7 @@ class Step:
 
     def free(self) -> None:
         """Free the group communicators (collective)."""
+        self.buckets_comm.Free()
         for c in self._raw:
             c.Free()
 
@@ -292,7 +313,7 @@ class Step:
             if self.D == 1:
                 continue
             recv = self.sums[k] if self.plan.zero == 0 else self.shards[k]
-            progress.add(self.dp_start(self.data, self.views[k], recv))
+            progress.add(lambda v=self.views[k], r=recv: self.dp_start(self.buckets_comm, v, r))
 
     def _recv(self, mb: int, peer: int, tag: int, out: StepTimes) -> None:
         if not 0 <= peer < self.P:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocat
 
 from distbench.collectives import collective_names, get_collective
 from distbench.results import atomic_write
+
+# a figure of records with missing or empty columns says so in its table; matplotlib's
+# "no positive values to log-scale" and the like would only precede a report's one line
+warnings.filterwarnings("ignore", category=UserWarning, module="matplotlib")
+warnings.filterwarnings("ignore", category=UserWarning, module=__name__)
 
 BASELINES = ("native", "dense native", "dense ring")
 DPI = 110

@@ -15,7 +15,7 @@ sub-folders goes into the report:
 * fedavg: test accuracy and training loss vs round and vs bytes uploaded, per algorithm; the
   partition (samples and labels per client) and the summary table;
 * parallel: the step time vs the bucket cap per (layout, ZeRO stage), compute and exposed
-  communication per configuration (stacked bars), the table ranked by step time.
+  communication per configuration (stacked bars), the table ranked by time per sequence.
 
 Files go beside the results (or to ``--out``); existing plots of the same name are replaced.
 """
@@ -53,12 +53,13 @@ from distbench.analysis.tables import (
     fmt_env,
     md_table,
     parallel_row,
+    seconds_per_sequence,
     sgd_series,
     sgd_summary_row,
 )
 from distbench.collectives import collective_names, get_collective
 from distbench.command import Job
-from distbench.console import console, fmt_bytes, fmt_num
+from distbench.console import console, fmt_bytes, fmt_num, fmt_params
 from distbench.results import atomic_write, find_docs
 from distbench.runtime import UsageError
 
@@ -264,16 +265,17 @@ def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     steps = [r for r in doc["records"] if r.get("kind") == "step"]
     env = doc.get("environment", {})
     title = (f"Training step, {env.get('ranks', '?')} ranks: "
-             f"{steps[0]['params'] / 1e6:.3g}M-parameter GPT" if steps else "Training step")
+             f"{fmt_params(steps[0]['params'])}-parameter GPT" if steps else "Training step")
     lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
              f"`{env.get('command', '')}`", ""]
     if not steps:
         return "\n".join(lines + ["No step records."]), []
     png = step_plots(steps, out / f"parallel_{tag}.png", title)
-    ranked = sorted(steps, key=lambda r: r["step_s"])
+    ranked = sorted(steps, key=seconds_per_sequence)
     lines += [f"![parallel]({png.name})", "",
               "Step: the slowest rank's, median of the steps (± its 95 % interval); exposed = "
-              "step - compute; E = compute / step; MB sent per rank and step, counted / closed "
+              "step - compute; E = compute / step; batch: sequences per step (D b m), the rank "
+              "is by step time per sequence; MB sent per rank and step, counted / closed "
               "form ('lib': the library's collective carried it); bubble measured (formula).",
               "", md_table(PARALLEL_COLUMNS, [parallel_row(r, i + 1)
                                                for i, r in enumerate(ranked)])]
@@ -302,6 +304,7 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []
+    before = {png: png.stat().st_mtime_ns for png in out.glob("*.png")}
     seen: dict[str, int] = {}
     for label, doc in found:
         bench = doc.get("benchmark")
@@ -318,6 +321,9 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
         try:
             text, made = maker(label, doc, out, tag)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
+            for png in out.glob("*.png"):  # no half report: the plots drawn for it go too
+                if before.get(png) != png.stat().st_mtime_ns:
+                    png.unlink(missing_ok=True)
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise UsageError(f"{src / label if label != '.' else src}: malformed {bench} "
                              f"results ({what})") from None

@@ -41,7 +41,7 @@ from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.analysis.cost import CostParams
 from distbench.command import csv_list, float_list, step_model, zero_stages
-from distbench.console import fmt_num, print_table
+from distbench.console import fmt_num, fmt_params, print_table
 from distbench.errors import UsageError
 
 UPDATE_FLOPS = 10.0  # per parameter of the shard (Adam), as the measured step computes it
@@ -62,6 +62,7 @@ class StepPrediction:
     dp_exposed_s: float  # those the step waits for
     bubble: float
     stage: int = 0  # the stage whose figures these are (the last to end its step)
+    global_batch: int = 0  # sequences per step, D b m
 
     @property
     def exposed_s(self) -> float:
@@ -127,7 +128,7 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     gather += m * gather_mb  # ZeRO 3's, in every forward and backward, waited for
     return StepPrediction(str(lay), zero, bucket_mb, pipe + tail, compute, m * tp_mb,
                           m * pp_mb, dp_total + gather, exposed + gather,
-                          bubble_fraction(P, m), s)
+                          bubble_fraction(P, m), s, D * model.micro_batch * m)
 
 
 def _tail(plan: RankPlan, layer_b, bucket_mb: float, overlap: bool, speed: float, dp_lv):
@@ -193,17 +194,19 @@ __all__ = ["StepPrediction", "allgather_s", "allreduce_s", "predict_step", "redu
 # ----------------------------------------------------------------------------- the command
 
 STEP_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
-                ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
-                ("tp ms", "right"), ("pp ms", "right"), ("dp ms", "right"),
+                ("bucket MiB", "right"), ("batch", "right"), ("step ms", "right"),
+                ("compute ms", "right"), ("tp ms", "right"), ("pp ms", "right"), ("dp ms", "right"),
                 ("dp exposed ms", "right"), ("E", "right"), ("bubble", "right")]
 
 
 def step_row(pred: StepPrediction, place: int) -> list[str]:
-    """A prediction as a row of :data:`STEP_COLUMNS` (``place``: its rank by step time)."""
+    """A prediction as a row of :data:`STEP_COLUMNS` (``place``: its rank by step time per
+    sequence)."""
     ms = [fmt_num(x * 1e3) for x in (pred.step_s, pred.compute_s, pred.tp_s, pred.pp_s,
                                      pred.dp_s, pred.dp_exposed_s)]
     bubble = "-" if pred.bubble == 0 else f"{100 * pred.bubble:.0f} %"
-    return [str(place), pred.layout, str(pred.zero), f"{pred.bucket_mb:g}", *ms,
+    return [str(place), pred.layout, str(pred.zero), f"{pred.bucket_mb:g}",
+            str(pred.global_batch), *ms,
             f"{pred.efficiency:.2f}", bubble]
 
 
@@ -240,10 +243,10 @@ def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
 def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
     """``distbench model --step``: every (layout, ZeRO stage, bucket cap) predicted and
     ranked by step time, one table per rank count; ``--json`` prints the records."""
-    model = Transformer(**step_model(*(opts[k] for k in (
+    base = Transformer.of(step_model(*(opts[k] for k in (
         "layers", "hidden", "heads", "seq", "vocab", "micro_batch", "micro_batches", "params",
         "param_bytes"))))
-    model.check()
+    base.check()
     stages, buckets = zero_stages(opts["zero"]), float_list(opts["bucket_mb"], "--bucket-mb")
     per_p: dict[int, list[StepPrediction]] = {}
     for p, lay in step_layouts(opts):
@@ -251,6 +254,7 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
         if opts["nodes"] and p % opts["nodes"]:
             raise UsageError(f"--nodes {opts['nodes']} does not divide {p} ranks")
         try:
+            model = base.with_global_batch(lay.dp, opts["global_batch"])
             lay.check(p, None if model.params_total is not None else model.heads, model.layers,
                       k, model.micro_batches, opts["schedule"])
         except UsageError:
@@ -271,12 +275,13 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
     for p, preds in per_p.items():
         k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
         where = f"{p // k} nodes of {k}" if k and k < p else "one node"
-        ranked = sorted(preds, key=lambda x: x.step_s)
-        print_table(f"Predicted training step of a {model.params / 1e6:.4g}M-parameter GPT, "
-                    f"p = {p:,} ({where}), ranked by step time", STEP_COLUMNS,
+        ranked = sorted(preds, key=lambda x: x.step_s / x.global_batch)
+        print_table(f"Predicted training step of a {fmt_params(base.params)}-parameter GPT, "
+                    f"p = {p:,} ({where}), ranked by time per sequence", STEP_COLUMNS,
                     [step_row(x, i + 1) for i, x in enumerate(ranked)],
                     caption=f"{caption}; {opts['tflops']:g} TFLOP/s; {opts['schedule']}, "
                     f"overlap {'on' if opts['overlap'] else 'off'}, rings on every group; "
+                    "batch: sequences per step, D b m; "
                     "dp: the data group's exchanges, exposed: what runs past the backward "
                     "(distbench.analysis.step_model)")
     return 0
@@ -286,7 +291,7 @@ def check_against(doc: dict, params: CostParams) -> list[dict]:
     """Measured ``parallel`` step records of ``doc`` beside the model's prediction of their
     configuration (the run's model, accelerator speed, schedule, overlap and nodes)."""
     cfg = doc.get("config", {})
-    model = Transformer(**cfg["model"])
+    base = Transformer.of(cfg["model"])
     k = cfg.get("ranks_per_node") or max(doc.get("environment", {}).get("ranks_per_node")
                                          or [0]) or None
     out = []
@@ -294,6 +299,7 @@ def check_against(doc: dict, params: CostParams) -> list[dict]:
         if rec.get("kind") != "step":
             continue
         lay = Layout(rec["dp"], rec["tp"], rec["pp"])
+        model = base.with_global_batch(lay.dp, cfg.get("global_batch"))
         pred = predict_step(model, lay, rec["zero"], rec["bucket_mb"], rec["overlap"],
                             rec["tflops"], params, k, rec["schedule"])
         out.append({"layout": rec["layout"], "zero": rec["zero"],

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from distbench.analysis.cost import gbps
-from distbench.console import fmt_bytes, fmt_num
+from distbench.console import fmt_bytes, fmt_num, fmt_params
 
 # ----------------------------------------------------------------------------- collectives
 
@@ -238,7 +238,9 @@ def abridge(rows: list, most: int) -> list:
 # ----------------------------------------------------------------------------- parallel
 
 PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
-                    ("bucket MiB", "right"), ("step ms", "right"), ("compute ms", "right"),
+                    ("bucket MiB", "right"), ("overlap", "left"), ("batch", "right"),
+                    ("step ms", "right"),
+                    ("compute ms", "right"),
                     ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
                     ("tp MB", "right"), ("pp MB", "right"), ("memory GB", "right"),
                     ("bubble", "right")]
@@ -254,12 +256,19 @@ def _mb(rec: dict, cls: str) -> str:
     return f"{shown} / {fmt_num(formula / 1e6)}"
 
 
+def seconds_per_sequence(rec: dict) -> float:
+    """A ``parallel`` step record's step time per sequence of its global batch D b m
+    (seconds): the key that ranks layouts of different D fairly (throughput)."""
+    return rec["step_s"] / rec.get("global_batch", 1)
+
+
 def parallel_row(rec: dict, place: int) -> list[str]:
     """A ``parallel`` step record as a row of :data:`PARALLEL_COLUMNS` (``place``: its rank
     by step time)."""
     bubble = "-" if rec["pp"] == 1 else \
         f"{100 * rec['bubble']:.0f} % ({100 * rec['bubble_formula']:.0f} %)"
     return [str(place), rec["layout"], str(rec["zero"]), f"{rec['bucket_mb']:g}",
+            "on" if rec.get("overlap", True) else "off", str(rec.get("global_batch", "-")),
             with_ci(rec["step_s"] * 1e3, [x * 1e3 for x in rec["step_s_ci"]]),
             fmt_num(rec["compute_s"] * 1e3), fmt_num(rec["exposed_s"] * 1e3),
             f"{rec['efficiency']:.2f}" if rec.get("efficiency") is not None else "-",
@@ -277,7 +286,7 @@ PARALLEL_MEMORY_COLUMNS = [("layout DxTxP", "left"), ("ZeRO", "right"),
 def parallel_memory_row(rec: dict) -> list[str]:
     """A ``parallel --memory-only`` record as a row of :data:`PARALLEL_MEMORY_COLUMNS`."""
     gb = [rec[f"memory_{k}_bytes"] / 1e9 for k in ("params", "grads", "optimizer")]
-    return [rec["layout"], str(rec["zero"]), f"{rec['params_per_rank'] / 1e6:.4g}M",
+    return [rec["layout"], str(rec["zero"]), fmt_params(rec['params_per_rank']),
             *(fmt_num(x) for x in gb), fmt_num(sum(gb)),
             fmt_num(rec["memory_activations_bytes"] / 1e9), fmt_num(rec["memory_bytes"] / 1e9)]
 

@@ -2,14 +2,17 @@
 data, ZeRO, tensor and pipeline parallelism, measured on real MPI traffic, with the gradient
 buckets overlapped with the backward pass.
 
-Every configuration of the sweep (``--layouts`` x ``--zero`` x ``--bucket-mb``) runs
-``--steps`` steps after ``--warmup-steps`` (:class:`distbench.algorithms.parallel.step.Step`)
-and becomes one record: the step time (the slowest rank's, median over the steps, with its
-95 % interval), the compute, the communication exposed beyond it, E = T_compute / T_step,
-bytes sent per rank by traffic class (counted, beside the closed form of
-:mod:`distbench.algorithms.parallel.traffic`), memory per rank (ZeRO) and the pipeline bubble
-(measured, beside (P-1)/(m+P-1)). The table ranks the configurations by step time.
-``--memory-only`` does the memory arithmetic for any model and rank count without running.
+Every configuration of the sweep (``--layouts`` x ``--zero`` x ``--bucket-mb``, x overlap on
+and off with ``--sweep-overlap``) runs ``--steps`` steps after ``--warmup-steps``
+(:class:`distbench.algorithms.parallel.step.Step`), ``--rounds`` times round-robin so that
+the configurations compared are measured interleaved on a machine whose speed drifts, and
+becomes one record (its steps pooled over the rounds): the step time (the slowest rank's,
+median over the steps, with its 95 % interval), the compute, the communication exposed
+beyond it, E = T_compute / T_step, bytes sent per rank by traffic class (counted, beside
+the closed form of :mod:`distbench.algorithms.parallel.traffic`), memory per rank (ZeRO)
+and the pipeline bubble (measured, beside (P-1)/(m+P-1)). The table ranks the
+configurations by step time. ``--memory-only`` does the memory arithmetic for any model and
+rank count without running.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from distbench.analysis.tables import (
     PARALLEL_MEMORY_COLUMNS,
     parallel_memory_row,
     parallel_row,
+    seconds_per_sequence,
 )
 from distbench.benchmarks.sweep import Run, check_duration, mem_available
 from distbench.collectives import get_collective
@@ -51,7 +55,7 @@ from distbench.command import (
     with_options,
     zero_stages,
 )
-from distbench.console import fmt_bytes, print_table
+from distbench.console import fmt_bytes, fmt_params, print_table
 from distbench.metrics import interval
 from distbench.results import env_line
 from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size, mpi
@@ -62,6 +66,7 @@ class ParallelConfig(RunOptions):
     """Parsed options of ``distbench parallel``."""
 
     model: dict = field(default_factory=dict)   # Transformer's fields
+    global_batch: int | None = None             # B: m = B / (D b) per layout
     layouts: list | None = None                 # "DxTxP" texts; None: --dp/--tp/--pp
     dp: int | None = None
     tp: int = 1
@@ -69,6 +74,8 @@ class ParallelConfig(RunOptions):
     zero: list = field(default_factory=lambda: [0])
     bucket_mb: list = field(default_factory=lambda: [25.0])
     overlap: bool = True
+    sweep_overlap: bool = False                 # each configuration with overlap on and off
+    rounds: int = 1                             # the configuration list, round-robin
     schedule: str = "1f1b"
     dp_algo: str = "native"
     tp_algo: str = "native"
@@ -80,12 +87,14 @@ class ParallelConfig(RunOptions):
     memory_only: bool = False
     ranks: int | None = None
 
-    def transformer(self) -> Transformer:
-        opts = dict(self.model)
-        params = opts.pop("params", None)
-        if params is not None:
-            return Transformer.from_params(params, **opts)
-        return Transformer(**opts)
+    def transformer(self, lay: Layout | None = None) -> Transformer:
+        """The model; for a layout with --global-batch, with that layout's m = B / (D b).
+
+        Raises:
+            UsageError: D b does not divide --global-batch.
+        """
+        t = Transformer.of(self.model)
+        return t if lay is None else t.with_global_batch(lay.dp, self.global_batch)
 
     def layout_list(self, ranks: int, per_node: int | None = None) -> list[Layout]:
         """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp);
@@ -133,10 +142,12 @@ def validate(cfg: ParallelConfig) -> None:
         for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
             _check_layout(cfg, lay, cfg.ranks or lay.ranks, cfg.ranks_per_node)
     else:  # at least the compute of every step, spread over the ranks of the layouts
-        t = cfg.transformer()
+        # with --global-batch: the whole batch's FLOPs (D = 1, m = B / b) over the ranks
+        t = cfg.transformer(Layout(1, 1, 1))
         lays = [] if cfg.layouts == ["all"] else [Layout.parse(x) for x in cfg.layouts or []]
         ranks = max([lay.ranks for lay in lays] or [(cfg.dp or 1) * cfg.tp * cfg.pp])
-        configs = len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays))
+        configs = (len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays)) * cfg.rounds
+                   * (2 if cfg.sweep_overlap else 1))
         seconds = t.step_flops() / (cfg.tflops * 1e12) / ranks if cfg.compute == "device" \
             else 0.0
         check_duration(configs * (cfg.steps + cfg.warmup_steps) * seconds, cfg.max_time,
@@ -144,7 +155,7 @@ def validate(cfg: ParallelConfig) -> None:
 
 
 def _check_layout(cfg: ParallelConfig, lay: Layout, ranks: int, per_node: int | None) -> None:
-    t = cfg.transformer()
+    t = cfg.transformer(lay)
     lay.check(ranks, None if t.params_total is not None else t.heads, t.layers, per_node,
               t.micro_batches, cfg.schedule)
 
@@ -163,8 +174,8 @@ def validate_mpi(cfg: ParallelConfig, comm) -> None:
     for lay in lays:
         _check_layout(cfg, lay, comm.Get_size(), k)
     # the buffers of the largest configuration on any rank of this node, before allocating
-    model, rank = cfg.transformer(), comm.Get_rank()
-    need = max(host_bytes(RankPlan.of(model, lay, rank, z, cfg.schedule), b)
+    rank = comm.Get_rank()
+    need = max(host_bytes(RankPlan.of(cfg.transformer(lay), lay, rank, z, cfg.schedule), b)
                for lay in lays for z in cfg.zero for b in cfg.bucket_mb)
     _, local = local_rank_and_size(comm)
     node = comm.allreduce(need, op=mpi().MAX) * local
@@ -179,10 +190,10 @@ def validate_mpi(cfg: ParallelConfig, comm) -> None:
 
 def memory_records(cfg: ParallelConfig) -> list[dict]:
     """The memory arithmetic of every (layout, ZeRO stage), no MPI: the largest rank's."""
-    model = cfg.transformer()
     ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
     out = []
     for lay in cfg.layout_list(ranks):
+        model = cfg.transformer(lay)
         for z in cfg.zero:
             plans = [RankPlan.of(model, lay, r, z, cfg.schedule) for r in _stage_heads(lay)]
             worst = max(plans, key=lambda p: p.memory().total)
@@ -209,7 +220,7 @@ def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
         sys.stdout.write("\n")
     if not cfg.quiet:
         model = cfg.transformer()
-        print_table(f"Memory per rank: {model.params / 1e9:.3g}B parameters, "
+        print_table(f"Memory per rank: {fmt_params(model.params)} parameters, "
                     f"{model.param_bytes}-byte parameters and gradients, Adam (K = 12)",
                     PARALLEL_MEMORY_COLUMNS, [parallel_memory_row(r) for r in recs],
                     caption="ZeRO (Rajbhandari et al. 2020, section 5.1): (2B + K) Psi, 2B Psi"
@@ -229,21 +240,27 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
                cfg.output)
     rank, size = comm.Get_rank(), comm.Get_size()
     records = []
-    configs = [(lay, z, b) for lay in cfg.layout_list(size, per_node(cfg, comm))
-               for z in cfg.zero for b in cfg.bucket_mb]
-    with run_.progress(len(configs), "parallel", cfg.quiet) as adv:
-        for lay, zero, bucket in configs:
-            plan = RankPlan.of(model, lay, rank, zero, cfg.schedule)
-            step_cfg = StepConfig(bucket, cfg.overlap, cfg.compute, cfg.tflops, cfg.dp_algo,
-                                  cfg.tp_algo)
-            rec = _measure(comm, cfg, plan, step_cfg)
-            adv(1, f"parallel {lay} ZeRO-{zero} {bucket:g} MiB")
-            if rank == 0:
-                records.append(rec)
-                run_.writer.append([rec])
-    ranked = sorted(records, key=lambda r: r["step_s"])
-    run_.emit(cfg.json, cfg.quiet, f"Training step of a {model.params / 1e6:.3g}M-parameter "
-              f"GPT on {size} ranks, ranked by step time", PARALLEL_COLUMNS,
+    overlaps = [True, False] if cfg.sweep_overlap else [cfg.overlap]
+    configs = [(lay, z, b, o) for lay in cfg.layout_list(size, per_node(cfg, comm))
+               for z in cfg.zero for b in cfg.bucket_mb for o in overlaps]
+    pooled: list[list] = [[] for _ in configs]
+    with run_.progress(len(configs) * cfg.rounds, "parallel", cfg.quiet) as adv:
+        for r in range(cfg.rounds):
+            for i, (lay, zero, bucket, overlap) in enumerate(configs):
+                plan = RankPlan.of(cfg.transformer(lay), lay, rank, zero, cfg.schedule)
+                step_cfg = StepConfig(bucket, overlap, cfg.compute, cfg.tflops, cfg.dp_algo,
+                                      cfg.tp_algo)
+                pooled[i].append(_measure(comm, cfg, plan, step_cfg))
+                adv(1, f"parallel {lay} ZeRO-{zero} {bucket:g} MiB"
+                       + " no overlap" * (not overlap))
+                if r == cfg.rounds - 1:
+                    rec = _gathered(comm, plan, step_cfg, pooled[i])
+                    if rank == 0:
+                        records.append(rec)
+                        run_.writer.append([rec])
+    ranked = sorted(records, key=seconds_per_sequence)
+    run_.emit(cfg.json, cfg.quiet, f"Training step of a {fmt_params(model.params)}-parameter "
+              f"GPT on {size} ranks, ranked by time per sequence", PARALLEL_COLUMNS,
               [parallel_row(r, i + 1) for i, r in enumerate(ranked)],
               _caption(cfg, run_, model) if rank == 0 else "")
     wrong = sum(r["pp_wrong"] for r in records)
@@ -252,8 +269,11 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
     return 1 if comm.bcast(wrong, root=0) else 0
 
 
-def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig) -> dict | None:
-    """Build the step, run it warm-up + --steps times, gather to rank 0 (collective)."""
+def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
+    """Build the step and run it warm-up + --steps times (collective): this rank's times
+    (steps x 7: step, compute, pipeline wait, tp, dp, gather, in flight; seconds), the bytes
+    it sent in the last step by traffic class, the pipeline messages with the wrong
+    micro-batch."""
     label = f"parallel {plan.layout} ZeRO-{plan.zero} {step_cfg.bucket_mb:g} MiB step"
     watchdog.enter(f"{label} (set-up)")
     step = Step(comm, plan, step_cfg)
@@ -269,11 +289,18 @@ def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig) ->
     step.free()
     rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.in_flight]
                      for t in times])
-    sent = np.array([[t.bytes[c] for c in CLASSES] for t in times[-1:]], dtype=np.float64)
-    formula = np.array([[plan.traffic()[c] for c in CLASSES]])
+    return rows, times[-1].bytes, sum(t.pp_wrong for t in times)
+
+
+def _gathered(comm, plan: RankPlan, step_cfg: StepConfig, rounds: list) -> dict | None:
+    """One configuration's record on rank 0 from this rank's measured ``rounds`` (each
+    :func:`_measure`'s result), gathered from every rank (collective); None elsewhere."""
+    rows = np.concatenate([r[0] for r in rounds])
+    sent = np.array([rounds[-1][1][c] for c in CLASSES], dtype=np.float64)
+    formula = np.array([plan.traffic()[c] for c in CLASSES], dtype=np.float64)
     allrows = comm.gather(rows, root=0)
-    allsent = comm.gather((sent[0], formula[0], plan.memory().total, plan.params,
-                           sum(t.pp_wrong for t in times)), root=0)
+    allsent = comm.gather((sent, formula, plan.memory().total, plan.params,
+                           sum(r[2] for r in rounds)), root=0)
     if comm.Get_rank() != 0:
         return None
     return _record(plan, step_cfg, np.stack(allrows), allsent)
@@ -297,7 +324,9 @@ def _record(plan, step_cfg, allrows, allsent) -> dict:
         "tp_algo": step_cfg.tp_algo, "compute": step_cfg.compute, "tflops": step_cfg.tflops,
         "ranks": lay.ranks, "params": plan.model.params,
         "params_per_rank": int(max(s[3] for s in allsent)),
-        "micro_batches": plan.model.micro_batches, "steps": int(step_per.size),
+        "micro_batches": plan.model.micro_batches,
+        "global_batch": lay.dp * plan.model.micro_batch * plan.model.micro_batches,
+        "steps": int(step_per.size),
         "step_s": med, "step_s_ci": [float(lo), float(hi)], "compute_s": compute,
         "exposed_s": max(0.0, med - compute), "comm_s": float(comm_s.max()),
         "efficiency": compute / med if med > 0 else None,
@@ -321,18 +350,22 @@ def _recorded(cfg: ParallelConfig) -> dict:
 
 
 def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
-    shape = (f"{model.params / 1e6:.3g}M parameters" if model.params_total is not None else
+    shape = (f"{fmt_params(model.params)} parameters" if model.params_total is not None else
              f"L={model.layers} H={model.hidden} A={model.heads} S={model.seq} V={model.vocab}"
-             f" ({model.params / 1e6:.3g}M parameters)")
+             f" ({fmt_params(model.params)} parameters)")
     compute = (f"compute: a stand-in accelerator at {cfg.tflops:g} TFLOP/s" if cfg.compute ==
                "device" else "compute: NumPy matmuls of each layer's shape")
-    return (f"{env_line(run_.env)}\n{shape}; b={model.micro_batch}, m={model.micro_batches}; "
+    batch = (f"b={model.micro_batch}, global batch B={cfg.global_batch} (m = B / (D b))"
+             if cfg.global_batch else f"b={model.micro_batch}, m={model.micro_batches}")
+    return (f"{env_line(run_.env)}\n{shape}; {batch}; "
             f"{model.param_bytes}-byte parameters; {cfg.schedule}; overlap "
-            f"{'on' if cfg.overlap else 'off'}; dp {cfg.dp_algo}, tp {cfg.tp_algo}; {compute}"
+            f"{'on and off' if cfg.sweep_overlap else 'on' if cfg.overlap else 'off'}; "
+            f"dp {cfg.dp_algo}, tp {cfg.tp_algo}; {compute}"
             "\nstep: the slowest rank's, median of the steps (± its 95 % interval); exposed ="
-            " step - compute; E = compute / step; MB sent per rank and step, counted / closed "
-            "form (ring-optimal volume); bubble: time waiting for the pipeline / step, beside "
-            f"(P-1)/(m+P-1)\nresults: {run_.writer.path}")
+            " step - compute; E = compute / step; batch: sequences per step, D b m; MB sent"
+            " per rank and step, counted / closed form (ring-optimal volume); bubble: time"
+            " waiting for the pipeline / step, beside (P-1)/(m+P-1)"
+            f"\nresults: {run_.writer.path}")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -344,6 +377,13 @@ PARALLEL_OPTIONS = [
                  help="Algorithm of the tensor group's AllReduce."),
     click.option("--ranks-per-node", type=POSITIVE_INT, default=None,
                  help="Ranks of a node, for the tensor groups [default: the real nodes]."),
+    click.option("--sweep-overlap", is_flag=True,
+                 help="Every configuration twice, with overlap on and off (instead of "
+                      "--overlap/--no-overlap)."),
+    click.option("--rounds", type=POSITIVE_INT, default=1, show_default=True,
+                 help="Run the list of configurations this many times round-robin, --steps "
+                      "each time, so that the ones compared are measured interleaved; a "
+                      "record pools its steps over the rounds."),
 ]
 
 RUN_OPTIONS = [
@@ -366,9 +406,11 @@ RUN_OPTIONS = [
 @with_options(RUN_OPTIONS)
 @with_options(watch_options("step"))
 @with_options(output_options("parallel"))
-def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
+def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, global_batch,
+                     params,
                      param_bytes, dp, tp, pp, layouts, zero, bucket_mb, overlap, schedule,
-                     tflops, dp_algo, tp_algo, ranks_per_node, compute, steps, warmup_steps,
+                     tflops, dp_algo, tp_algo, ranks_per_node, sweep_overlap, rounds, compute,
+                     steps, warmup_steps,
                      memory_only, ranks, timeout, max_time, output, as_json, quiet):
     """The communication of a training step under data, ZeRO, tensor and pipeline
     parallelism: step time, exposed communication, bytes per class, memory per rank."""
@@ -376,9 +418,11 @@ def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batch
                        param_bytes)
     stages = zero_stages(zero)
     cfg = ParallelConfig(
-        model=model, layouts=csv_list(layouts) if layouts else None, dp=dp, tp=tp, pp=pp,
+        model=model, global_batch=global_batch,
+        layouts=csv_list(layouts) if layouts else None, dp=dp, tp=tp, pp=pp,
         zero=stages, bucket_mb=float_list(bucket_mb, "--bucket-mb"), overlap=overlap,
-        schedule=schedule, dp_algo=dp_algo, tp_algo=tp_algo, compute=compute, tflops=tflops,
+        sweep_overlap=sweep_overlap, rounds=rounds, schedule=schedule, dp_algo=dp_algo,
+        tp_algo=tp_algo, compute=compute, tflops=tflops,
         ranks_per_node=ranks_per_node, steps=steps, warmup_steps=warmup_steps,
         memory_only=memory_only, ranks=ranks, timeout=timeout, max_time=max_time,
         output=output, json=as_json, quiet=quiet)
