@@ -19,7 +19,8 @@ Parts (``--parts``):
   (:func:`distbench.benchmarks.overhead.measure`, both loops alternating in blocks).
 * ``startup``: wall time of ``mpirun -n 2 distbench allreduce -b 8 -e 8 -n 10`` minus that of
   ``mpirun -n 2 python -c 'from mpi4py import MPI'`` (the pair run back to back, ``--reps``
-  pairs), and of ``distbench --help`` (no mpirun).
+  pairs), of ``distbench --help`` (no mpirun), and what ``import scipy.stats`` adds to
+  ``import numpy`` (rank 0 imports it for the bootstrap intervals).
 * ``compress``: one process; 25M float32 (a heavy-tailed synthetic gradient), each
   compressor's ``compress`` and ``decompress`` in steady state over 25 repetitions, each
   repetition's time divided by a ``np.copyto`` of the gradient timed right before it.
@@ -124,8 +125,10 @@ def part_startup(r: Runner, reps: int) -> dict:
     bare_cmd = base + [r.python, "-c", "from mpi4py import MPI"]
     run_cmd = base + [r.distbench, "allreduce", "-b", "8", "-e", "8", "-n", "10", "--quiet",
                       "--output", str(r.out)]
-    helps, bares, runs, diffs, infos = [], [], [], [], []
+    helps, bares, runs, diffs, infos, scipy = [], [], [], [], [], []
     _wall(bare_cmd)  # warm the file cache
+    numpy_only = [r.python, "-c", "import numpy"]
+    with_scipy = [r.python, "-c", "import numpy; import scipy.stats"]
     for _ in range(max(reps, 5)):
         b = _wall(bare_cmd)
         t = _wall(run_cmd)
@@ -134,9 +137,10 @@ def part_startup(r: Runner, reps: int) -> dict:
         diffs.append(t - b)
         helps.append(_wall([r.distbench, "--help"]))
         infos.append(_wall(base + [r.distbench, "info"]))
+        scipy.append(_wall(with_scipy) - _wall(numpy_only))
     return {"bare_mpi4py_s": spread(bares), "one_size_run_s": spread(runs),
             "run_minus_bare_s": spread(diffs), "help_s": spread(helps),
-            "info_s": spread(infos)}
+            "info_s": spread(infos), "scipy_stats_import_s": spread(scipy)}
 
 
 def part_compress(r: Runner, reps: int) -> dict:
@@ -330,6 +334,9 @@ def table(results: dict) -> str:
                      f"{text(s['run_minus_bare_s'])} (run {text(s['one_size_run_s'])}, bare "
                      f"{text(s['bare_mpi4py_s'])}) |")
         lines.append(f"| distbench --help (< 0.12 s) | s | {text(s['help_s'])} |")
+        if "scipy_stats_import_s" in s:
+            lines.append(f"| of which import scipy.stats (rank 0, for the intervals) | s | "
+                         f"{text(s['scipy_stats_import_s'])} |")
         lines.append(f"| mpirun -n 2 distbench info | s | {text(s['info_s'])} |")
     s = results.get("threads")
     if s:
