@@ -221,7 +221,8 @@ def _case(decl, cfg, run, comm, forms, count) -> Case:
     # the library's call gets pre-built typed buffer specs ([buf, MPI.FLOAT]: mpi4py then
     # skips working out the datatype from the array every call); the hand-written kernels
     # slice arrays, and their messages go through persistent requests (collectives.schedule)
-    n_arg, n_recv = typed_specs(arg, recv, dtype)
+    n_arg, n_recv = (typed_specs(arg, recv, dtype) if type(comm) is mpi().Intracomm else
+                     (arg, recv))  # a proxy (host staging, words) takes arrays
     bound_calls = {n: decl.invoke(f, comm, *((n_arg, n_recv) if n == decl.baseline else
                                              (arg, recv)), rank, cfg.root, op)
                    for n, f in forms.items()}
