@@ -19,6 +19,22 @@ from distbench.runtime import namespace_of
 _WORKSPACE: dict = {}
 _ACTIVE: list = []   # the private pools entered, innermost last
 _SPARE: list = []    # pools of finished collectives, for the next ones
+ACTIVE_POOLS = _ACTIVE  # read-only view for hot paths (collectives.schedule): empty = none
+GENERATION = [0]  # bumped whenever a shared workspace is allocated or dropped (persistent
+                  # requests built on the old memory are stale then: collectives.schedule)
+
+
+def workspace_generation() -> int:
+    """A number that changes whenever any shared workspace's memory does (allocated, grown,
+    cleared)."""
+    return GENERATION[0]
+
+
+def private_pool_active() -> bool:
+    """Whether a :class:`PrivatePool` is entered (a nonblocking collective's local work is
+    running): workspaces then come from it, and no persistent plan may be recorded or
+    replayed on them (collectives.schedule)."""
+    return bool(_ACTIVE)
 
 
 def workspace(like, count: int, slot: str = "tmp"):
@@ -34,6 +50,8 @@ def workspace(like, count: int, slot: str = "tmp"):
     if buf is None or buf.size < count:
         buf = namespace_of(like).empty(max(count, 1), dtype=like.dtype)
         cache[key] = buf
+        if cache is _WORKSPACE:
+            GENERATION[0] += 1
     return buf[:count]
 
 
@@ -63,6 +81,7 @@ def clear_workspace() -> None:
     """Drop every cached scratch buffer (the benchmarks call this between message sizes)."""
     _WORKSPACE.clear()
     _SPARE.clear()
+    GENERATION[0] += 1
 
 
 _CACHES: list = []

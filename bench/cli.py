@@ -25,19 +25,15 @@ import time
 
 import click
 
-from distbench import __version__, watchdog
+from distbench import __version__
 from distbench.collectives import collective_names
-from distbench.command import Job
-from distbench.results import check_output_folder
-from distbench.runtime import (
-    DistbenchError,
-    UsageError,
-    defer_mpi_init,
-    eprint,
-    launched_by_mpirun,
-    mpi,
-    world,
-)
+from distbench.errors import DistbenchError, UsageError, eprint
+from distbench.launcher import launched_by_mpirun
+
+# Start-up: this module imports only click and the dependency-free modules above, so
+# ``distbench --help`` loads no NumPy, MPI or benchmark; the harness (runtime, watchdog,
+# results, command) is imported by the functions below once a command runs (a command's own
+# module imports it anyway).
 
 # command -> (module, attribute, one-line help shown by `distbench --help` without importing)
 COMMANDS = {
@@ -62,6 +58,9 @@ COMMANDS = {
 }
 
 
+_BUILT: dict = {}  # command name -> its click command (or None), loaded on first use
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported when invoked: the collectives (one command
     per declaration under :mod:`distbench.collectives`) and :data:`COMMANDS`."""
@@ -70,7 +69,14 @@ class LazyGroup(click.Group):
         return [*collective_names(), *COMMANDS]
 
     def get_command(self, ctx, name):
-        # imported here, only for the command invoked: start-up and --help load no benchmark
+        # imported here, only for the command invoked: start-up and --help load no benchmark;
+        # built once (click asks again while resolving)
+        if name not in _BUILT:
+            _BUILT[name] = self._load(name)
+        return _BUILT[name]
+
+    @staticmethod
+    def _load(name):
         if name in COMMANDS:
             module, attr, _ = COMMANDS[name]
             return getattr(importlib.import_module(module), attr)
@@ -110,6 +116,8 @@ def _parse(argv: list[str]):
     """Run click on ``argv``; return (Job or exit code, error message or None)."""
     if not argv:
         argv = ["--help"]
+    if "distbench.command" in sys.modules:  # a second parse in one process (tests)
+        sys.modules["distbench.command"]._THREAD_LEVEL[0] = None
     try:
         result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
     except click.UsageError as exc:
@@ -124,9 +132,31 @@ def _parse(argv: list[str]):
         return 1, str(exc)
     except Exception as exc:  # a bug in a command's checks: one line, not a traceback
         return 1, f"{type(exc).__name__}: {exc}"
-    if isinstance(result, Job):
+    if _is_job(result):
         return result, None
     return (result if isinstance(result, int) else 0), None
+
+
+def _is_job(result) -> bool:
+    """Whether a command returned a :class:`~distbench.command.Job` (that module is loaded by
+    every command that returns one; ``--help`` never loads it)."""
+    command = sys.modules.get("distbench.command")
+    return command is not None and isinstance(result, command.Job)
+
+
+def defer_mpi_init() -> None:
+    """Make ``import mpi4py.MPI`` stop initializing MPI (:func:`main` calls this first).
+
+    Offline commands (``--help``, ``report``, ``compare``, ``model``) and the ``emulate``
+    launcher then never start MPI; :func:`distbench.runtime.world` initializes it on first use,
+    and mpi4py finalizes it at exit. No effect once MPI has been imported. (Here, not in the
+    runtime, so that start-up imports no NumPy.)
+    """
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     defer_mpi_init()
     job, message = _parse(argv)
-    if not isinstance(job, Job):
+    if not _is_job(job):
         sys.exit(_finish_early(job, message))
     job.argv = ["distbench", *argv]
     if not job.needs_mpi:
@@ -145,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
 def _finish_early(code: int, message: str | None) -> int:
     """Parse failed or the command printed help/version: agree across ranks if under MPI."""
     if launched_by_mpirun():
+        from distbench.runtime import mpi, world
+
         comm = world()
         code = comm.allreduce(code, op=mpi().MAX)
         if comm.Get_rank() != 0:
@@ -154,7 +186,7 @@ def _finish_early(code: int, message: str | None) -> int:
     return code
 
 
-def _run_offline(job: Job) -> int:
+def _run_offline(job) -> int:
     try:
         return int(job.run(None, job.argv) or 0)
     except UsageError as exc:
@@ -168,8 +200,14 @@ def _run_offline(job: Job) -> int:
         return 1
 
 
-def _run_mpi(job: Job) -> int:
-    comm = world()
+def _run_mpi(job) -> int:
+    from distbench import watchdog
+    from distbench.command import requested_thread_level
+    from distbench.runtime import mpi, world
+
+    # the lowest level the run needs: the watchdog's deadlines need MULTIPLE (its thread sends
+    # heartbeats; measured cost: README, "Short messages"), --timeout 0 needs none
+    comm = world(requested_thread_level() or ("single" if job.timeout == 0 else None))
     rank = comm.Get_rank()
     # Step 1: every rank parsed successfully; agree that all did (a rank whose argv failed to
     # parse is in _finish_early's allreduce with a non-zero code: the MAX tells everyone).
@@ -217,11 +255,13 @@ def _text(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _validate(job: Job, comm) -> tuple[str, int] | None:
+def _validate(job, comm) -> tuple[str, int] | None:
     """``(message, exit code)`` of the first check that fails on this rank, or None: the output
     folder (rank 0), then ``job.validate``. Usage errors and failures are the checks' verdicts,
     which every rank reaches alike; any other exception (a bug, or a library's own error in a
     check that runs on some ranks only) ends the job at once, as during the run."""
+    from distbench.results import check_output_folder
+
     try:
         if job.output is not None and comm.Get_rank() == 0:
             check_output_folder(job.output)
@@ -240,6 +280,8 @@ def _fail(comm, line: str, code: int) -> None:
     """Print ``line`` and end the job. A single rank just exits; several ranks Abort, since the
     others may be blocked in a collective waiting for this one. The results are marked
     incomplete with ``line`` first (by rank 0, told through the watchdog)."""
+    from distbench import watchdog
+
     watchdog.report_failure(line.removeprefix("Error: "))
     eprint(line)
     if comm.Get_size() == 1:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import click
 
 from distbench.registry import Option, Range, in_range, range_text
-from distbench.runtime import UsageError, numpy_dtype
+from distbench.runtime import DEFAULT_THREAD_LEVEL, THREAD_LEVELS, UsageError, numpy_dtype
 
 
 @dataclass
@@ -148,10 +148,35 @@ class RunOptions:
     quiet: bool = False
 
 
+_THREAD_LEVEL: list = [None]  # the --thread-level of the command being parsed (cli reads it)
+
+
+def requested_thread_level() -> str | None:
+    """The ``--thread-level`` the parsed command asked for (None: not given)."""
+    return _THREAD_LEVEL[0]
+
+
+def _remember_thread_level(ctx, param, value):
+    _THREAD_LEVEL[0] = value
+    return value
+
+
+def thread_level_option():
+    """``--thread-level``: the level MPI is initialized with (before any MPI call, so the
+    command line says it, not the config; recorded in the run's environment)."""
+    return click.option(
+        "--thread-level", type=click.Choice(list(THREAD_LEVELS)), default=None,
+        expose_value=False, is_eager=True, callback=_remember_thread_level,
+        help="MPI_Init_thread's level. The watchdog's deadlines need 'multiple' (its thread "
+        "sends heartbeats); below it only signals are watched [default: "
+        f"{DEFAULT_THREAD_LEVEL}, or single with --timeout 0].")
+
+
 def watch_options(what: str = "operation"):
-    """``--timeout`` (the watchdog's deadline per operation) and ``--max-time`` (the bound on
-    a run's estimated duration)."""
+    """``--timeout`` (the watchdog's deadline per operation), ``--max-time`` (the bound on
+    a run's estimated duration) and ``--thread-level`` (:func:`thread_level_option`)."""
     return [
+        thread_level_option(),
         click.option("--timeout", type=NON_NEGATIVE, default=None,
                      help=f"Seconds one {what} may take before the job ends (exit 3) naming "
                      "the ranks that did not arrive; 0: off [default: 60 s or 20x its estimated "
@@ -437,7 +462,8 @@ def zero_stages(text: str) -> list[int]:
 
 __all__ = ["Job", "Size", "size_sweep", "check_size_range", "csv_list", "apply", "with_options",
            "size_options", "iteration_options", "device_options", "output_options",
-           "compressor_options", "seed_option", "watch_options", "target_ci_option",
+           "compressor_options", "seed_option", "watch_options", "thread_level_option",
+           "target_ci_option",
            "Number", "FINITE", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
            "problem_options", "training_options",
            "check_training_options",

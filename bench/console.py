@@ -1,7 +1,8 @@
 """Terminal output: rich tables and progress bars, on rank 0 only.
 
 Tables go to stdout, or to stderr when stdout carries ``--json`` records. Progress bars go to
-stderr and disappear when done.
+stderr and disappear when done. rich is imported when something is printed (a ``--quiet`` run,
+the other ranks and ``--help`` never load it: start-up).
 """
 
 from __future__ import annotations
@@ -12,18 +13,7 @@ import shutil
 import sys
 from collections.abc import Iterator, Sequence
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-
-_CONSOLES: dict[bool, Console] = {}
+_CONSOLES: dict = {}
 
 
 def _width() -> int:
@@ -35,9 +25,12 @@ def _width() -> int:
     return cols if cols >= 40 else 200
 
 
-def console(stderr: bool = False) -> Console:
-    """The shared rich console writing to stdout (or stderr)."""
+def console(stderr: bool = False):
+    """The shared ``rich.console.Console`` writing to stdout (or stderr)."""
     if stderr not in _CONSOLES:
+        from rich.console import Console
+
+
         _CONSOLES[stderr] = Console(stderr=stderr, highlight=False, soft_wrap=False,
                                     width=_width())
     return _CONSOLES[stderr]
@@ -45,9 +38,11 @@ def console(stderr: bool = False) -> Console:
 
 def make_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence],
                caption: str | None = None, row_styles: Sequence[str | None] | None = None,
-               sections: Sequence[int] = ()) -> Table:
-    """A rich table; ``columns`` are (header, justify), ``sections`` row indices after which a
-    separator line is drawn."""
+               sections: Sequence[int] = ()):
+    """A ``rich.table.Table``; ``columns`` are (header, justify), ``sections`` row indices after
+    which a separator line is drawn."""
+    from rich.table import Table
+
     table = Table(title=title, caption=caption, caption_justify="left", header_style="bold",
                   pad_edge=False)
     for header, justify in columns:
@@ -75,6 +70,15 @@ def progress(total: int, description: str, enabled: bool = True) -> Iterator:
     if not enabled or not sys.stderr.isatty():
         yield lambda n=1, description=None: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console(True),
                    transient=True)

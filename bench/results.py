@@ -27,13 +27,12 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 import numpy
 
 from distbench import __version__
-from distbench.runtime import DistbenchError, UsageError, proc_field
+from distbench.runtime import DistbenchError, UsageError, proc_field, thread_levels
 
 SCHEMA = 2
 RUNNING = "not finished (still running, or ended without a word: killed)"
@@ -58,6 +57,8 @@ def _git_commit() -> str | None:
 
 
 def _version(dist: str) -> str | None:
+    from importlib import metadata  # 12 ms of start-up when imported with the module
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -95,7 +96,8 @@ def environment(comm, backend=None, argv: list[str] | None = None, extra: dict |
                 ) -> dict:
     """Everything needed to interpret and reproduce a run (collective over ``comm``).
 
-    Keys: distbench version, git commit, MPI library version string, mpi4py/numpy/cupy
+    Keys: distbench version, git commit, MPI library version string, the MPI thread level
+    provided and requested (``--thread-level``), mpi4py/numpy/cupy
     versions, Python, OS, CPU, ranks, nodes, ranks per node, hostnames, device, backend,
     command line, UTC start time, the emulated cluster (``DISTBENCH_EMULATED``) and the
     Slurm job (:func:`scheduler_record`, ``scheduler``) if any.
@@ -110,6 +112,7 @@ def environment(comm, backend=None, argv: list[str] | None = None, extra: dict |
         "git_commit": _git_commit(),
         "mpi_library": MPI.Get_library_version().strip("\x00 \n").splitlines()[0].strip(),
         "mpi_version": "{}.{}".format(*MPI.Get_version()),
+        **thread_levels(),
         "mpi4py": _version("mpi4py"),
         "numpy": numpy.__version__,
         "cupy": next((v for d in ("cupy", "cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x")

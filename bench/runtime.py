@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -17,63 +16,60 @@ import numpy as np
 
 from distbench.comm import HostStagingComm
 from distbench.errors import DistbenchError, UsageError, eprint  # noqa: F401 (re-exported)
+from distbench.launcher import launched_by_mpirun, launcher_rank  # noqa: F401 (re-exported)
 
-# Environment variables set by MPI launchers; when none is present and the world has one rank,
-# distbench was started without mpirun (a "singleton").
-_LAUNCHER_ENV = (
-    "OMPI_COMM_WORLD_SIZE",
-    "PMIX_RANK",
-    "PMI_RANK",
-    "PMI_SIZE",
-    "MPI_LOCALNRANKS",
-    "SLURM_STEP_ID",
-    "HYDRA_CONTROL_FD",
-)
+_MPI: list = []  # mpi4py.MPI once imported (an import statement per call costs ~0.2 us)
 
 
 def mpi():
     """``mpi4py.MPI``, imported lazily (``--help``, ``report`` and ``model`` need no MPI)."""
-    from mpi4py import MPI
+    if not _MPI:
+        from mpi4py import MPI
 
-    return MPI
-
-
-def defer_mpi_init() -> None:
-    """Make ``import mpi4py.MPI`` stop initializing MPI (the CLI calls this first).
-
-    Offline commands (``--help``, ``report``, ``compare``, ``model``) and the ``emulate``
-    launcher then never start MPI; :func:`world` initializes it on first use, and mpi4py
-    finalizes it at exit. No effect once MPI has been imported.
-    """
-    import mpi4py
-
-    if "mpi4py.MPI" not in sys.modules:
-        mpi4py.rc.initialize = False
-        mpi4py.rc.finalize = True
+        _MPI.append(MPI)
+    return _MPI[0]
 
 
-def world():
-    """The world communicator (``MPI.COMM_WORLD``), initializing MPI if nobody has yet
-    (with ``MPI_THREAD_MULTIPLE``, mpi4py's default)."""
+# --thread-level names -> MPI's constants, lowest first (MPI-4.1, section 11.2.1)
+THREAD_LEVELS = {"single": "THREAD_SINGLE", "funneled": "THREAD_FUNNELED",
+                 "serialized": "THREAD_SERIALIZED", "multiple": "THREAD_MULTIPLE"}
+# The default: the watchdog's thread makes MPI calls (heartbeats), which needs MULTIPLE; what
+# that costs a short message was measured (README, "Short messages": 0.13-0.16 us of a 1.7 us
+# 8 B MPI_Allreduce, the watchdog's thread itself nothing measurable). With --timeout 0 the
+# CLI asks for "single" (nothing else needs a thread).
+DEFAULT_THREAD_LEVEL = "multiple"
+
+
+def world(thread_level: str | None = None):
+    """The world communicator (``MPI.COMM_WORLD``), initializing MPI if nobody has yet, with
+    ``MPI_Init_thread`` at ``thread_level`` (a :data:`THREAD_LEVELS` name; None:
+    :data:`DEFAULT_THREAD_LEVEL`). :func:`distbench.cli.defer_mpi_init` keeps ``import
+    mpi4py.MPI`` from initializing it earlier."""
     MPI = mpi()
     if not MPI.Is_initialized():
-        MPI.Init_thread(MPI.THREAD_MULTIPLE)
+        _REQUESTED[0] = thread_level or DEFAULT_THREAD_LEVEL
+        MPI.Init_thread(getattr(MPI, THREAD_LEVELS[_REQUESTED[0]]))
     return MPI.COMM_WORLD
 
 
-def launched_by_mpirun() -> bool:
-    """True when a launcher's environment variables are present."""
-    return any(k in os.environ for k in _LAUNCHER_ENV)
+_REQUESTED: list = [None]  # the level world() asked MPI_Init_thread for (None: MPI was
+                           # initialized elsewhere, e.g. by mpi4py's import)
 
 
-def launcher_rank() -> int | None:
-    """This process's world rank as the launcher's environment states it (Open MPI, PMIx,
-    PMI, Slurm), without initializing MPI; None when not launched by one."""
-    for key in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        value = os.environ.get(key, "")
-        if value.isdigit():
-            return int(value)
-    return None
+def thread_levels() -> dict:
+    """The environment record's ``mpi_thread_level`` (what MPI provides) and
+    ``mpi_thread_level_requested`` (what :func:`world` asked for; None if it did not init)."""
+    running = mpi().Is_initialized() and not mpi().Is_finalized()
+    return {"mpi_thread_level": thread_level_name() if running else None,
+            "mpi_thread_level_requested": _REQUESTED[0]}
+
+
+def thread_level_name(level: int | None = None) -> str:
+    """The :data:`THREAD_LEVELS` name of an MPI thread level (default: the one MPI provides,
+    ``MPI_Query_thread``)."""
+    MPI = mpi()
+    level = MPI.Query_thread() if level is None else level
+    return next(k for k, v in THREAD_LEVELS.items() if getattr(MPI, v) == level)
 
 
 def root_computes(comm, fn):

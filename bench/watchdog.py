@@ -50,6 +50,7 @@ TAG_BEAT, TAG_FAIL, TAG_ACK = 0x7701, 0x7702, 0x7703
 FAIL_BYTES = 512   # a failure line travels in a fixed-size buffer
 EXIT_TIMEOUT = 3
 ABORT_DELAY_S = 0.2  # lets mpirun forward the last line before MPI_Abort tears the job down
+WAKE = b"\0"        # written to the signal pipe by close(): no signal has number 0
 
 _CURRENT: Watchdog | None = None
 
@@ -184,6 +185,9 @@ class Watchdog:
     def close(self) -> None:
         """Stop the thread and release the communicator (collective, at the end of the job)."""
         self._stop.set()
+        if self._wfd is not None:  # wake the signal thread now, not at its next timeout
+            with contextlib.suppress(OSError):
+                os.write(self._wfd, WAKE)
         for t in self._threads:
             t.join(timeout=5)
         self._restore_signals()
@@ -306,9 +310,9 @@ class Watchdog:
         ready, _, _ = select.select([self._rfd], [], [], seconds)
         if not ready:
             return False
-        data = os.read(self._rfd, 16)
+        data = os.read(self._rfd, 16).replace(WAKE, b"")
         if not data:
-            return False
+            return self._stop.is_set()  # woken by close()
         name = signal.Signals(data[0]).name
         reason = f"interrupted by {name}"
         if self.rank == 0 and self._side is not None:

@@ -180,3 +180,34 @@ def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
         assert comm.calls["Sendrecv"] == expected_msgs
         sent[spans] = comm.bytes_sent
     assert sent[False] == sent[True]
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("name", HAND_WRITTEN)
+@pytest.mark.parametrize("count", [1, 1009, (1 << 18) + 3])
+def test_persistent_requests_are_recorded_once_and_reused(name, count):
+    """A kernel called again on the same buffers replays its recorded persistent requests
+    (collectives.schedule.PLANS), bit-exact against MPI_Allreduce on every call, with new
+    inputs each time (the requests read and write the buffers' current contents)."""
+    from distbench.buffers import release_caches
+    from distbench.collectives.schedule import PLANS
+
+    comm = _world()
+    rank = comm.Get_rank()
+    fn = get_allreduce(name)
+    send = np.empty(count, dtype=np.float32)
+    recv = np.empty(count, dtype=np.float32)
+    before = (PLANS.recorded, PLANS.reused)
+    for call in range(4):
+        fill_exact(send, rank, offset=call)
+        recv.fill(-99)
+        fn(comm, send, recv)
+        assert count_wrong(comm, send, recv) == 0, (name, count, call)
+        assert unchanged(send, rank) if call == 0 else True
+    recorded, reused = PLANS.recorded - before[0], PLANS.reused - before[1]
+    # recorded on the first call (again on the second where a workspace grew during the
+    # first), replayed on every later one
+    assert 1 <= recorded <= 2 and reused == 4 - recorded, (recorded, reused)
+    assert any(v[1][0][1] is send and v[1][0][2] is recv for v in PLANS.plans.values())
+    release_caches()
+    assert not PLANS.plans

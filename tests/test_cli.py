@@ -7,7 +7,7 @@ import textwrap
 import time
 
 import pytest
-from launch import DISTBENCH, MPIRUN, error_lines, mpi_env, mpirun, serial
+from launch import DISTBENCH, MPIRUN, error_lines, mpi_env, mpirun, serial, usage_error_line
 
 from distbench.collectives import ALLREDUCE
 
@@ -32,6 +32,7 @@ def test_sweep_all_algorithms_three_ranks(tmp_path):
     doc = json.loads((run / "results.json").read_text())
     assert doc["records"] == records
     assert doc["environment"]["ranks"] == 3 and "Open MPI" in doc["environment"]["mpi_library"]
+    assert doc["environment"]["mpi_thread_level_requested"] == "multiple"  # the default
     csv_lines = (run / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(records)
     # the table went to stderr (stdout carries the JSON) and names every algorithm
@@ -174,3 +175,25 @@ def test_gpu_without_cupy_is_a_one_line_usage_error():
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("Error: --device gpu needs CuPy")
+
+
+@pytest.mark.parametrize("command", ["allreduce", "bcast", "compress", "info"])
+def test_thread_level_is_recorded_and_bad_values_exit_2(tmp_path, command):
+    """--thread-level initializes MPI at that level (every measuring command and info); the
+    run's environment records what was asked for and what MPI provides; an unknown level is
+    one line and exit code 2, on every rank."""
+    bad = mpirun(2, [command, "--thread-level", "triple"])
+    assert "--thread-level" in usage_error_line(bad)
+    if command == "info":
+        proc = mpirun(2, ["info", "--thread-level", "funneled"])
+        assert proc.returncode == 0, proc.stderr
+        return
+    args = {"allreduce": ["-b", "8", "-e", "8"], "bcast": ["-b", "8", "-e", "8"],
+            "compress": ["-b", "4K", "-e", "4K", "--steps", "2", "--method", "none"]}[command]
+    proc = mpirun(2, [command, *args, "-n", "3", "-w", "1", "--thread-level", "serialized",
+                      "--output", str(tmp_path), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    (run,) = list(tmp_path.iterdir())
+    env = json.loads((run / "results.json").read_text())["environment"]
+    assert env["mpi_thread_level_requested"] == "serialized"
+    assert env["mpi_thread_level"] in ("single", "funneled", "serialized", "multiple")

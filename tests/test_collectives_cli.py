@@ -57,6 +57,13 @@ def test_every_collective_sweeps_every_algorithm(suite, name):
         assert r["op"] == ("max" if decl.reduction else None)
         assert r["root"] == (2 if decl.rooted else None)
         assert r["in_place"] == (decl.in_place and name != "allreduce")
+        # the bound beside every bandwidth: the algorithm's cost formula with the rates the
+        # run measured on its own buffers (every algorithm here declares one)
+        assert r["bound_us"] > 0 and r["alpha_us"] > 0
+        assert r["pct_of_bound"] == pytest.approx(100 * r["bound_us"] / r["p50_us"])
+        assert r["p2p_gbps"] is None or r["p2p_gbps"] > 0
+        assert r["reduce_gbps"] is None or r["reduce_gbps"] > 0
+    assert "% bound" in proc.stderr
     assert all(a in proc.stderr for a in decl.algorithms())  # the table, on stderr
     assert decl.size_meaning.split(" (")[0] in " ".join(proc.stderr.split())
     if decl.count_multiple(P) > 1:

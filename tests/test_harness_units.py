@@ -92,6 +92,28 @@ def test_adaptive_iters_caps_by_budget_and_keeps_a_minimum():
     assert adaptive_iters(1.0, 100, 0.12) == 5
 
 
+def test_large_sizes_get_at_least_20_iterations_unless_the_time_is_capped(monkeypatch):
+    """A 64 MiB-like call (30 ms) gets MIN_ITERS timed iterations; fewer (down to 5) only when
+    the size's share of --max-time cannot hold them; -n is taken as given."""
+    from distbench.benchmarks import collective
+
+    monkeypatch.setattr(collective, "estimate_seconds", lambda comm, f, calls=2, sync=None: 0.03)
+    monkeypatch.setattr(collective.watchdog, "enter", lambda *a, **k: None)
+    fns = {"native": lambda: None, "ring": lambda: None}
+    cfg = SweepConfig(["ring"])
+    iters, warm, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str)
+    assert iters == {"native": 20, "ring": 20} and warm == {"native": 2, "ring": 2}
+    capped, _, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str,
+                                              share_s=0.6)
+    assert set(capped.values()) == {9}  # 20 x 0.6 s / (2 calls x 20 x 1.1 x 30 ms)
+    tiny, _, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str,
+                                            share_s=0.01)
+    assert set(tiny.values()) == {5}
+    given, _, _ = collective._iteration_plan(SweepConfig(["ring"], iters=3), FakeComm(), fns,
+                                             64 << 20, None, str)
+    assert set(given.values()) == {3}
+
+
 def test_stats_over_ranks_and_iterations():
     # 2 ranks x 4 iterations, seconds
     allt = np.array([[1, 2, 3, 4], [4, 4, 1, 1]], dtype=float) * 1e-6

@@ -30,17 +30,19 @@ class Sign(Compressor):
         xp = namespace_of(x)
         d = x.shape[0]
         scale = self._buf(xp, "scale", 1, np.float32)
-        neg = workspace(xp.empty(0, dtype=bool), d, "sign.neg")
-        step = self.width(d, xp)
+        bits = self._buf(xp, "bits", (d + 7) // 8, np.uint8)
+        # byte-aligned blocks: each block's signs are packed while they are in cache (not a
+        # d-byte bool vector written out and read back)
+        step = self.width(d, xp, 8)
+        neg = workspace(xp.empty(0, dtype=bool), min(d, step), "sign.neg")
         tmp = workspace(x, min(d, step), "sign.abs")
         l1 = 0.0
         for a, b in blocks(d, xp, step):
-            t = tmp[: b - a]
-            xp.abs(x[a:b], out=t)
+            t, g, xb = tmp[: b - a], neg[: b - a], x[a:b]
+            xp.abs(xb, out=t)
             l1 += total(xp, t)
-            xp.signbit(x[a:b], out=neg[a:b])
-        bits = self._buf(xp, "bits", (d + 7) // 8, np.uint8)
-        bits[...] = xp.packbits(neg)
+            xp.signbit(xb, out=g)
+            bits[a // 8: (b + 7) // 8] = xp.packbits(g)
         scale[...] = l1 / d if d else 0.0
         return (scale, bits)
 

@@ -17,7 +17,8 @@ from distbench.console import fmt_bytes, fmt_num, fmt_params
 COLLECTIVE_COLUMNS = [("size", "right"), ("count", "right"), ("algorithm", "left"),
                       ("t_avg us", "right"), ("t_min us", "right"), ("t_max us", "right"),
                       ("p99 us", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
-                      ("x native", "right"), ("#wrong", "right")]
+                      ("x native", "right"), ("bound us", "right"), ("% bound", "right"),
+                      ("#wrong", "right")]
 
 
 SLOW_STATE = 1.3  # a size whose canary took this many times the run's fastest: a slow state
@@ -68,6 +69,8 @@ def collective_row(rec: dict, fastest_canary: float | None = None) -> list[str]:
            with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
            fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
            with_ci(rec.get("vs_native"), rec.get("vs_native_ci"), lambda x: f"{x:.2f}"),
+           "-" if rec.get("bound_us") is None else fmt_num(rec["bound_us"]),
+           "-" if rec.get("pct_of_bound") is None else f"{rec['pct_of_bound']:.0f}",
            "-" if rec.get("wrong") is None else str(rec["wrong"])]
     if "overlap_pct" in rec:
         row += [fmt_num(rec["t_compute_us"]), fmt_num(rec["t_total_us"]),

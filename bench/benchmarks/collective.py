@@ -25,11 +25,11 @@ from distbench.analysis.tables import (
     collective_row,
     state_caption,
 )
-from distbench.benchmarks import overlap, sweep
+from distbench.benchmarks import bound, overlap, sweep
 from distbench.buffers import release_caches
 from distbench.check import CHUNK, exact_ranks, fill_segments, mismatches, total
 from distbench.collectives.kernels import INTEGER_OPS, in_place_sentinel, mpi_op
-from distbench.collectives.words import needs_words, typed_comm
+from distbench.collectives.words import mpi_type, needs_words, typed_comm
 from distbench.command import (
     DEFAULT_MAX_TIME,
     check_algorithm_options_size,
@@ -39,12 +39,14 @@ from distbench.command import (
 from distbench.console import fmt_bytes
 from distbench.metrics import algbw, rate_ci
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, numpy_dtype
+from distbench.runtime import UsageError, eprint, get_backend, mpi, numpy_dtype
 from distbench.timing import adaptive_iters, canary, estimate_seconds
 
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
 DEFAULT_ITERS = (1000, 100)  # small, large (before the time budget caps them)
 BUDGET_S = 0.12              # timed seconds per (size, algorithm) when -n is not given
+MIN_ITERS = 20               # ... but at least this many at every size (up to 64 MiB and beyond)
+CAPPED_MIN_ITERS = 5         # fewer only when --max-time leaves no time for MIN_ITERS
 SENTINEL = -99               # recvbuf contents before a checked call
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
 
@@ -129,7 +131,8 @@ def lower_bound_s(cfg: SweepConfig) -> float:
     for nbytes in cfg.sizes():
         t = sweep.call_lower_bound(nbytes)
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
-        iters = cfg.iters if cfg.iters is not None else adaptive_iters(t, default, BUDGET_S)
+        iters = cfg.iters if cfg.iters is not None else adaptive_iters(
+            t, default, BUDGET_S, CAPPED_MIN_ITERS)
         warm = cfg.warmup if cfg.warmup is not None else max(1, min(100, iters // 10))
         total += (len(cfg.algos) + 1) * (iters + warm) * t
     ratio = cfg.compute_ratio if cfg.nonblocking else 0.0
@@ -159,18 +162,29 @@ def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
                             f"a {fmt_bytes(cfg.max_bytes)} sweep")
 
 
-def _iteration_plan(cfg, comm, fns, nbytes, sync, label):
+def _iteration_plan(cfg, comm, fns, nbytes, sync, label, share_s=None, checked=False):
     """Per-algorithm timed and warm-up iteration counts for one size (same on all ranks), and
-    each call's estimated seconds (for the watchdog's deadlines)."""
+    each call's estimated seconds (for the watchdog's deadlines).
+
+    Without ``-n``: ``DEFAULT_ITERS`` capped to ``BUDGET_S`` of timed calls each, but at least
+    :data:`MIN_ITERS`; fewer (down to :data:`CAPPED_MIN_ITERS`) only when this size's share of
+    the time ``--max-time`` leaves (``share_s``, seconds) cannot hold MIN_ITERS of every call.
+    ``checked``: every call already ran once (the check), so one estimating call suffices.
+    """
     per_call = {}
     for n, f in fns.items():
         watchdog.enter(f"{label(n)} (estimate)", 2 * sweep.call_lower_bound(nbytes))
-        per_call[n] = estimate_seconds(comm, f, sync=sync)
+        per_call[n] = estimate_seconds(comm, f, calls=1 if checked else 2, sync=sync)
     if cfg.iters is not None:
         iters = dict.fromkeys(fns, cfg.iters)
     else:
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
-        iters = {n: adaptive_iters(per_call[n], default, BUDGET_S) for n in fns}
+        minimum = MIN_ITERS
+        need = sum(MIN_ITERS * 1.1 * (t + 2e-6) for t in per_call.values())
+        if share_s is not None and need > share_s:
+            minimum = max(CAPPED_MIN_ITERS, int(MIN_ITERS * share_s / need))
+        minimum = comm.allreduce(minimum, op=mpi().MIN)
+        iters = {n: adaptive_iters(per_call[n], default, BUDGET_S, minimum) for n in fns}
     if cfg.warmup is not None:
         warm = dict.fromkeys(fns, cfg.warmup)
     else:
@@ -204,12 +218,33 @@ def _case(decl, cfg, run, comm, forms, count) -> Case:
     fill_segments(send, send_in)
     arg = in_place_sentinel() if cfg.in_place else send
     op = mpi_op(cfg.op) if decl.reduction else None
-    bound = {n: decl.invoke(f, comm, arg, recv, rank, cfg.root, op) for n, f in forms.items()}
-    calls = {n: (lambda start=s: start().Wait()) for n, s in bound.items()}
-    case = (Case(count, send, recv, send_in, recv_in, calls, bound) if cfg.nonblocking else
-            Case(count, send, recv, send_in, recv_in, bound, {}))
-    _reset(case)
+    # the library's call gets pre-built typed buffer specs ([buf, MPI.FLOAT]: mpi4py then
+    # skips working out the datatype from the array every call); the hand-written kernels
+    # slice arrays, and their messages go through persistent requests (collectives.schedule)
+    n_arg, n_recv = (typed_specs(arg, recv, dtype) if type(comm) is mpi().Intracomm else
+                     (arg, recv))  # a proxy (host staging, words) takes arrays
+    bound_calls = {n: decl.invoke(f, comm, *((n_arg, n_recv) if n == decl.baseline else
+                                             (arg, recv)), rank, cfg.root, op)
+                   for n, f in forms.items()}
+    calls = {n: (lambda start=s: start().Wait()) for n, s in bound_calls.items()}
+    case = (Case(count, send, recv, send_in, recv_in, calls, bound_calls) if cfg.nonblocking
+            else Case(count, send, recv, send_in, recv_in, bound_calls, {}))
+    if not cfg.check:  # the check resets recv before each call itself
+        _reset(case)
     return case
+
+
+def typed_specs(send, recv, dtype):
+    """``[array, datatype]`` specs of host buffers whose dtype MPI has a datatype for (the
+    buffers themselves otherwise, and ``MPI.IN_PLACE`` as it is)."""
+    T = mpi_type(dtype)
+    if T is None:
+        return send, recv
+
+    def spec(b):
+        return [b, T] if type(b) is np.ndarray else b
+
+    return spec(send), spec(recv)
 
 
 def _check_all(decl, cfg, comm, case: Case, sync, label, nbytes) -> dict:
@@ -232,39 +267,55 @@ def _check_all(decl, cfg, comm, case: Case, sync, label, nbytes) -> dict:
         if changed:
             fill_segments(case.send, case.send_inputs)
         wrong[n] = total(comm, bad + changed)
-    _reset(case)  # the timed calls start from the inputs too (in place, a root's message)
+    if case.recv_inputs:  # the timed calls start from the inputs too (in place, a root's
+        _reset(case)      # message); without inputs in recv they overwrite it anyway
     return wrong
 
 
 def _reset(case: Case) -> None:
-    """``recv`` back to the sentinel and its exact inputs."""
-    case.recv.fill(SENTINEL)
+    """``recv`` back to the sentinel and its exact inputs (the sentinel only where no input
+    covers it: one pass over the buffer, not two)."""
+    covered = sum(s.hi - s.lo for s in case.recv_inputs)
+    if covered < case.recv.shape[0]:
+        case.recv.fill(SENTINEL)
     fill_segments(case.recv, case.recv_inputs)
 
 
-def _measure(cfg, run, comm, case: Case, nbytes, label, deadline):
+def _measure(cfg, run, comm, case: Case, nbytes, label, deadline, sizes_left=1):
     """Time every call interleaved under the watchdog (:func:`~distbench.benchmarks.sweep.
     time_all`); with --nonblocking also their overlap. Returns (timed, warm, overlap records by
-    name)."""
-    iters, warm, per_call = _iteration_plan(cfg, comm, case.calls, nbytes, run.sync, label)
-    # In place the repeated calls reduce their own output: sums may overflow to inf.
+    name, and rank 0's :class:`~distbench.analysis.cost.CostParams` measured by the references
+    of :mod:`distbench.benchmarks.bound`). ``sizes_left``: this size and the ones after it
+    (they share the time to ``deadline``)."""
+    share = (max(0.0, deadline - time.monotonic()) / sizes_left
+             if cfg.max_time < DEFAULT_MAX_TIME else None)
+    # the machine's own rates on these buffers, interleaved with the algorithms (bound.py)
+    refs, ref_bytes = bound.reference_calls(typed_comm(run.wcomm, numpy_dtype(cfg.dtype)),
+                                            (case.send, case.recv), mpi_op(cfg.op))
+    calls = {**case.calls, **refs}
+    iters, warm, per_call = _iteration_plan(cfg, comm, calls, nbytes, run.sync, label,
+                                            share, checked=cfg.check)
+    # In place the repeated calls reduce their own output: sums may overflow to inf (and so
+    # may the reduce reference's repeated sums).
     with np.errstate(over="ignore", invalid="ignore"):
-        timed = sweep.time_all(comm, case.calls, iters, warm, label, per_call, run.sync,
+        timed = sweep.time_all(comm, calls, iters, warm, label, per_call, run.sync,
                          cfg.target_ci, deadline)
+        params = bound.parameters(timed.stats, ref_bytes) if run.root else None
         extra = {}
         if cfg.nonblocking:
-            pure = comm.bcast({n: st["p50_us"] * 1e-6 for n, st in timed.stats.items()}
+            pure = comm.bcast({n: timed.stats[n]["p50_us"] * 1e-6 for n in case.starts}
                               if run.root else None, root=0)
 
             def on_block(key, n):  # the computation, or start + computation + wait
                 watchdog.enter(f"{label(key[0])} ({key[1]})",
                                n * (1 + cfg.compute_ratio) * 2 * per_call[key[0]])
 
-            extra = overlap.measure(comm, case.starts, pure, timed.iters, warm,
+            its = {n: timed.iters[n] for n in case.starts}
+            extra = overlap.measure(comm, case.starts, pure, its, warm,
                                     cfg.compute_ratio, cfg.progress_us * 1e-6, run.sync,
                                     on_block)
             watchdog.idle()
-    return timed, warm, extra
+    return timed, warm, extra, params
 
 
 def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
@@ -278,13 +329,13 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     names = [decl.baseline] + [a for a in cfg.algos if a != decl.baseline]
     bind = registry.bind_start if cfg.nonblocking else registry.bind
     forms = {n: bind(n, **cfg.options) for n in names}
-    bound = {n: registry.bound_options(n, cfg.options) for n in names}
+    opts = {n: registry.bound_options(n, cfg.options) for n in names}
     itemsize = numpy_dtype(cfg.dtype).itemsize
     any_wrong = 0
     records_all = []
     sizes = cfg.sizes()
     with run.progress(len(sizes) * len(names), decl.name, cfg.quiet) as adv:
-        for nbytes in sizes:
+        for i, nbytes in enumerate(sizes):
             count = decl.count(nbytes, itemsize, run.size)
             size = fmt_bytes(count * itemsize)
 
@@ -294,12 +345,14 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
             watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * sweep.call_lower_bound(nbytes))
             case = _case(decl, cfg, run, wcomm, forms, count)
             wrong = _check_all(decl, cfg, comm, case, run.sync, label, nbytes)
-            timed, warm, extra = _measure(cfg, run, comm, case, nbytes, label, deadline)
+            timed, warm, extra, params = _measure(cfg, run, comm, case, nbytes, label, deadline,
+                                          len(sizes) - i)
             canary_us = canary(comm) * 1e6
             adv(len(names), f"{decl.name} {size}")
             if run.root:
                 records = [_record(decl, cfg, run, n, count, timed, warm[n], wrong[n],
-                                   bound[n], canary_us, extra.get(n, {})) for n in names]
+                                   opts[n], canary_us, extra.get(n, {}), params)
+                           for n in names]
                 records_all += records
                 run.writer.append(records)
             any_wrong += sum(w or 0 for w in wrong.values())
@@ -327,7 +380,7 @@ def _rows(records: list[dict]):
 
 
 def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
-            extra) -> dict:
+            extra, params) -> dict:
     nbytes = count * numpy_dtype(cfg.dtype).itemsize
     st = timed.stats[name]
     factor = decl.bus_factor(run.size)
@@ -347,6 +400,8 @@ def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
         "source": decl.registry.source(name),
         "op": cfg.op if decl.reduction else None, "root": cfg.root if decl.rooted else None,
         "in_place": cfg.in_place, "nonblocking": cfg.nonblocking, **extra,
+        **bound.bound_fields(decl.name, name, options, params, nbytes, run.size, st["p50_us"]),
+        **bound.reference_fields(params),
     }
     if cfg.target_ci is not None:
         rec["target_ci_pct"], rec["target_ci_met"] = cfg.target_ci, timed.target_met

@@ -2,7 +2,10 @@
 every collective with its library calls and registered algorithms, the MPI datatype of each
 ``--dtype`` (or the fallback where the library has none), and this host's single-core memcpy
 and ``np.add`` bandwidth, the physical reference a collective's table is judged against (a
-shared-memory ring cannot beat a memcpy per step).
+shared-memory ring cannot beat a memcpy per step), measured twice: on rank 0 alone while the
+others wait, and on every rank at once (what each core gets while its neighbours work too, as
+during a collective; the figure every table's bound uses, :mod:`distbench.benchmarks.bound`),
+with the point-to-point ``Sendrecv`` bandwidth around the ring, every rank sending at once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import click
 import numpy as np
 
 from distbench.benchmarks.overhead import measure
-from distbench.command import Job, device_options, with_options
+from distbench.command import Job, device_options, thread_level_option, with_options
 from distbench.console import console, fmt_num, make_table
 from distbench.results import environment
 from distbench.runtime import UsageError, get_backend, mpix_query_cuda_support
@@ -43,6 +46,26 @@ def host_bandwidth(nbytes: int = REF_BYTES, repeats: int = 7) -> dict:
         add_t = min(add_t, time.perf_counter() - t0)
     return {"memcpy_gbps": nbytes / copy_t / 1e9, "add_gbps": nbytes / add_t / 1e9,
             "reference_bytes": nbytes}
+
+
+def p2p_bandwidth(comm, nbytes: int = REF_BYTES, repeats: int = 7) -> float:
+    """``Sendrecv`` of ``nbytes`` to rank + 1 from rank - 1, every rank at once, barrier-
+    separated; the slowest rank's best of ``repeats``, as ``nbytes / t`` in GB/s (collective;
+    every rank gets the same value)."""
+    from distbench.runtime import mpi
+
+    MPI = mpi()
+    n = nbytes // 4
+    a = np.ones(n, dtype=np.float32)
+    b = np.zeros(n, dtype=np.float32)
+    rank, p = comm.Get_rank(), comm.Get_size()
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first faults the pages in
+        comm.Barrier()
+        t0 = MPI.Wtime()
+        comm.Sendrecv([a, MPI.FLOAT], (rank + 1) % p, 7, [b, MPI.FLOAT], (rank - 1) % p, 7)
+        best = min(best, MPI.Wtime() - t0)
+    return nbytes / comm.allreduce(best, op=MPI.MAX) / 1e9
 
 
 def gpu_status(device: str, gpu_aware: str, comm) -> dict:
@@ -96,14 +119,24 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
     comm.Barrier()
     bw = host_bandwidth() if comm.Get_rank() == 0 else None
     comm.Barrier()
+    every = host_bandwidth()  # every rank at once
+    slowest = {k: comm.allreduce(every[k], op=_min()) for k in ("memcpy_gbps", "add_gbps")}
+    p2p = p2p_bandwidth(comm)
     over = measure(comm) if overhead else None
     if comm.Get_rank() != 0:
         return 0
     rows = [(k, str(v)) for k, v in env.items() if k not in ("command", "start_utc")]
     rows += [(k, str(v)) for k, v in gpu.items()]
     rows += collective_rows()
+    p = comm.Get_size()
     rows += [("memcpy (1 core, np.copyto 64 MiB)", f"{fmt_num(bw['memcpy_gbps'])} GB/s"),
-             ("np.add (1 core, 64 MiB, in place)", f"{fmt_num(bw['add_gbps'])} GB/s")]
+             ("np.add (1 core, 64 MiB, in place)", f"{fmt_num(bw['add_gbps'])} GB/s"),
+             (f"memcpy (all {p} ranks at once, slowest)",
+              f"{fmt_num(slowest['memcpy_gbps'])} GB/s per rank"),
+             (f"np.add (all {p} ranks at once, slowest)",
+              f"{fmt_num(slowest['add_gbps'])} GB/s per rank"),
+             (f"Sendrecv 64 MiB around the ring (all {p} ranks at once, slowest)",
+              f"{fmt_num(p2p)} GB/s per rank")]
     if over is not None:
         rows.append((f"harness overhead ({over['bytes']} B native, median of 20000)",
                      f"bare {over['bare_us']:.3f} us, harness {over['harness_us']:.3f} us, "
@@ -112,15 +145,23 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
     return 0
 
 
+def _min():
+    from distbench.runtime import mpi
+
+    return mpi().MIN
+
+
 @click.command("info")
 @click.option("--overhead", is_flag=True,
               help="Also time MPI_Allreduce of 8 B through the harness and through a bare "
                    "mpi4py loop, alternating in blocks, and print the difference of the "
                    "medians (the harness's cost per call; run with mpirun -n 2).")
 @with_options(device_options())
+@thread_level_option()
 def info_command(overhead, device, gpu_aware):
     """MPI library, versions, ranks, hosts, GPU status, the collectives and their algorithms,
-    the MPI datatype of each --dtype, and this host's single-core memcpy and np.add bandwidth
-    (the physical reference for the benchmark tables)."""
+    the MPI datatype of each --dtype, and this host's memcpy and np.add bandwidth on one core
+    alone and on every rank at once, with the point-to-point bandwidth (the physical reference
+    for the benchmark tables)."""
     return Job("info", {"device": device, "gpu_aware": gpu_aware, "overhead": overhead},
                lambda comm, argv: run_info(comm, device, gpu_aware, argv, overhead))

@@ -32,7 +32,7 @@ from distbench.buffers import workspace
 from distbench.collectives.costs import broadcast, fold, lg_ceil, lg_floor, split_steps
 from distbench.collectives.kernels import pow2_floor, reduce_input
 from distbench.collectives.patterns import fold_in, fold_out, real_rank
-from distbench.collectives.schedule import kernels
+from distbench.collectives.schedule import PURE, Local, kernels
 
 TAG = 0x5244  # "RD"
 
@@ -48,7 +48,8 @@ def steps(comm, sendbuf, recvbuf, op=None):
     rem = comm.Get_size() - pof2
     if rem:
         newrank, acc = yield from fold_in(comm, src, recvbuf, fn, TAG)
-    else:  # no fold: skip its calls, this is the short-message path
+    else:  # no fold: skip its calls, this is the short-message path; every reduction below
+        yield PURE  # is a Local step, so a recorded call replays without this generator
         newrank, acc = comm.Get_rank(), src
     if newrank >= 0:
         mask = 1
@@ -57,14 +58,14 @@ def steps(comm, sendbuf, recvbuf, op=None):
             # received straight into recvbuf (no scratch, no copy: the short-message path).
             partner = real_rank(newrank ^ 1, rem)
             yield (comm, acc, partner, recvbuf, partner, TAG)
-            fn(recvbuf, acc, out=recvbuf)
+            yield Local(fn, recvbuf, acc, recvbuf)
             acc, mask = recvbuf, 2
         if mask < pof2:
             tmp = workspace(recvbuf, recvbuf.shape[0])
         while mask < pof2:
             partner = real_rank(newrank ^ mask, rem)
             yield (comm, acc, partner, tmp, partner, TAG)
-            fn(acc, tmp, out=recvbuf)
+            yield Local(fn, acc, tmp, recvbuf)
             acc = recvbuf
             mask <<= 1
     if rem:
