@@ -127,10 +127,12 @@ def test_overlap_only_lowers_the_step():
 
     comm = MPI.COMM_WORLD
     lay = Layout(comm.Get_size(), 1, 1)
-    model = Transformer(**{**MODEL, "hidden": 96, "heads": 12}, micro_batches=1)
+    # 10.6 MB of gradients (12 layers of H = 192) in 0.5 MiB buckets: the exchanges take
+    # long enough, against the last bucket's, for what overlap hides to show
+    model = Transformer(**{**MODEL, "hidden": 192, "heads": 12}, micro_batches=1)
     plan = RankPlan.of(model, lay, comm.Get_rank(), 0)
     tflops = plan.compute_seconds(1.0) / 0.08  # about 80 ms of compute per step
-    steps = {ov: Step(comm, plan, StepConfig(bucket_mb=0.05, overlap=ov, tflops=tflops,
+    steps = {ov: Step(comm, plan, StepConfig(bucket_mb=0.5, overlap=ov, tflops=tflops,
                                              dp_algo="ring")) for ov in (True, False)}
     times = {True: [], False: []}
     for k in range(12):
