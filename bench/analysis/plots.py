@@ -237,13 +237,14 @@ def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tu
 
 def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
     """``distbench parallel``'s figure: the step time vs the bucket cap (MiB, log x), one line
-    per (layout, ZeRO stage) with its 95 % interval; and one stacked bar per (layout, ZeRO
-    stage) at its best bucket cap: compute and exposed communication (the step's rest), the
-    configurations in step-time order."""
+    per (layout, ZeRO stage, overlap) with its 95 % interval; and one stacked bar per (layout,
+    ZeRO stage, overlap) at its best bucket cap: compute and exposed communication (the
+    step's rest), the configurations in step-time order."""
     steps = [r for r in records if r.get("kind") == "step"]
     groups: dict[str, list[dict]] = {}
     for r in steps:
-        groups.setdefault(f"{r['layout']} ZeRO-{r['zero']}", []).append(r)
+        groups.setdefault(f"{r['layout']} ZeRO-{r['zero']}"
+                          + ("" if r.get("overlap", True) else " no overlap"), []).append(r)
     best = sorted((min(rs, key=lambda r: r["step_s"]) for rs in groups.values()),
                   key=lambda r: r["step_s"])
     fig = Figure(figsize=(11, 4.2))
@@ -268,7 +269,8 @@ def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
     ax.bar(pos, compute, color="#4c72b0", label="compute")
     ax.bar(pos, exposed, bottom=compute, color="#dd8452", label="exposed communication")
     ax.set_xticks(pos, [f"{r['layout']}\nZeRO-{r['zero']}\n{r['bucket_mb']:g} MiB"
-                        for r in best], fontsize=7)
+                        + ("" if r.get("overlap", True) else "\nno overlap") for r in best],
+                  fontsize=7)
     ax.set_ylabel("step time (ms)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
