@@ -237,9 +237,9 @@ def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tu
 
 def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
     """``distbench parallel``'s figure: the step time vs the bucket cap (MiB, log x), one line
-    per (layout, ZeRO stage, overlap) with its 95 % interval; and one stacked bar per (layout,
-    ZeRO stage, overlap) at its best bucket cap: compute and exposed communication (the
-    step's rest), the configurations in step-time order."""
+    per (layout, ZeRO stage, overlap) with its 95 % interval (where the run has two bucket
+    caps or more); and one stacked bar per (layout, ZeRO stage, overlap) at its best bucket
+    cap: compute and exposed communication (the step's rest), the fastest on top."""
     steps = [r for r in records if r.get("kind") == "step"]
     groups: dict[str, list[dict]] = {}
     for r in steps:
@@ -247,33 +247,35 @@ def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
                           + ("" if r.get("overlap", True) else " no overlap"), []).append(r)
     best = sorted((min(rs, key=lambda r: r["step_s"]) for rs in groups.values()),
                   key=lambda r: r["step_s"])
-    fig = Figure(figsize=(11, 4.2))
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.24, wspace=0.25)
-    ax = fig.add_subplot(1, 2, 1)
-    for name, rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["bucket_mb"])
-        x = np.array([r["bucket_mb"] for r in rs])
-        y = np.array([r["step_s"] * 1e3 for r in rs])
-        ci = np.array([[r["step_s_ci"][0] * 1e3, r["step_s_ci"][1] * 1e3] for r in rs])
-        err = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
-        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1.2, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("bucket cap (MiB)")
-    ax.set_ylabel("step time (ms)")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax = fig.add_subplot(1, 2, 2)
-    pos = np.arange(len(best))
+    curve = len({r["bucket_mb"] for r in steps}) > 1  # a curve needs two bucket caps
+    fig = Figure(figsize=(12 if curve else 7, max(4.2, 1.2 + 0.28 * len(best))),
+                 layout="constrained")  # room for the bars' labels, whatever their length
+    if curve:
+        ax = fig.add_subplot(1, 2, 1)
+        for name, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: r["bucket_mb"])
+            x = np.array([r["bucket_mb"] for r in rs])
+            y = np.array([r["step_s"] * 1e3 for r in rs])
+            ci = np.array([[r["step_s_ci"][0] * 1e3, r["step_s_ci"][1] * 1e3] for r in rs])
+            err = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1.2, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("bucket cap (MiB)")
+        ax.set_ylabel("step time (ms)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    ax = fig.add_subplot(1, 2, 2) if curve else fig.add_subplot(1, 1, 1)
+    pos = np.arange(len(best))[::-1]  # the fastest on top
     compute = np.array([r["compute_s"] * 1e3 for r in best])
     exposed = np.array([r["exposed_s"] * 1e3 for r in best])
-    ax.bar(pos, compute, color="#4c72b0", label="compute")
-    ax.bar(pos, exposed, bottom=compute, color="#dd8452", label="exposed communication")
-    ax.set_xticks(pos, [f"{r['layout']}\nZeRO-{r['zero']}\n{r['bucket_mb']:g} MiB"
-                        + ("" if r.get("overlap", True) else "\nno overlap") for r in best],
+    ax.barh(pos, compute, color="#4c72b0", label="compute")
+    ax.barh(pos, exposed, left=compute, color="#dd8452", label="exposed communication")
+    ax.set_yticks(pos, [f"{r['layout']} ZeRO-{r['zero']} {r['bucket_mb']:g} MiB"
+                        + ("" if r.get("overlap", True) else " no overlap") for r in best],
                   fontsize=7)
-    ax.set_ylabel("step time (ms)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("step time (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")  # the fastest, shortest bars are on top
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
 
