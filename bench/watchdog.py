@@ -42,6 +42,7 @@ from distbench.runtime import eprint, mpi
 BEAT_S = 0.5       # heartbeat interval
 STALE_S = 2.5      # a heartbeat older than this: the rank is stopped or dead
 GRACE_S = 5.0      # a rank other than 0 waits this long past a deadline for rank 0 to act
+SIGNAL_EXIT_DELAY_S = 0.15  # a rank other than 0, on SIGINT/SIGTERM: how long it stays
 REPORT_WAIT_S = 0.3  # rank 0, on SIGTERM: how long it looks for another rank's report first
 FROZEN_S = 2.0     # the watchdog's own sleep overshooting by this much: this process was frozen
 FLOOR_S = 60.0     # default deadline: at least this long ...
@@ -108,6 +109,7 @@ class Watchdog:
         self._stop = threading.Event()
         self._fired = False
         self._failure: str | None = None  # rank 0: a failure another rank reported
+        self._thaw_time: float | None = None  # when this process was last found frozen
         self._drain_lock = threading.Lock()  # the watchdog and the signal thread both drain
         now = time.monotonic()
         self._seen = np.full(self.size, now)                 # last heartbeat per rank
@@ -216,13 +218,19 @@ class Watchdog:
         while it was the one stopped; restart both clocks (the ranks that waited for it judge
         it, and their report reaches it in the next drain)."""
         now = time.monotonic()
+        self._thaw_time = now
         with self._lock:
             if self._deadline is not None:
                 self._deadline += gap
         self._seen[:] = now
 
     def _signal_loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last > BEAT_S + FROZEN_S:  # the wait overran: this process was frozen
+                self._thaw_time = now
+            last = now
             if self._wait_signal(BEAT_S):
                 return
 
@@ -315,9 +323,13 @@ class Watchdog:
             return self._stop.is_set()  # woken by close()
         name = signal.Signals(data[0]).name
         reason = f"interrupted by {name}"
-        if self.rank == 0 and self._side is not None:
-            # a rank that timed out on this one (stopped, then resumed by mpirun's SIGTERM)
-            # reported why before the job was torn down: that is the reason, said already
+        now = time.monotonic()
+        frozen = (self._thaw_time is not None and now - self._thaw_time < 10 * BEAT_S) or (
+            self.size > 1 and bool((now - self._seen[1:] > STALE_S).all()))
+        if self.rank == 0 and self._side is not None and frozen:
+            # this rank was frozen just now, and a rank that timed out on it reported why
+            # before the job was torn down (mpirun's SIGCONT, then SIGTERM): that is the
+            # reason, said already. (Not otherwise: mpirun's SIGKILL follows in 0.17 s.)
             deadline = time.monotonic() + REPORT_WAIT_S
             while self._failure is None and time.monotonic() < deadline:
                 with contextlib.suppress(Exception):
@@ -325,11 +337,15 @@ class Watchdog:
                 time.sleep(0.01)
             if self._failure is not None:
                 os._exit(128 + data[0])
-        self.mark(reason)
-        if self.rank == 0:
+        if self.rank == 0:  # said first: mpirun's SIGKILL may follow within 0.25 s
             paths = [str(w.path) for w in self._markers]
             tell(f"Error: {reason}" + (f"; the results measured so far are in {paths[-1]} "
                                        "(marked incomplete)" if paths else ""))
+        self.mark(reason)
+        if self.rank != 0:
+            # mpirun kills the whole job once one rank is gone: leave rank 0 the moment it
+            # needs to say so and to mark its files (its thread may wait for the GIL)
+            time.sleep(SIGNAL_EXIT_DELAY_S)
         os._exit(128 + data[0])
 
     def _restore_signals(self) -> None:

@@ -9,6 +9,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,13 @@ def test_a_stopped_rank_is_named_and_the_job_ends_with_exit_3(tmp_path, n, stopp
     assert line.startswith("Error: timeout after 4 s in allreduce ")
     assert line.endswith(f": rank {stopped} did not arrive"), line
     doc = _doc(tmp_path)
-    assert doc["complete"] is False and doc["reason"] == line.removeprefix("Error: ")
+    if stopped == 0:
+        # rank 0 writes the files, and mpirun gives it 0.4 s between its SIGCONT and its
+        # SIGKILL to write the reason the others reported: on a loaded machine it may not
+        assert doc["complete"] is False and doc["reason"] in (
+            line.removeprefix("Error: "), RUNNING), doc["reason"]
+    else:
+        assert doc["complete"] is False and doc["reason"] == line.removeprefix("Error: ")
     assert doc["records"], "what was measured before the timeout stays"
     folder = next(tmp_path.glob("*-allreduce"))
     done = serial(["report", str(folder)])
@@ -165,6 +172,41 @@ def test_ctrl_c_of_mpirun_leaves_the_run_marked_incomplete(tmp_path):
     # mpirun forwards SIGTERM and kills about 0.25 s later: the reason is written unless the
     # disk is too slow for that, and the run never claims to be complete
     assert doc["complete"] is False and doc["reason"] in ("interrupted by SIGTERM", RUNNING)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_ctrl_c_of_mpirun_in_a_terminal_says_where_the_results_are(tmp_path):
+    """In a terminal (script(1) gives mpirun one), Ctrl-C reaches the ranks as mpirun's
+    SIGCONT, SIGTERM and, 0.17 s later, SIGKILL, and mpirun no longer forwards their output:
+    rank 0 writes its line to the terminal at once, then marks the results."""
+    log = tmp_path / "terminal.log"
+    out = tmp_path / "out"
+    cmd = " ".join([MPIRUN, "-n", "2", "--oversubscribe", *DISTBENCH, "allreduce", "-b", "8",
+                    "-e", "64M", "--quiet", "--output", str(out)])
+    proc = subprocess.Popen(["script", "-qfec", cmd, str(log)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=mpi_env(), start_new_session=True)
+    _rank_pid(str(out), 0)
+    _wait_records(out)
+    time.sleep(2.0)  # past the first summary's lazy imports, which hold the GIL in bursts
+    launcher = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_launcher(p, out))
+    os.kill(launcher, signal.SIGINT)
+    proc.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    folder = next(out.glob("*-allreduce"))
+    assert f"Error: interrupted by SIGTERM; the results measured so far are in {folder} " \
+           "(marked incomplete)" in text, text[-2000:]
+    doc = _doc(out)
+    assert doc["complete"] is False and doc["reason"] in ("interrupted by SIGTERM", RUNNING)
+
+
+def _is_launcher(pid: str, marker) -> bool:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return comm in ("prterun", "mpirun") and str(marker) in cmd
 
 
 def test_a_complete_run_is_strict_json_with_intervals(tmp_path):
