@@ -155,8 +155,9 @@ def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
             raise UsageError("--in-place, --nonblocking and dtypes without an MPI type need a "
                              "GPU-aware MPI with --device gpu (--gpu-aware yes)")
     check_algorithm_options_size(decl.registry.options(), cfg.options, p)
-    # the largest rank's estimate, so every rank of a node reaches the same verdict
-    per_rank = comm.allreduce(memory_estimate(decl, cfg, p, comm.Get_rank()), op=mpi().MAX)
+    # this rank's own estimate (no collective here: a rank whose earlier check failed does not
+    # get this far; the CLI gathers every rank's verdict)
+    per_rank = memory_estimate(decl, cfg, p, comm.Get_rank())
     cfg.memory_estimate = per_rank  # recorded in the environment (not a field: not config)
     sweep.check_device_and_memory(comm, cfg.device, per_rank,
                             f"a {fmt_bytes(cfg.max_bytes)} sweep")
