@@ -260,6 +260,7 @@ def library_algorithm(method: str, shape: str, package: str, candidates: tuple):
             def call(comm, sendbuf, recvbuf, op=None, root: int = 0):
                 return getattr(comm, name)(sendbuf, recvbuf, op or sum_op(), root)
         call.__name__ = call.__qualname__ = name.lower()
+        call.library_call = (name, shape)  # Collective.invoke binds the method itself
         call.__doc__ = f"``comm.{name}`` of the MPI library (buffer API)."
         return call
 

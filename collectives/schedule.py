@@ -60,17 +60,23 @@ from distbench.buffers import (
 from distbench.runtime import mpi
 
 
-def _post(step) -> list:
-    """Post one step's messages nonblocking; returns their requests (receives first)."""
+def _requests(step, recv: str, send: str) -> list:
+    """One step's messages as requests made by the communicator methods ``recv`` and ``send``
+    (receives first)."""
     if type(step) is tuple:
         step = (step,)
     reqs = []
     for comm, sbuf, dest, rbuf, source, tag in step:
         if rbuf is not None:
-            reqs.append(comm.Irecv(rbuf, source, tag))
+            reqs.append(getattr(comm, recv)(rbuf, source, tag))
         if sbuf is not None:
-            reqs.append(comm.Isend(sbuf, dest, tag))
+            reqs.append(getattr(comm, send)(sbuf, dest, tag))
     return reqs
+
+
+def _post(step) -> list:
+    """Post one step's messages nonblocking; returns their requests (receives first)."""
+    return _requests(step, "Irecv", "Isend")
 
 
 class Local:
@@ -163,15 +169,7 @@ def _key(fn, args, kwargs):
 
 def _init(step) -> list:
     """Persistent requests of one step (receives first)."""
-    if type(step) is tuple:
-        step = (step,)
-    reqs = []
-    for comm, sbuf, dest, rbuf, source, tag in step:
-        if rbuf is not None:
-            reqs.append(comm.Recv_init(rbuf, source, tag))
-        if sbuf is not None:
-            reqs.append(comm.Send_init(sbuf, dest, tag))
-    return reqs
+    return _requests(step, "Recv_init", "Send_init")
 
 
 def _record(steps) -> tuple[list, bool]:

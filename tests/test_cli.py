@@ -33,6 +33,8 @@ def test_sweep_all_algorithms_three_ranks(tmp_path):
     assert doc["records"] == records
     assert doc["environment"]["ranks"] == 3 and "Open MPI" in doc["environment"]["mpi_library"]
     assert doc["environment"]["mpi_thread_level_requested"] == "multiple"  # the default
+    # the pre-flight estimate: what the process held then + send, recv, a whole-vector scratch
+    assert doc["environment"]["memory_estimate_bytes"] > 3 * 256 * 1024
     csv_lines = (run / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(records)
     # the table went to stderr (stdout carries the JSON) and names every algorithm

@@ -12,6 +12,7 @@ its registry; this module does the sweep, timing, checking, records and table fo
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -39,7 +40,7 @@ from distbench.command import (
 from distbench.console import fmt_bytes
 from distbench.metrics import algbw, rate_ci
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, mpi, numpy_dtype
+from distbench.runtime import UsageError, eprint, get_backend, mpi, numpy_dtype, proc_field
 from distbench.timing import adaptive_iters, canary, estimate_seconds
 
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
@@ -154,12 +155,32 @@ def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
             raise UsageError("--in-place, --nonblocking and dtypes without an MPI type need a "
                              "GPU-aware MPI with --device gpu (--gpu-aware yes)")
     check_algorithm_options_size(decl.registry.options(), cfg.options, p)
-    itemsize = numpy_dtype(cfg.dtype).itemsize
-    send, recv = decl.buffers(cfg.max_bytes // itemsize, p, 0, 0)
-    # send + recv + the largest scratch (a whole vector) + the check's tiled reference.
-    per_rank = (send + 2 * recv) * itemsize + min(cfg.max_bytes, CHUNK * itemsize) + (64 << 20)
+    # this rank's own estimate (no collective here: a rank whose earlier check failed does not
+    # get this far; the CLI gathers every rank's verdict)
+    per_rank = memory_estimate(decl, cfg, p, comm.Get_rank())
+    cfg.memory_estimate = per_rank  # recorded in the environment (not a field: not config)
     sweep.check_device_and_memory(comm, cfg.device, per_rank,
                             f"a {fmt_bytes(cfg.max_bytes)} sweep")
+
+
+SCIPY_STATS_RSS = 67 << 20  # what `import scipy.stats` adds to a process's RSS (measured here,
+                            # scipy 1.17 with its OpenBLAS: 30 -> 97 MiB); rank 0 imports it for
+                            # the intervals
+
+
+def memory_estimate(decl, cfg: SweepConfig, p: int, rank: int) -> int:
+    """This rank's peak memory for the sweep's largest size (bytes): what the process holds
+    now (VmRSS: interpreter, NumPy, MPI, distbench) + send + recv + the largest scratch (a
+    whole vector) + the check's tiled reference, and on rank 0 scipy.stats' import if it is
+    yet to come (the intervals)."""
+    itemsize = numpy_dtype(cfg.dtype).itemsize
+    send, recv = decl.buffers(cfg.max_bytes // itemsize, p, rank, min(cfg.root, p - 1))
+    send, recv = max(send, 0), max(recv, 0)
+    now = proc_field("/proc/self/status", "VmRSS:")
+    base = int(now.split()[0]) * 1024 if now else 64 << 20
+    scipy = SCIPY_STATS_RSS if rank == 0 and "scipy.stats" not in sys.modules else 0
+    return (base + (send + 2 * recv) * itemsize + min(cfg.max_bytes, CHUNK * itemsize)
+            + scipy)
 
 
 def _iteration_plan(cfg, comm, fns, nbytes, sync, label, share_s=None, checked=False):
@@ -322,7 +343,8 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
     """Run the sweep of collective ``decl`` on every rank; returns the exit code (1 if any
     result was wrong)."""
     backend = get_backend(cfg.device, cfg.gpu_aware, comm)
-    run = sweep.Run(comm, decl.name, cfg.record(), argv, backend, cfg.output, cfg.run_dir)
+    run = sweep.Run(comm, decl.name, cfg.record(), argv, backend, cfg.output, cfg.run_dir,
+                    extra_env={"memory_estimate_bytes": getattr(cfg, "memory_estimate", None)})
     deadline = time.monotonic() + cfg.max_time
     wcomm = typed_comm(run.wcomm, numpy_dtype(cfg.dtype))
     registry = decl.registry
