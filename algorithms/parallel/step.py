@@ -84,7 +84,6 @@ class StepTimes:
     tp: float = 0.0
     dp: float = 0.0
     gather: float = 0.0
-    in_flight: float = 0.0
     comm: float = 0.0  # the union of the spans in communication calls or with exchanges in flight
     bytes: dict = field(default_factory=dict)  # class -> point-to-point bytes this rank sent
     pp_wrong: int = 0
@@ -102,7 +101,6 @@ class Progress:
     def __init__(self):
         self.queue: deque = deque()  # starts of the ready exchanges not yet begun
         self.current: list | None = None  # [request, start time]
-        self.in_flight = 0.0     # seconds between start and completion, summed
         self.spans: list = []    # (start, completion) of each exchange
 
     def add(self, start) -> None:
@@ -117,9 +115,7 @@ class Progress:
         return True
 
     def _finish(self) -> None:
-        now = time.perf_counter()
-        self.in_flight += now - self.current[1]
-        self.spans.append((self.current[1], now))
+        self.spans.append((self.current[1], time.perf_counter()))
         self.current = None
 
     def poll(self) -> None:
@@ -222,10 +218,9 @@ class Step:
         ar = get_collective("allreduce").registry
         self.tp_allreduce = ar.bind(cfg.tp_algo)
         if self.plan.zero == 0:
-            self.dp_start, self.dp_call = ar.bind_start(cfg.dp_algo), ar.bind(cfg.dp_algo)
+            self.dp_start = ar.bind_start(cfg.dp_algo)
         else:
-            rs = get_collective("reduce-scatter").registry
-            self.dp_start, self.dp_call = rs.bind_start(cfg.dp_algo), rs.bind(cfg.dp_algo)
+            self.dp_start = get_collective("reduce-scatter").registry.bind_start(cfg.dp_algo)
         self.allgather = get_collective("allgather").registry.bind(cfg.dp_algo)
 
     def free(self) -> None:
@@ -282,7 +277,7 @@ class Step:
             out.dp += self._span(t0)
         mpi().Request.Waitall([r for r in sends if r is not None])
         out.step = time.perf_counter() - t_step
-        out.compute, out.in_flight = compute.seconds, progress.in_flight
+        out.compute = compute.seconds
         out.comm = union_seconds(self._spans + progress.spans)
         out.bytes = {name: c.bytes_sent
                      for name, c in (("dp", self.data), ("tp", self.tensor), ("pp", self.pipe))}

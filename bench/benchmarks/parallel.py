@@ -96,6 +96,11 @@ class ParallelConfig(RunOptions):
         t = Transformer.of(self.model)
         return t if lay is None else t.with_global_batch(lay.dp, self.global_batch)
 
+    @property
+    def overlaps(self) -> list[bool]:
+        """The overlap settings each configuration runs with (both with --sweep-overlap)."""
+        return [True, False] if self.sweep_overlap else [self.overlap]
+
     def layout_list(self, ranks: int, per_node: int | None = None) -> list[Layout]:
         """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp);
         ``--layouts all``: every D x T x P = ranks that fits the model, the schedule and
@@ -147,7 +152,7 @@ def validate(cfg: ParallelConfig) -> None:
         lays = [] if cfg.layouts == ["all"] else [Layout.parse(x) for x in cfg.layouts or []]
         ranks = max([lay.ranks for lay in lays] or [(cfg.dp or 1) * cfg.tp * cfg.pp])
         configs = (len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays)) * cfg.rounds
-                   * (2 if cfg.sweep_overlap else 1))
+                   * len(cfg.overlaps))
         seconds = t.step_flops() / (cfg.tflops * 1e12) / ranks if cfg.compute == "device" \
             else 0.0
         check_duration(configs * (cfg.steps + cfg.warmup_steps) * seconds, cfg.max_time,
@@ -240,9 +245,8 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
                cfg.output)
     rank, size = comm.Get_rank(), comm.Get_size()
     records = []
-    overlaps = [True, False] if cfg.sweep_overlap else [cfg.overlap]
     configs = [(lay, z, b, o) for lay in cfg.layout_list(size, per_node(cfg, comm))
-               for z in cfg.zero for b in cfg.bucket_mb for o in overlaps]
+               for z in cfg.zero for b in cfg.bucket_mb for o in cfg.overlaps]
     pooled: list[list] = [[] for _ in configs]
     with run_.progress(len(configs) * cfg.rounds, "parallel", cfg.quiet) as adv:
         for r in range(cfg.rounds):
@@ -271,8 +275,7 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
 
 def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
     """Build the step and run it warm-up + --steps times (collective): this rank's times
-    (steps x 8: step, compute, pipeline wait, tp, dp, gather, in flight, communication;
-    seconds), the bytes
+    (steps x 7: step, compute, pipeline wait, tp, dp, gather, communication; seconds), the bytes
     it sent in the last step by traffic class, the pipeline messages with the wrong
     micro-batch."""
     label = f"parallel {plan.layout} ZeRO-{plan.zero} {step_cfg.bucket_mb:g} MiB step"
@@ -288,7 +291,7 @@ def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
             times.append(t)
     watchdog.idle()
     step.free()
-    rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.in_flight, t.comm]
+    rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.comm]
                      for t in times])
     return rows, times[-1].bytes, sum(t.pp_wrong for t in times)
 
@@ -308,13 +311,13 @@ def _gathered(comm, plan: RankPlan, step_cfg: StepConfig, rounds: list) -> dict 
 
 
 def _record(plan, step_cfg, allrows, allsent) -> dict:
-    """The configuration's record from every rank's times (ranks x steps x 8) and bytes."""
+    """The configuration's record from every rank's times (ranks x steps x 7) and bytes."""
     step_per = allrows[:, :, 0].max(axis=0)        # each step: its slowest rank
     med = float(np.median(step_per))
     lo, hi = interval(lambda idx: np.median(np.take(step_per, idx), axis=-1), step_per.size)
     per_rank = np.median(allrows, axis=1)          # ranks x 7, medians over the steps
     compute = float(per_rank[:, 1].max())
-    comm_s = per_rank[:, 7]  # the union of each rank's spans in communication
+    comm_s = per_rank[:, 6]  # the union of each rank's spans in communication
     sent = np.array([s[0] for s in allsent])
     formula = np.array([s[1] for s in allsent])
     lay = plan.layout
