@@ -19,22 +19,11 @@ from distbench.runtime import namespace_of
 _WORKSPACE: dict = {}
 _ACTIVE: list = []   # the private pools entered, innermost last
 _SPARE: list = []    # pools of finished collectives, for the next ones
-ACTIVE_POOLS = _ACTIVE  # read-only view for hot paths (collectives.schedule): empty = none
+# Read by collectives.schedule's hot paths, never written there:
+ACTIVE_POOLS = _ACTIVE  # non-empty while a PrivatePool is entered (a nonblocking collective's
+                        # local work): no persistent plan may be recorded or replayed then
 GENERATION = [0]  # bumped whenever a shared workspace is allocated or dropped (persistent
-                  # requests built on the old memory are stale then: collectives.schedule)
-
-
-def workspace_generation() -> int:
-    """A number that changes whenever any shared workspace's memory does (allocated, grown,
-    cleared)."""
-    return GENERATION[0]
-
-
-def private_pool_active() -> bool:
-    """Whether a :class:`PrivatePool` is entered (a nonblocking collective's local work is
-    running): workspaces then come from it, and no persistent plan may be recorded or
-    replayed on them (collectives.schedule)."""
-    return bool(_ACTIVE)
+                  # requests built on the old memory are stale then)
 
 
 def workspace(like, count: int, slot: str = "tmp"):

@@ -54,7 +54,6 @@ from distbench.buffers import (
     ACTIVE_POOLS,
     GENERATION,
     PrivatePool,
-    private_pool_active,
     register_cache,
 )
 from distbench.runtime import mpi
@@ -236,14 +235,13 @@ def _calls(recorded) -> list:
 
 
 _PLANS = PLANS.plans
-_POOLS = ACTIVE_POOLS  # the private pools entered (empty: none)
 
 
 def run_persistent(fn, args, kwargs):
     """Run kernel generator ``fn(*args, **kwargs)`` to completion through its recorded
     persistent requests (recording them on the first call; see the module docstring), or with
     :func:`run` where they do not apply. Returns the plan it replayed (None otherwise)."""
-    if private_pool_active():  # inside a nonblocking collective's local work: its scratch
+    if ACTIVE_POOLS:  # inside a nonblocking collective's local work: its scratch
         run(fn(*args, **kwargs))  # comes from a pool no plan may point at
         return None
     # fast path: a plan for these very objects (it keeps them alive: their ids are theirs)
@@ -363,7 +361,7 @@ def kernels(steps):
         # again, after identity checks only (no key, no lookup)
         la, calls, freed = last
         if (not kwargs and freed == FREED[0] and len(args) == len(la)
-                and all(map(operator.is_, args, la)) and not _POOLS):
+                and all(map(operator.is_, args, la)) and not ACTIVE_POOLS):
             PLANS.reused += 1
             for call in calls:
                 call()
