@@ -201,13 +201,22 @@ class Watchdog:
             self._side = None
 
     # ------------------------------------------------------------------ the thread
+    def _overran(self, last: float) -> tuple[float, float]:
+        """(now, the seconds this process was frozen or 0), after a wait of BEAT_S that
+        began at ``last``: a wait that overran by FROZEN_S means it was frozen (SIGSTOP, a
+        suspended VM), which is noted as a thaw now."""
+        now = time.monotonic()
+        if now - last <= BEAT_S + FROZEN_S:
+            return now, 0.0
+        self._thaw_time = now
+        return now, now - last
+
     def _loop(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(BEAT_S):
-            now = time.monotonic()
-            if now - last > BEAT_S + FROZEN_S:
-                self._thawed(now - last)
-            last = now
+            last, frozen = self._overran(last)
+            if frozen:
+                self._thawed(frozen)
             self._beat()
             self._drain()
             self._check_deadline()
@@ -217,22 +226,24 @@ class Watchdog:
         judge the others by heartbeats it could not receive, nor by a deadline that passed
         while it was the one stopped; restart both clocks (the ranks that waited for it judge
         it, and their report reaches it in the next drain)."""
-        now = time.monotonic()
-        self._thaw_time = now
         with self._lock:
             if self._deadline is not None:
                 self._deadline += gap
-        self._seen[:] = now
+        self._seen[:] = time.monotonic()
 
     def _signal_loop(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now - last > BEAT_S + FROZEN_S:  # the wait overran: this process was frozen
-                self._thaw_time = now
-            last = now
+            last, _ = self._overran(last)
             if self._wait_signal(BEAT_S):
                 return
+
+    def _just_frozen(self) -> bool:
+        """Whether this process was found frozen in the last few beats, or has heard no
+        other rank for STALE_S (its threads may not have run since it was resumed)."""
+        now = time.monotonic()
+        return (self._thaw_time is not None and now - self._thaw_time < 10 * BEAT_S) or (
+            self.size > 1 and bool((now - self._seen[1:] > STALE_S).all()))
 
     def _beat(self) -> None:
         with self._lock:
@@ -323,10 +334,7 @@ class Watchdog:
             return self._stop.is_set()  # woken by close()
         name = signal.Signals(data[0]).name
         reason = f"interrupted by {name}"
-        now = time.monotonic()
-        frozen = (self._thaw_time is not None and now - self._thaw_time < 10 * BEAT_S) or (
-            self.size > 1 and bool((now - self._seen[1:] > STALE_S).all()))
-        if self.rank == 0 and self._side is not None and frozen:
+        if self.rank == 0 and self._side is not None and self._just_frozen():
             # this rank was frozen just now, and a rank that timed out on it reported why
             # before the job was torn down (mpirun's SIGCONT, then SIGTERM): that is the
             # reason, said already. (Not otherwise: mpirun's SIGKILL follows in 0.17 s.)
