@@ -126,10 +126,10 @@ endif
 ifeq ($(QUICK),1)
 ALLREDUCE_ARGS ?= -b 8 -e 1M -f 8
 COLLECTIVE_ARGS ?= -b 8 -e 1M -f 32
-COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --steps 3
+COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --gradients 3
 SGD_ARGS       ?= --steps 60 --eval-every 20
 FEDAVG_ARGS    ?= --rounds 10 --algorithm fedsgd,fedavg
-PARALLEL_ARGS  ?= --layers 4 --hidden 128 --heads 4 --seq 64 --vocab 1000 --layouts all --zero 0,3 --steps 2 --tflops 10
+PARALLEL_ARGS  ?= --layers 4 --hidden 128 --heads 4 --seq 64 --vocab 1000 --layouts all --zero 0,3 --iters 2 --tflops 10
 else
 ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
 COLLECTIVE_ARGS ?= -b 8 -e 16M -f 8

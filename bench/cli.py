@@ -51,7 +51,7 @@ COMMANDS = {
                "Plots and a REPORT.md of a run or a suite folder."),
     "compare": ("distbench.analysis.compare", "compare_command",
                 "B/A of time and bandwidth for the rows two runs share."),
-    "model": ("distbench.analysis.model", "model_command",
+    "model": ("distbench.analysis.prediction", "model_command",
               "Alpha-beta model: predicted times, fastest algorithm, crossovers."),
     "emulate": ("distbench.emulate.command", "emulate_command",
                 "Run a subcommand on an emulated multi-node cluster."),
@@ -81,6 +81,7 @@ class LazyGroup(click.Group):
             module, attr, _ = COMMANDS[name]
             return getattr(importlib.import_module(module), attr)
         if name in collective_names():
+            # only the command invoked is built: --help and the others load no benchmark
             from distbench.benchmarks.collective_command import build
             from distbench.collectives import get_collective
 
@@ -116,8 +117,6 @@ def _parse(argv: list[str]):
     """Run click on ``argv``; return (Job or exit code, error message or None)."""
     if not argv:
         argv = ["--help"]
-    if "distbench.command" in sys.modules:  # a second parse in one process (tests)
-        sys.modules["distbench.command"]._THREAD_LEVEL[0] = None
     try:
         result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
     except click.UsageError as exc:
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 def _finish_early(code: int, message: str | None) -> int:
     """Parse failed or the command printed help/version: agree across ranks if under MPI."""
     if launched_by_mpirun():
-        from distbench.runtime import mpi, world
+        from distbench.runtime import mpi, world  # MPI only under a launcher (start-up)
 
         comm = world()
         code = comm.allreduce(code, op=mpi().MAX)
@@ -188,7 +187,7 @@ def _finish_early(code: int, message: str | None) -> int:
 
 def _run_offline(job) -> int:
     try:
-        return int(job.run(None, job.argv) or 0)
+        return int(job.run(None, job.argv, None) or 0)
     except UsageError as exc:
         eprint(f"Error: {exc}")
         return 2
@@ -201,13 +200,13 @@ def _run_offline(job) -> int:
 
 
 def _run_mpi(job) -> int:
+    # the harness and MPI: loaded once a command runs (start-up imports neither)
     from distbench import watchdog
-    from distbench.command import requested_thread_level
     from distbench.runtime import mpi, world
 
     # the lowest level the run needs: the watchdog's deadlines need MULTIPLE (its thread sends
-    # heartbeats; measured cost: README, "Short messages"), --timeout 0 needs none
-    comm = world(requested_thread_level() or ("single" if job.timeout == 0 else None))
+    # heartbeats; measured cost: docs, "Performance"), --timeout 0 needs none
+    comm = world(job.options.mpi_thread_level())
     rank = comm.Get_rank()
     # Step 1: every rank parsed successfully; agree that all did (a rank whose argv failed to
     # parse is in _finish_early's allreduce with a non-zero code: the MAX tells everyone).
@@ -216,7 +215,7 @@ def _run_mpi(job) -> int:
         if code:
             return code
     # The watchdog runs from here on: a check that hangs is a timeout, not a hang.
-    watchdog.start(comm, job.timeout)
+    watchdog.start(comm, job.options.timeout)
     watchdog.enter("the checks before the run")
     # Step 2: rank 0's configuration is the one; the others compare (as JSON text, so a NaN
     # equals itself).
@@ -224,8 +223,11 @@ def _run_mpi(job) -> int:
     differing = sorted(k for k in set(root_config) | set(job.config)
                        if _text(root_config.get(k)) != _text(job.config.get(k)))
     # Step 3: checks that need the communicator (same verdict on every rank).
-    problem = (f"arguments differ between ranks ({', '.join(differing)})", 2) if differing \
-        else _validate(job, comm)
+    prepared = None
+    if differing:
+        problem = (f"arguments differ between ranks ({', '.join(differing)})", 2)
+    else:
+        problem, prepared = _validate(job, comm)
     problems = comm.allgather(problem)
     first = next((p for p in problems if p), None)
     if first:
@@ -238,7 +240,7 @@ def _run_mpi(job) -> int:
                f"`mpirun -n 4 {' '.join(job.argv)}`")
     # Step 4: run; any exception on any rank ends the whole job.
     try:
-        code = int(job.run(comm, job.argv) or 0)
+        code = int(job.run(comm, job.argv, prepared) or 0)
     except UsageError as exc:
         _fail(comm, f"Error: {exc}", 2)
     except DistbenchError as exc:
@@ -255,32 +257,41 @@ def _text(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _validate(job, comm) -> tuple[str, int] | None:
-    """``(message, exit code)`` of the first check that fails on this rank, or None: the output
-    folder (rank 0), then ``job.validate``. Usage errors and failures are the checks' verdicts,
-    which every rank reaches alike; any other exception (a bug, or a library's own error in a
-    check that runs on some ranks only) ends the job at once, as during the run."""
-    from distbench.results import check_output_folder
+def _validate(job, comm) -> tuple[tuple[str, int] | None, object]:
+    """``((message, exit code) of the first check that fails on this rank, or None, what
+    ``job.validate`` returned)``: the output folder, then ``job.validate``. The output folder is
+    checked on rank 0 and its verdict broadcast before any other check, so no rank enters the
+    job's checks (and their collectives) while rank 0 has already failed. Usage errors and
+    failures are the checks' verdicts, which every rank reaches alike; any other exception (a
+    bug, or a library's own error in a check that runs on some ranks only) ends the job at
+    once, as during the run."""
+    from distbench.results import check_output_folder  # the harness: loaded on use
 
+    verdict = None
+    if comm.Get_rank() == 0 and job.options.folder is not None:
+        try:
+            check_output_folder(job.options.folder)
+        except UsageError as exc:
+            verdict = (str(exc), 2)
+    verdict = comm.bcast(verdict, root=0)
+    if verdict is not None:
+        return verdict, None
     try:
-        if job.output is not None and comm.Get_rank() == 0:
-            check_output_folder(job.output)
-        if job.validate is not None:
-            job.validate(comm)
+        return None, job.validate(comm) if job.validate is not None else None
     except UsageError as exc:
-        return str(exc), 2
+        return (str(exc), 2), None
     except DistbenchError as exc:
-        return str(exc), 1
+        return (str(exc), 1), None
     except Exception as exc:  # the others may be blocked in a collective of the checks
         _fail(comm, f"Error (rank {comm.Get_rank()}): {type(exc).__name__}: {exc}", 1)
-    return None
+    return None, None
 
 
 def _fail(comm, line: str, code: int) -> None:
     """Print ``line`` and end the job. A single rank just exits; several ranks Abort, since the
     others may be blocked in a collective waiting for this one. The results are marked
     incomplete with ``line`` first (by rank 0, told through the watchdog)."""
-    from distbench import watchdog
+    from distbench import watchdog  # the harness: loaded once a command runs (start-up)
 
     watchdog.report_failure(line.removeprefix("Error: "))
     eprint(line)

@@ -1,17 +1,35 @@
 """Communicator proxies: byte counting (tests, wire bytes) and host staging (GPU without
 GPU-aware MPI).
 
-Both wrap an ``mpi4py.MPI.Comm`` and forward everything they do not override, so a collective
-written against mpi4py's buffer API runs unchanged on top of them. Communicators derived from a
-proxy (``Split``, ``Split_type``, ``Dup``) are proxies of the same kind sharing its state, so
-traffic inside sub-communicators (the hierarchical algorithm) is seen too.
+Both wrap an ``mpi4py.MPI.Comm``: the communication calls a proxy handles are its own methods,
+and everything else (ranks, sizes, barriers, the pickle-based lowercase calls of set-up code)
+is forwarded, so a collective written against mpi4py's buffer API runs unchanged on top of
+them. A buffer-API communication call a proxy does not define (:data:`COMMUNICATION`) raises
+instead of going through unseen (uncounted, unstaged). Communicators derived from a proxy
+(``Split``, ``Split_type``, ``Dup``) are proxies of the same kind sharing its state, so traffic
+inside sub-communicators (the hierarchical algorithm) is seen too.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
+
+# mpi4py's buffer-API communication calls (point-to-point, collectives, their persistent forms,
+# neighbourhood collectives; with an I in front, the nonblocking ones: Isend, Iallreduce): a
+# proxy must define the ones it lets through
+COMMUNICATION = re.compile(r"(Send|Ssend|Bsend|Rsend|Recv|Sendrecv|Allreduce|Reduce|Bcast|"
+                          r"Allgather|Gather|Scatter|Alltoall|Scan|Exscan|Neighbor_)\w*")
+
+
+def is_communication(name: str) -> bool:
+    """Whether ``name`` is a buffer-API communication call of mpi4py (:data:`COMMUNICATION`,
+    or its nonblocking ``I`` form)."""
+    if len(name) > 2 and name[0] in "IP" and name[1].islower():
+        name = name[1].upper() + name[2:]
+    return COMMUNICATION.fullmatch(name) is not None
 
 
 def _nbytes(buf) -> int:
@@ -30,6 +48,9 @@ class CommProxy:
         self.comm = comm
 
     def __getattr__(self, name):
+        if is_communication(name):
+            raise AttributeError(f"{type(self).__name__} does not handle {name}: define it on "
+                                 "the proxy (forwarded, it would go through unseen)")
         attr = getattr(self.comm, name)
         if name in self._derive:
 
@@ -139,6 +160,31 @@ class CountingComm(CommProxy):
     def Alltoall(self, sendbuf, recvbuf):
         self._count("Alltoall", coll=sendbuf)
         return self.comm.Alltoall(sendbuf, recvbuf)
+
+    # the nonblocking forms of the library's collectives, counted as the blocking ones
+    def Iallreduce(self, sendbuf, recvbuf, op=None):
+        self._count("Iallreduce", coll=sendbuf)
+        return self.comm.Iallreduce(sendbuf, recvbuf, *([op] if op is not None else []))
+
+    def Ireduce_scatter_block(self, sendbuf, recvbuf, op=None):
+        self._count("Ireduce_scatter_block", coll=sendbuf)
+        return self.comm.Ireduce_scatter_block(sendbuf, recvbuf, *([op] if op else []))
+
+    def Iallgather(self, sendbuf, recvbuf):
+        self._count("Iallgather", coll=sendbuf)
+        return self.comm.Iallgather(sendbuf, recvbuf)
+
+    def Ibcast(self, buf, root=0):
+        self._count("Ibcast", coll=buf if self.comm.Get_rank() == root else None)
+        return self.comm.Ibcast(buf, root)
+
+    def Ireduce(self, sendbuf, recvbuf, op=None, root=0):
+        self._count("Ireduce", coll=sendbuf)
+        return self.comm.Ireduce(sendbuf, recvbuf, *([op] if op is not None else []), root=root)
+
+    def Ialltoall(self, sendbuf, recvbuf):
+        self._count("Ialltoall", coll=sendbuf)
+        return self.comm.Ialltoall(sendbuf, recvbuf)
 
 
 class HostStagingComm(CommProxy):
@@ -260,12 +306,40 @@ class HostStagingComm(CommProxy):
         self.comm.Allgatherv(self._out("send", sendbuf), [host, *spec[1:]])
         self._back(host, spec[0])
 
+    def _unstaged(self, name: str, *bufs) -> None:
+        """A nonblocking call goes to MPI as it is; on buffers that need staging it cannot
+        (the copy back after completion would need a request wrapper): TypeError."""
+        if any(self._needs(b) for b in bufs):
+            raise TypeError(f"{name} on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")
+
     def Isend(self, buf, dest, tag=0):
-        if self._needs(buf):
-            raise TypeError("Isend on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")
+        self._unstaged("Isend", buf)
         return self.comm.Isend(buf, dest, tag)
 
     def Irecv(self, buf, source=-1, tag=-1):
-        if self._needs(buf):
-            raise TypeError("Irecv on a device buffer needs a GPU-aware MPI (--gpu-aware yes)")
+        self._unstaged("Irecv", buf)
         return self.comm.Irecv(buf, source, tag)
+
+    def Iallreduce(self, sendbuf, recvbuf, op=None):
+        self._unstaged("Iallreduce", sendbuf, recvbuf)
+        return self.comm.Iallreduce(sendbuf, recvbuf, *([op] if op is not None else []))
+
+    def Ireduce_scatter_block(self, sendbuf, recvbuf, op=None):
+        self._unstaged("Ireduce_scatter_block", sendbuf, recvbuf)
+        return self.comm.Ireduce_scatter_block(sendbuf, recvbuf, *([op] if op else []))
+
+    def Iallgather(self, sendbuf, recvbuf):
+        self._unstaged("Iallgather", sendbuf, recvbuf)
+        return self.comm.Iallgather(sendbuf, recvbuf)
+
+    def Ibcast(self, buf, root=0):
+        self._unstaged("Ibcast", buf)
+        return self.comm.Ibcast(buf, root)
+
+    def Ireduce(self, sendbuf, recvbuf, op=None, root=0):
+        self._unstaged("Ireduce", sendbuf, recvbuf)
+        return self.comm.Ireduce(sendbuf, recvbuf, *([op] if op is not None else []), root=root)
+
+    def Ialltoall(self, sendbuf, recvbuf):
+        self._unstaged("Ialltoall", sendbuf, recvbuf)
+        return self.comm.Ialltoall(sendbuf, recvbuf)

@@ -139,13 +139,6 @@ def rate_ci(nbytes: int, seconds_ci, factor: float = 1.0) -> list[float]:
     return [factor * algbw(nbytes, hi), factor * algbw(nbytes, lo)]
 
 
-def ci_percent(value: float | None, ci) -> float | None:
-    """Half the interval's width as a percentage of ``value`` (the tables' ±)."""
-    if value in (None, 0) or not ci or None in ci:
-        return None
-    return 50.0 * (ci[1] - ci[0]) / abs(value)
-
-
 def algbw(nbytes: int, seconds: float) -> float:
     """Algorithm bandwidth in GB/s (1e9 B/s): ``nbytes / seconds``; 0 for an empty message."""
     if seconds <= 0:

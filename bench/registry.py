@@ -30,46 +30,87 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distbench.runtime import UsageError, eprint, launcher_rank
+from distbench.errors import UsageError, eprint
+from distbench.launcher import launcher_rank
 
 
 @dataclass(frozen=True)
 class Option:
-    """An option an algorithm takes, declared next to it (and turned into a command-line flag).
+    """One option, declared once: an algorithm's (next to it), a compressor's, or a field of a
+    command's configuration (:func:`distbench.options.arg`); :mod:`distbench.options` turns it
+    into a click option and builds configurations from the parsed values by keyword.
 
     Attributes:
-        name: the keyword argument's name (``ranks_per_node``); the flag is ``--ranks-per-node``.
-        type: ``int``, ``float`` or ``str``.
+        name: the keyword argument's (or field's) name (``ranks_per_node``); the flag is
+            ``--ranks-per-node`` unless ``flags`` says otherwise.
+        type: ``int``, ``float``, ``str`` or ``bool`` (a flag), or a click parameter type.
         default: the value when the user gives none (None: the algorithm's own default).
         help: one line for ``--help``.
-        check: ``check(value)`` raises UsageError for a value that is never valid.
+        check: ``check(value)`` raises UsageError for a value that is never valid (a
+            :class:`Range` for numbers: the command line refuses it while parsing).
         check_size: ``check_size(value, ranks)`` raises UsageError for a value that does not fit
             the communicator's size (run on every rank before the job).
+        flags: the spellings on the command line (``("-b", "--min-bytes")``); empty: the
+            name's.
+        choices: the values allowed (a click choice), or None.
+        negatable: a boolean with a ``--no-`` form (``--check/--no-check``).
+        multiple: the flag may repeat; the value is a tuple.
+        metavar: the value's name in ``--help``.
+        group: the heading ``--help`` lists the option under.
+        deprecated: old spellings still accepted for one release, with a one-line warning.
+        hidden: left out of ``--help``.
     """
 
     name: str
-    type: type = str
+    type: Any = str
     default: Any = None
     help: str = ""
     check: Callable[[Any], None] | None = None
     check_size: Callable[[Any, int], None] | None = None
+    flags: tuple[str, ...] = ()
+    choices: tuple | None = None
+    negatable: bool = False
+    multiple: bool = False
+    metavar: str | None = None
+    group: str = ""
+    deprecated: tuple[str, ...] = ()
+    hidden: bool = False
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        """The option's main long spelling (``--ranks-per-node``)."""
+        longs = [f for f in self.flags if f.startswith("--")]
+        return longs[0] if longs else "--" + self.name.replace("_", "-")
+
+    def validate(self, value) -> None:
+        """Run :attr:`check` on ``value`` (None: not given, nothing to check).
+
+        Raises:
+            UsageError: the value is never valid.
+        """
+        if value is None:
+            return
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"{self.flag} must be one of "
+                             f"{', '.join(map(str, self.choices))}, not {value!r}")
+        if self.check is not None:
+            self.check(value)
 
 
 def range_text(low: float | None = None, high: float | None = None, low_open: bool = False,
                high_open: bool = False) -> str:
     """``>= 1``, ``> 0``, ``<= 5``, ``in (0, 1]`` or ``finite``: the interval from ``low`` to
     ``high`` (None: unbounded), ends included unless open."""
+    def num(x) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
     if low is not None and high is not None:
-        return (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+        return (f"in {'(' if low_open else '['}{num(low)}, {num(high)}"
                 f"{')' if high_open else ']'}")
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {num(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
+        return f"{'<' if high_open else '<='} {num(high)}"
     return "finite"
 
 
@@ -127,6 +168,9 @@ class Algorithm:
         steps: the schedule generator the kernel and ``start`` run
             (:mod:`distbench.collectives.schedule`), for algorithms built from others; None if
             not written as one.
+        name: its registry name (set by :meth:`Registry.spec`).
+        equal_nodes: its cost formula holds only with the same number of ranks on every node
+            (a two-level algorithm); the fits leave out its runs on unequal nodes.
     """
 
     fn: Callable
@@ -136,14 +180,18 @@ class Algorithm:
     source: str | None = None
     start: Callable | None = None
     steps: Callable | None = None
+    name: str = ""
+    equal_nodes: bool = False
 
     @classmethod
     def from_module(cls, module, fn_name: str) -> Algorithm:
         """The algorithm a kernel module declares: function ``fn_name``, and the module's
-        ``cost``, ``bytes_sent``, ``OPTIONS``, ``start`` and ``steps`` where it defines them."""
+        ``cost``, ``bytes_sent``, ``OPTIONS``, ``start``, ``steps`` and ``EQUAL_NODES`` where
+        it defines them."""
         return cls(getattr(module, fn_name), getattr(module, "cost", None),
                    getattr(module, "bytes_sent", None), tuple(getattr(module, "OPTIONS", ())),
-                   start=getattr(module, "start", None), steps=getattr(module, "steps", None))
+                   start=getattr(module, "start", None), steps=getattr(module, "steps", None),
+                   equal_nodes=bool(getattr(module, "EQUAL_NODES", False)))
 
 
 @dataclass
@@ -250,8 +298,10 @@ class Registry(Mapping):
         with its plug-in source)."""
         e = self._entry(name)
         if e.spec is not None:
-            return e.spec if e.source is None else _with_source(e.spec, e.source)
-        return Algorithm(e.obj, source=e.source)
+            return dataclasses.replace(e.spec, name=name, source=e.source or e.spec.source)
+        # a bare class or function declares its options as an OPTIONS attribute (compressors)
+        return Algorithm(e.obj, options=tuple(getattr(e.obj, "OPTIONS", ())), source=e.source,
+                         name=name)
 
     def source(self, name: str) -> str | None:
         """``"distribution version"`` of a plug-in entry; None for a built-in."""
@@ -264,6 +314,18 @@ class Registry(Mapping):
             for opt in self.spec(name).options:
                 out.setdefault(opt.name, opt)
         return out
+
+    def check(self, values: dict) -> None:
+        """Run each declared option's check on the value given in ``values`` (UsageError on a
+        bad one; None: not given)."""
+        for name, opt in self.options().items():
+            opt.validate(values.get(name))
+
+    def check_size(self, values: dict, ranks: int) -> None:
+        """Run each declared option's ``check_size`` against the rank count (UsageError)."""
+        for name, opt in self.options().items():
+            if values.get(name) is not None and opt.check_size is not None:
+                opt.check_size(values[name], ranks)
 
     def _entry(self, name: str) -> _Entry:
         entries = self._load()
@@ -339,10 +401,6 @@ class Registry(Mapping):
             raise UsageError(self.unknown_message(name))
         cls = self._entry(name).obj
         return cls(**accepted(cls, options))
-
-
-def _with_source(spec: Algorithm, source: str) -> Algorithm:
-    return dataclasses.replace(spec, source=source)
 
 
 def _entry_points(group: str) -> list:

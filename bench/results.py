@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy
 
 from distbench import __version__
-from distbench.runtime import DistbenchError, UsageError, proc_field, thread_levels
+from distbench.errors import DistbenchError, UsageError
+from distbench.runtime import proc_field, thread_levels
 
 SCHEMA = 2
 RUNNING = "not finished (still running, or ended without a word: killed)"

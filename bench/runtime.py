@@ -15,8 +15,8 @@ from types import ModuleType
 import numpy as np
 
 from distbench.comm import HostStagingComm
-from distbench.errors import DistbenchError, UsageError, eprint  # noqa: F401 (re-exported)
-from distbench.launcher import launched_by_mpirun, launcher_rank  # noqa: F401 (re-exported)
+from distbench.errors import DistbenchError, UsageError
+from distbench.launcher import DEFAULT_THREAD_LEVEL, THREAD_LEVELS
 
 _MPI: list = []  # mpi4py.MPI once imported (an import statement per call costs ~0.2 us)
 
@@ -28,16 +28,6 @@ def mpi():
 
         _MPI.append(MPI)
     return _MPI[0]
-
-
-# --thread-level names -> MPI's constants, lowest first (MPI-4.1, section 11.2.1)
-THREAD_LEVELS = {"single": "THREAD_SINGLE", "funneled": "THREAD_FUNNELED",
-                 "serialized": "THREAD_SERIALIZED", "multiple": "THREAD_MULTIPLE"}
-# The default: the watchdog's thread makes MPI calls (heartbeats), which needs MULTIPLE; what
-# that costs a short message was measured (README, "Short messages": 0.13-0.16 us of a 1.7 us
-# 8 B MPI_Allreduce, the watchdog's thread itself nothing measurable). With --timeout 0 the
-# CLI asks for "single" (nothing else needs a thread).
-DEFAULT_THREAD_LEVEL = "multiple"
 
 
 def world(thread_level: str | None = None):
@@ -98,15 +88,12 @@ def node_comm(comm):
 
 
 def local_rank_and_size(comm) -> tuple[int, int]:
-    """This rank's index among the ranks of its node, and their number."""
-    for rank_key, size_key in (
-        ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-        ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
-        ("SLURM_LOCALID", None),
-    ):
-        if rank_key in os.environ and (size_key is None or size_key in os.environ):
-            if size_key is not None:
-                return int(os.environ[rank_key]), int(os.environ[size_key])
+    """This rank's index among the ranks of its node, and their number: from the launcher's
+    environment (Open MPI, MPICH's hydra), else from the node's communicator."""
+    for rank_key, size_key in (("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+                               ("MPI_LOCALRANKID", "MPI_LOCALNRANKS")):
+        if rank_key in os.environ and size_key in os.environ:
+            return int(os.environ[rank_key]), int(os.environ[size_key])
     nc = node_comm(comm)
     try:
         return nc.Get_rank(), nc.Get_size()

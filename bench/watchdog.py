@@ -37,7 +37,8 @@ import time
 
 import numpy as np
 
-from distbench.runtime import eprint, mpi
+from distbench.errors import eprint
+from distbench.runtime import mpi
 
 BEAT_S = 0.5       # heartbeat interval
 STALE_S = 2.5      # a heartbeat older than this: the rank is stopped or dead

@@ -16,8 +16,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-BASELINE = "native"
-
 
 def collective_names() -> list[str]:
     """The command names of every collective type (``allreduce`` first, then by name)."""
@@ -52,16 +50,12 @@ def get_allreduce(name: str, **options):
 
 
 def __getattr__(name: str):
-    """``ALLREDUCE`` (the AllReduce registry) and ``COLLECTIVES`` (name -> declaration), loaded
-    on first use."""
+    """``ALLREDUCE`` (the AllReduce registry), loaded on first use."""
     if name == "ALLREDUCE":
-        from distbench.collectives.allreduce import ALLREDUCE
+        from distbench.collectives.allreduce import ALLREDUCE  # listing commands loads none
 
         return ALLREDUCE
-    if name == "COLLECTIVES":
-        return {n: get_collective(n) for n in collective_names()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ALLREDUCE", "BASELINE", "COLLECTIVES", "collective_names", "get_allreduce",
-           "get_collective"]
+__all__ = ["ALLREDUCE", "collective_names", "get_allreduce", "get_collective"]

@@ -18,13 +18,12 @@ for all-to-all each rank's send buffer), rounded down to a multiple of
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from distbench.check import Segment, input_table, reduced_table
+from distbench.collectives.library import bind_library_call
 from distbench.registry import Registry
-from distbench.runtime import mpi
 
 
 @dataclass(frozen=True)
@@ -88,16 +87,8 @@ class Collective:
         ``op=`` (an ``mpi4py.MPI.Op``; left out for SUM, None) and ``root=`` where the
         collective takes them."""
         library = getattr(fn, "library_call", None)
-        if library is not None:
-            # the library's own call, bound to its arguments in C (functools.partial of the
-            # communicator's method): the harness adds no Python frame around it
-            shape = library[1]
-            args = (recv,) if self.single_buffer else (send, recv)
-            if shape in ("reduction", "rooted reduction") and (op is not None or self.rooted):
-                args += (op if op is not None else mpi().SUM,)
-            if self.rooted:
-                args += (root,)
-            return functools.partial(getattr(comm, library[0]), *args)
+        if library is not None:  # the library's own call, bound in C (collectives.library)
+            return bind_library_call(comm, library, send, recv, root, op)
         kwargs = {}
         if self.reduction and op is not None:
             kwargs["op"] = op

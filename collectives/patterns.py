@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.kernels import pow2_floor
+from distbench.collectives.inputs import pow2_floor
 from distbench.runtime import mpi
 
 # Ring reduce-scatter messages inside a node are cut into segments of this many bytes, so each

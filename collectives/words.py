@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.kernels import reduce_ufunc
+from distbench.collectives.ops import reduce_ufunc
 from distbench.comm import CommProxy
 from distbench.runtime import mpi
 

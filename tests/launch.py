@@ -68,7 +68,7 @@ def namespaces_skip_reason(extra_check=None) -> str | None:
     privilege (``check_requirements``, then ``extra_check()``, raising ``UsageError``) or a
     failed ``ip netns add`` of a probe namespace, which is deleted again."""
     from distbench.emulate.network import check_requirements
-    from distbench.runtime import UsageError
+    from distbench.errors import UsageError
 
     try:
         tools = check_requirements()

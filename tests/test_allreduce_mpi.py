@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checks import count_wrong, unchanged
 
-from distbench.check import count_wrong, fill_exact, unchanged
+from distbench.check import fill_exact
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.collectives.allreduce import hierarchical
 
@@ -156,8 +157,9 @@ def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
     (forced here through the cache) sends one message per step. Both exact, same bytes."""
     from mpi4py import MPI
 
+    from distbench.collectives import patterns
     from distbench.collectives.allreduce import ring
-    from distbench.collectives.kernels import cached_bounds
+    from distbench.collectives.inputs import cached_bounds
     from distbench.comm import CountingComm
 
     world = MPI.COMM_WORLD
@@ -165,13 +167,13 @@ def test_ring_segments_inside_a_node_and_sends_whole_blocks_across_nodes():
     count = (1 << 20) + 3  # float64: blocks of 8/p MiB, several segments each
     send = np.empty(count, dtype=np.float64)
     fill_exact(send, rank)
-    seg = ring.SEGMENT_BYTES // 8
+    seg = patterns.SEGMENT_BYTES // 8
     nseg = -(-cached_bounds(count, p)[1] // seg)
     sent = {}
     for spans in (False, True):
         comm = CountingComm(world)
-        assert ring.spans_nodes(comm) is False  # one host: Split_type finds every rank
-        ring._SPANS_NODES[id(comm)] = (comm, spans)
+        assert patterns.spans_nodes(comm) is False  # one host: Split_type finds every rank
+        patterns._SPANS_NODES[id(comm)] = (comm, spans)
         comm.reset()
         recv = np.full(count, -99.0)
         ring.allreduce(comm, send, recv)

@@ -191,7 +191,7 @@ def test_thread_level_is_recorded_and_bad_values_exit_2(tmp_path, command):
         assert proc.returncode == 0, proc.stderr
         return
     args = {"allreduce": ["-b", "8", "-e", "8"], "bcast": ["-b", "8", "-e", "8"],
-            "compress": ["-b", "4K", "-e", "4K", "--steps", "2", "--method", "none"]}[command]
+            "compress": ["-b", "4K", "-e", "4K", "--gradients", "2", "--method", "none"]}[command]
     proc = mpirun(2, [command, *args, "-n", "3", "-w", "1", "--thread-level", "serialized",
                       "--output", str(tmp_path), "--quiet"])
     assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from distbench.check import fill_segments, mismatches
 from distbench.collectives import collective_names, get_collective
-from distbench.collectives.kernels import INTEGER_OPS, in_place_sentinel, mpi_op
+from distbench.collectives.ops import INTEGER_OPS, in_place_sentinel, mpi_op
 from distbench.collectives.words import typed_comm
 from distbench.runtime import numpy_dtype
 

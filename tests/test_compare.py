@@ -11,8 +11,8 @@ import pytest
 
 from distbench.analysis.compare import Match, match, parse_percent
 from distbench.cli import main
+from distbench.errors import UsageError
 from distbench.results import find_docs
-from distbench.runtime import UsageError
 
 DATA = Path(__file__).parent / "data"
 P2 = DATA / "model" / "p2"

@@ -10,7 +10,7 @@ from launch import MPIRUN, error_lines, mpirun, serial
 
 from distbench.algorithms.compression import COMPRESSORS
 from distbench.collectives import ALLREDUCE
-from distbench.runtime import launched_by_mpirun
+from distbench.launcher import launched_by_mpirun
 
 pytestmark = [
     pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH"),
@@ -22,7 +22,7 @@ pytestmark = [
 def test_compress_all_methods_two_ranks(tmp_path):
     sizes = [64 << 10, 256 << 10]
     proc = mpirun(2, ["compress", "--method", "all", "-b", "64K", "-e", "256K", "-f", "4",
-                      "--steps", "3", "-n", "2", "-w", "0", "--bucket-size", "256",
+                      "--gradients", "3", "-n", "2", "-w", "0", "--bucket-size", "256",
                       "--output", str(tmp_path), "--json"], timeout=180)
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)

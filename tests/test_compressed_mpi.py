@@ -9,6 +9,7 @@ import pytest
 from distbench.algorithms.compression import COMPRESSORS, make_compressor
 from distbench.algorithms.compression.error_feedback import ErrorFeedback
 from distbench.algorithms.compression.exchange import CompressedAllreduce, compressed_exchange
+from distbench.algorithms.compression.spec import Compression
 from distbench.collectives import ALLREDUCE
 from distbench.comm import CountingComm
 
@@ -128,7 +129,7 @@ def test_allgatherv_path_gives_the_same_mean(name, bits):
 def test_error_feedback_exchange_and_buffers_reused():
     comm = _world()
     rank = comm.Get_rank()
-    ex = compressed_exchange(comm, "topk", density=0.05, seed=7, bucket_size=BUCKET)
+    ex = compressed_exchange(comm, Compression("topk", options={"density": 0.05}), seed=7)
     assert ex.error_feedback and isinstance(ex.compressor, ErrorFeedback)
     twin = ErrorFeedback(_make("topk", 8, rank))
     out = np.empty(D, dtype=np.float32)

@@ -11,7 +11,7 @@ import pytest
 
 from distbench.algorithms.compression import COMPRESSORS, SMALL, base, make_compressor
 from distbench.algorithms.compression.error_feedback import ErrorFeedback, with_error_feedback
-from distbench.runtime import UsageError
+from distbench.errors import UsageError
 
 
 def heavy(d: int, seed: int = 0, dtype=np.float32) -> np.ndarray:

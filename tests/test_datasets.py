@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from distbench.algorithms.sgd.datasets import load_dataset, shard_bounds, shard_indices
-from distbench.runtime import UsageError
+from distbench.errors import UsageError
 
 
 def test_digits_split_standardized_and_seeded():

@@ -29,7 +29,8 @@ from distbench.emulate.network import (
     pids_in,
     reap_leftovers,
 )
-from distbench.runtime import UsageError, launched_by_mpirun
+from distbench.errors import UsageError
+from distbench.launcher import launched_by_mpirun
 
 PY = sys.executable
 PINGPONG = Path(__file__).resolve().parent.parent / "tools" / "pingpong.py"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from distbench.algorithms import federated as fed
-from distbench.algorithms.compression import make_compressor
+from distbench.algorithms.compression import COMPRESSORS, make_compressor
+from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.sgd import Problem
 from distbench.comm import CountingComm
 
@@ -37,8 +38,12 @@ def test_same_final_model_whatever_the_rank_count(digits, name, dtype, extra):
     comm = _world()
     problem = Problem(digits, "softmax", dtype=dtype, with_optimum=False)
     parts = fed.make_partition("dirichlet", digits.y_train, 14, 2, alpha=0.5)
+    extra = dict(extra)
+    method = extra.pop("compress", "none")
+    options = {"density": extra.pop("density")} if "density" in extra else {}
     cfg = fed.FedConfig(rounds=4, clients=14, fraction=0.5, local_epochs=1, local_batch=16,
-                    lr=0.2, seed=9, **extra)
+                        lr=0.2, seed=9, compression=Compression(method, options=options),
+                        **extra)
     spread = fed.run_federated(comm, problem, parts, fed.ALGORITHMS.create(name), cfg)
     alone = fed.run_federated(MPI.COMM_SELF, problem, parts, fed.ALGORITHMS.create(name), cfg)
     np.testing.assert_array_equal(spread.theta, alone.theta)
@@ -62,7 +67,9 @@ def test_bytes_per_rank_equal_the_formula(digits, name, compress):
     problem = Problem(digits, "softmax", dtype="float32", with_optimum=False)
     parts = fed.make_partition("iid", digits.y_train, 11, 0)
     cfg = fed.FedConfig(rounds=3, clients=11, fraction=0.6, dropout=0.3, local_epochs=1,
-                    local_batch=32, compress=compress, density=0.05, bits=2)
+                        local_batch=32, compression=Compression(compress, options={
+                            k: v for k, v in (("density", 0.05), ("bits", 2))
+                            if k in {o.name for o in COMPRESSORS.spec(compress).options}}))
     outer = CountingComm(comm)
     res = fed.run_federated(outer, problem, parts, fed.ALGORITHMS.create(name), cfg)
     d, s = problem.model.n_params, 2 if name == "scaffold" else 1
@@ -86,9 +93,7 @@ def test_bytes_per_rank_equal_the_formula(digits, name, compress):
 
 @pytest.mark.mpi(min_size=2)
 def test_benchmark_run_writes_partition_rounds_and_summaries(digits, tmp_path):
-    from types import SimpleNamespace
-
-    from distbench.benchmarks.fedavg import fedavg_command, run
+    from distbench.benchmarks.fedavg import fedavg_command
 
     comm = _world()
     out = comm.bcast(str(tmp_path) if comm.Get_rank() == 0 else None)
@@ -96,8 +101,8 @@ def test_benchmark_run_writes_partition_rounds_and_summaries(digits, tmp_path):
                                "--clients", "20", "--fraction", "0.5", "--partition", "shards",
                                "--target-acc", "0.5", "--lr", "0.3", "--eval-every", "2",
                                "--output", out, "--quiet"], standalone_mode=False)
-    cfg = SimpleNamespace(**job.config)
-    assert run(cfg, {"dataset": digits}, comm, ["distbench", "fedavg"]) == 0
+    prepared = job.validate(comm)  # the data and the partition, as the CLI runs a job
+    assert job.run(comm, ["distbench", "fedavg"], prepared) == 0
     if comm.Get_rank() != 0:
         return
     (folder,) = [q for q in tmp_path.iterdir() if q.name.endswith("-fedavg")]

@@ -11,7 +11,8 @@ import json
 import pytest
 from launch import MPIRUN, mpirun
 
-from distbench.runtime import UsageError, array_module
+from distbench.errors import UsageError
+from distbench.runtime import array_module
 
 
 def _cupy_or_skip():

@@ -7,12 +7,12 @@ import json
 import click
 import numpy as np
 import pytest
+from checks import count_changed
 
 from distbench.benchmarks.collective import SweepConfig, validate_sweep
 from distbench.check import (
     PERIOD,
     Segment,
-    count_changed,
     fill_exact,
     fill_segments,
     input_table,
@@ -20,10 +20,12 @@ from distbench.check import (
     reduced_table,
 )
 from distbench.collectives import get_collective
-from distbench.command import Size
+from distbench.command import Iterations, Sizes
+from distbench.errors import UsageError
 from distbench.metrics import algbw, stats_from_matrix
+from distbench.options import Size
 from distbench.results import RunWriter, csv_text, new_run_dir
-from distbench.runtime import Backend, UsageError, array_module, get_backend, namespace_of
+from distbench.runtime import Backend, array_module, get_backend, namespace_of
 from distbench.timing import adaptive_iters, time_interleaved
 
 
@@ -58,13 +60,18 @@ def test_size_rejects_malformed(text):
         Size().convert(text, None, None)
 
 
+def _sweep(min_bytes=8, max_bytes=64, factor=2, iters=None, **kw) -> SweepConfig:
+    """A collective's configuration built by keyword, as the command line builds it."""
+    return SweepConfig(algos=["native"], sizes=Sizes(min_bytes=min_bytes, max_bytes=max_bytes,
+                                                     factor=factor),
+                       iterations=Iterations(iters=iters), **kw)
+
+
 def test_sweep_sizes_and_validation():
-    cfg = SweepConfig(["native"], 8, 64, 2)
-    assert cfg.sizes() == [8, 16, 32, 64]
-    assert SweepConfig(["native"], 8, 100, 4).sizes() == [8, 32]
-    for bad in (SweepConfig(["native"], 64, 8), SweepConfig(["native"], 8, 64, 1),
-                SweepConfig(["native"], 6, 64, dtype="float64"),
-                SweepConfig(["native"], 8, 64, iters=0)):
+    assert _sweep(8, 64, 2).sizes.sweep() == [8, 16, 32, 64]
+    assert _sweep(8, 100, 4).sizes.sweep() == [8, 32]
+    for bad in (_sweep(64, 8), _sweep(8, 64, 1), _sweep(6, 64, dtype="float64"),
+                _sweep(8, 64, iters=0)):
         with pytest.raises(UsageError):
             validate_sweep(bad)
 
@@ -100,7 +107,7 @@ def test_large_sizes_get_at_least_20_iterations_unless_the_time_is_capped(monkey
     monkeypatch.setattr(collective, "estimate_seconds", lambda comm, f, calls=2, sync=None: 0.03)
     monkeypatch.setattr(collective.watchdog, "enter", lambda *a, **k: None)
     fns = {"native": lambda: None, "ring": lambda: None}
-    cfg = SweepConfig(["ring"])
+    cfg = SweepConfig(algos=["ring"])
     iters, warm, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str)
     assert iters == {"native": 20, "ring": 20} and warm == {"native": 2, "ring": 2}
     capped, _, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str,
@@ -109,8 +116,8 @@ def test_large_sizes_get_at_least_20_iterations_unless_the_time_is_capped(monkey
     tiny, _, _ = collective._iteration_plan(cfg, FakeComm(), fns, 64 << 20, None, str,
                                             share_s=0.01)
     assert set(tiny.values()) == {5}
-    given, _, _ = collective._iteration_plan(SweepConfig(["ring"], iters=3), FakeComm(), fns,
-                                             64 << 20, None, str)
+    given, _, _ = collective._iteration_plan(SweepConfig(algos=["ring"], iterations=Iterations(
+        iters=3)), FakeComm(), fns, 64 << 20, None, str)
     assert set(given.values()) == {3}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from distbench.algorithms.sgd.datasets import load_dataset
 from distbench.algorithms.sgd.models import MLP, Softmax, make_model, optimum
-from distbench.runtime import UsageError
+from distbench.errors import UsageError
 
 
 @pytest.fixture(scope="module")

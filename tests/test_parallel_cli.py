@@ -11,7 +11,7 @@ from launch import mpirun, serial, usage_error_line
 from distbench.algorithms.parallel.memory import model_state_bytes
 
 SMALL = ["--layers", "4", "--hidden", "64", "--heads", "4", "--seq", "16", "--vocab", "97",
-         "--micro-batches", "4", "--steps", "2", "--warmup-steps", "1"]
+         "--micro-batches", "4", "--iters", "2", "--warmup", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_native_collectives_are_not_counted_as_our_bytes(tmp_path):
     (["--layouts", "1x1x4", "--layers", "6"], "does not divide the 6 layers"),
     (["--layouts", "2x2"], "a layout is DxTxP"),
     (["--zero", "0,4"], "--zero takes stages"),
-    (["--bucket-mb", "0"], "--bucket-mb takes positive numbers"),
+    (["--bucket-mb", "0"], "--bucket-mb': takes finite numbers > 0"),
     (["--dp-algo", "nope"], "nope"),
     (["--layouts", "4x1x1,2x2x1", "--global-batch", "6"], "--global-batch 6 is not a multiple"),
 ])

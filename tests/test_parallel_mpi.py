@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from distbench.algorithms.parallel.layout import Layout
-from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
+from distbench.algorithms.parallel.transformer import Transformer
 
 # 12 layers (P = 1, 2, 3, 4 divide them) of H = 48 with 12 heads (so do T = 1, 2, 3, 4),
 # S = 24, V = 101: odd sizes, so layers, shards and buckets are uneven before the padding to

@@ -8,9 +8,9 @@ import pytest
 from distbench.algorithms.parallel.buckets import layer_offsets, make_buckets
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.memory import model_state_bytes, rank_memory
-from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.pipeline import bubble_fraction, schedule
 from distbench.algorithms.parallel.traffic import RankPlan
+from distbench.algorithms.parallel.transformer import Transformer
 from distbench.errors import UsageError
 
 

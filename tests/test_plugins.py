@@ -18,7 +18,7 @@ import textwrap
 import pytest
 from launch import DISTBENCH, MPIRUN, error_lines, mpi_env
 
-from distbench.runtime import launched_by_mpirun
+from distbench.launcher import launched_by_mpirun
 
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch mpirun")
 
@@ -165,7 +165,7 @@ def test_wrong_plugin_in_algo_all_is_reported_and_exits_1(site, tmp_path):
 
 
 def test_plugin_compressor_in_method_all(site, tmp_path):
-    proc = _run(site, 2, ["compress", "--method", "all", "-b", "4K", "-e", "4K", "--steps", "2",
+    proc = _run(site, 2, ["compress", "--method", "all", "-b", "4K", "-e", "4K", "--gradients", "2",
                           "-n", "2", "--output", str(tmp_path), "--json"])
     assert proc.returncode == 0, proc.stderr
     recs = json.loads(proc.stdout)

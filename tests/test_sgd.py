@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 
 from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd, steps_for_epochs
 from distbench.algorithms.sgd.datasets import load_dataset
 from distbench.algorithms.sgd.schedules import LRSchedule
-from distbench.runtime import UsageError
+from distbench.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def _mpirun():
 @pytest.mark.parametrize("args,needle", [
     (["--dataset", "{bad}"], "not a numeric CSV"),
     (["--mode", "sync,hogwild"], "unknown mode 'hogwild'"),
-    (["--mode", "local", "--local-steps", "0"], "--local-steps must be >= 1"),
+    (["--mode", "local", "--local-steps", "0"], "'--local-steps': '0' is not in [1,"),
     (["--mode", "async", "--dataset", "{good}"], "async mode needs at least 2 ranks"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
@@ -147,10 +149,11 @@ def test_command_parses_into_a_job():
     cfg = job.config
     assert cfg["modes"] == ["sync", "async"] and cfg["steps"] == 9
     assert cfg["straggler"] == {"1": 5.0, "2": 0.5, "3": 1.0}
-    assert cfg["compress"] == "topk" and cfg["error_feedback"] is False
+    assert cfg["method"] == "topk" and cfg["error_feedback"] is False
     for bad, needle in ((["--straggler", "x:1"], "RANK:MS"), (["--epochs", "2", "--steps", "3"],
                         "not both"), (["--compress", "zip"], "unknown compression"),
-                        (["--density", "0"], None)):
-        args = bad if needle is not None else ["--compress", "topk", *bad]
-        with pytest.raises(UsageError, match=needle or "density"):
-            sgd_command.main(args, standalone_mode=False)
+                        (["--density", "0.5"], "--density do(es) nothing with --compress none")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            sgd_command.main(bad, standalone_mode=False)
+    with pytest.raises(click.BadParameter, match=re.escape("'0' is not in (0, 1]")):
+        sgd_command.main(["--compress", "topk", "--density", "0"], standalone_mode=False)

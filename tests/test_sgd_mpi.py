@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, run_sgd
+from distbench.algorithms.compression.spec import Compression
+from distbench.algorithms.sgd import Problem, Sampler, SGDConfig, Targets, run_sgd
 from distbench.algorithms.sgd.parameter_server import HEADER_BYTES
 from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.comm import CountingComm
@@ -217,8 +218,8 @@ def test_topk_with_error_feedback_tracks_uncompressed_sgd(digits):
         for name, compress, ef in (("dense", "none", None), ("ef", "topk", True),
                                    ("plain", "topk", False)):
             cfg = SGDConfig("sync", steps=300, batch_size=32, schedule=LRSchedule(0.5),
-                            eval_every=300, compress=compress, density=0.01,
-                            error_feedback=ef)
+                            eval_every=300, compression=Compression(
+                                compress, ef, {"density": 0.01} if compress == "topk" else {}))
             res = run_sgd(sub, problem, cfg)
             final[name] = problem.evaluate(res.theta)[0]
             if compress == "topk":  # 7 float32 values + 7 int32 indices per step
@@ -234,8 +235,8 @@ def test_local_sgd_compresses_the_model_delta(problem64):
     comm = _world()
     p = comm.Get_size()
     outer = CountingComm(comm)
-    cfg = SGDConfig("local", steps=12, batch_size=8, local_steps=4, compress="topk",
-                    density=0.05, eval_every=12)
+    cfg = SGDConfig("local", steps=12, batch_size=8, local_steps=4,
+                    compression=Compression("topk", options={"density": 0.05}), eval_every=12)
     res = run_sgd(outer, problem64, cfg)
     k = math.ceil(0.05 * problem64.model.n_params)
     assert res.rounds == 3 and res.bytes_per_rank == [3 * 8 * k] * p
@@ -251,12 +252,14 @@ def test_benchmark_run_writes_rows_and_summaries(digits, tmp_path):
     import json
 
     from distbench.benchmarks.sgd import SGDBenchConfig, run
+    from distbench.command import RunOptions
 
     comm = _world()
     out = comm.bcast(str(tmp_path) if comm.Get_rank() == 0 else None)
-    cfg = SGDBenchConfig(modes=["sync", "local", "async"], steps=20, eval_every=10,
-                         local_steps=3, lr=0.5, target_acc=0.5, output=out, quiet=True)
-    assert run(cfg, {"dataset": digits}, comm, ["distbench", "sgd"]) == 0
+    cfg = SGDBenchConfig(modes=["sync", "local", "async"], training=SGDConfig(
+        steps=20, eval_every=10, local_steps=3, schedule=LRSchedule(0.5)),
+        targets=Targets(target_acc=0.5), run=RunOptions(output=out, quiet=True))
+    assert run(cfg, digits, comm, ["distbench", "sgd"]) == 0
     if comm.Get_rank() != 0:
         return
     (folder,) = [p for p in tmp_path.iterdir() if p.name.endswith("-sgd")]

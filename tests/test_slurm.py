@@ -22,7 +22,8 @@ import pytest
 from launch import namespaces_skip_reason
 
 from distbench.emulate.network import NETNS_DIR, PREFIX, STATE_ROOT, pids_in
-from distbench.runtime import UsageError, launched_by_mpirun
+from distbench.errors import UsageError
+from distbench.launcher import launched_by_mpirun
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -362,7 +363,7 @@ def test_daemon_failing_to_start_is_one_error_and_nothing_left():
     """slurmctld exits at start-up (a select plugin that does not exist): DistbenchError
     naming it and its log's error line; everything built so far is removed."""
     from distbench.emulate.slurm import SlurmCluster
-    from distbench.runtime import DistbenchError
+    from distbench.errors import DistbenchError
 
     class Broken(SlurmCluster):
         def _write_launch_files(self):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checks import count_wrong, unchanged
 
-from distbench.check import count_wrong, fill_exact, unchanged
+from distbench.check import fill_exact
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.comm import CountingComm, HostStagingComm
 from distbench.runtime import Backend

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from launch import DISTBENCH, MPIRUN, error_lines, mpi_env, mpirun, serial
 
+from distbench.errors import DistbenchError, UsageError
+from distbench.launcher import launched_by_mpirun
 from distbench.results import RUNNING, RunWriter, check_output_folder
-from distbench.runtime import DistbenchError, UsageError, launched_by_mpirun
 
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch mpirun")
 
@@ -253,24 +254,24 @@ def test_training_that_diverges_stops_exit_1_and_the_results_hold_it(tmp_path):
 
 BAD = [
     # each a case the trust issue found, as run under mpirun -n 2
-    (["sgd", "--seed", "-1", "--steps", "20"], 2, "--seed must be >= 0"),
-    (["compress", "--seed", "-1"], 2, "--seed must be >= 0"),
+    (["sgd", "--seed", "-1", "--steps", "20"], 2, "'--seed': '-1' is not in [0,"),
+    (["compress", "--seed", "-1"], 2, "'--seed': '-1' is not in [0,"),
     (["sgd", "--epochs", "inf"], 2, "not a finite number"),
-    (["sgd", "--batch-size", "0"], 2, "--batch-size must be >= 1"),
+    (["sgd", "--batch-size", "0"], 2, "'--batch-size': '0' is not in [1,"),
     (["sgd", "--l2", "nan"], 2, "not a finite number"),
     (["sgd", "--target-loss", "nan"], 2, "not a finite number"),
     (["sgd", "--lr", "inf"], 2, "not a finite number"),
     (["sgd", "--straggler", "1:inf"], 2, "--straggler takes RANK:MS"),
-    (["sgd", "--eval-every", "0"], 2, "--eval-every must be >= 1"),
-    (["sgd", "--decay-every", "0"], 2, "--decay-every must be >= 1"),
+    (["sgd", "--eval-every", "0"], 2, "'--eval-every': '0' is not in [1,"),
+    (["sgd", "--decay-every", "0"], 2, "'--decay-every': '0' is not in [1,"),
     (["sgd", "--t0", "0"], 2, "is not > 0"),
     (["allreduce", "--algo", "hierarchical", "--inner", "hierarchical"], 2,
      "inner algorithm 'hierarchical'"),
-    (["allreduce", "--algo", ""], 2, "--algo needs at least one algorithm"),
-    (["allreduce", "--algo", ","], 2, "--algo needs at least one algorithm"),
+    (["allreduce", "--algo", ""], 2, "without empty items"),
+    (["allreduce", "--algo", ","], 2, "without empty items"),
     (["allreduce", "--output", "/proc/x"], 2, "--output /proc/x: cannot create"),
     (["allreduce", "-n", "100000000000"], 2, "beyond --max-time 3600 s"),
-    (["allreduce", "-w", "1e12"], 2, "not a valid integer"),
+    (["allreduce", "-w", "1e12"], 2, "beyond --max-time"),
     (["compress", "-n", "100000000000"], 2, "beyond --max-time"),
     (["sgd", "--steps", "1000000000000"], 2, "beyond --max-time"),
     (["allreduce", "--timeout", "-1"], 2, "is not >= 0"),

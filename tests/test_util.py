@@ -8,7 +8,8 @@ import pytest
 
 from distbench import buffers
 from distbench.buffers import PrivatePool, clear_workspace, workspace
-from distbench.collectives.kernels import block_bounds, pow2_floor, reduce_ufunc
+from distbench.collectives.inputs import block_bounds, pow2_floor
+from distbench.collectives.ops import reduce_ufunc
 from distbench.collectives.patterns import real_rank
 
 

@@ -27,13 +27,14 @@ Registered in :data:`COMPRESSORS`; build one with :func:`make_compressor`.
 
 from __future__ import annotations
 
-from distbench.algorithms.compression.base import Compressor, check_density
+from distbench.algorithms.compression.base import Compressor
 from distbench.algorithms.compression.dense import FP16, Identity
 from distbench.algorithms.compression.qsgd import QSGD
 from distbench.algorithms.compression.sign import Sign
 from distbench.algorithms.compression.sparse import SMALL, RandK, TopK
 from distbench.registry import Registry
 
+# each class declares the options its constructor takes (OPTIONS); a plug-in class likewise
 COMPRESSORS = Registry("compression method", "distbench.compressors", {
     "none": Identity,
     "fp16": FP16,
@@ -44,26 +45,24 @@ COMPRESSORS = Registry("compression method", "distbench.compressors", {
 })
 
 
-def make_compressor(name: str, density: float = 0.01, bits: int = 8, seed: int = 0,
-                    rank: int = 0, bucket_size: int = 512) -> Compressor:
+def make_compressor(name: str, seed: int = 0, rank: int = 0, **options) -> Compressor:
     """A new compressor ``name`` built with the options its constructor takes (bound by
-    signature, as every registry does; a plug-in class gets the same treatment).
+    signature, as every registry does; a plug-in class gets the same treatment). Options it
+    does not take are ignored.
 
     Args:
         name: a key of :data:`COMPRESSORS`.
-        density: kept fraction for ``topk``/``randk``, in (0, 1].
-        bits: bits per element for ``qsgd``: 2, 4 or 8 (``s = 2**(bits-1) - 1`` levels).
         seed: seed of the random parts; ``randk`` needs the same seed on every rank.
         rank: this rank; ``qsgd`` draws independent rounding noise per rank from
             ``(seed, rank)``.
-        bucket_size: elements per ``qsgd`` bucket (one float32 norm each), >= 1.
+        options: the compressors' declared options (each class's ``OPTIONS``, gathered by
+            :meth:`~distbench.registry.Registry.options`).
 
     Raises:
-        UsageError: unknown name, density outside (0, 1], unsupported bits or bucket size.
+        UsageError: unknown name, or an option outside its declared range.
     """
-    check_density(density)
-    return COMPRESSORS.create(name, density=density, bits=bits, seed=seed, rank=rank,
-                              bucket_size=bucket_size)
+    COMPRESSORS.check(options)
+    return COMPRESSORS.create(name, seed=seed, rank=rank, **options)
 
 
 __all__ = ["COMPRESSORS", "SMALL", "Compressor", "make_compressor"]

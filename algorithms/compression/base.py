@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.runtime import UsageError, namespace_of
+from distbench.errors import UsageError
+from distbench.runtime import namespace_of
 
 CHUNK = 1 << 19  # elements per streamed block on the host (2 MiB of float32: stays in cache)
 
@@ -42,23 +43,12 @@ def total(xp, a) -> float:
     return float(np.add.reduce(a)) if xp is np else float(a.sum(dtype=xp.float64))
 
 
-def keep_count(density: float, d: int) -> int:
-    """``ceil(density d)`` robust to binary rounding (0.07 * 100 keeps 7), within [1, d]."""
+def keep_count(fraction: float, d: int) -> int:
+    """``ceil(fraction d)`` robust to binary rounding (0.07 * 100 keeps 7), within [1, d]."""
     if d <= 0:
         return 0
-    kd = density * d
+    kd = fraction * d
     return min(d, max(1, math.ceil(kd - 1e-9 * max(1.0, kd))))
-
-
-def check_density(density) -> float:
-    """``density`` as a float in (0, 1]. Raises UsageError otherwise."""
-    try:
-        density = float(density)
-    except (TypeError, ValueError):
-        raise UsageError(f"--density must be a number in (0, 1], not {density!r}") from None
-    if not 0.0 < density <= 1.0:
-        raise UsageError(f"--density must be in (0, 1], not {density:g}")
-    return density
 
 
 def check_index_range(d: int) -> None:
@@ -79,6 +69,11 @@ class Compressor(abc.ABC):
     summable = False
     biased = False
     block = CHUNK  # elements per streamed block on the host (an instance may lower it)
+    OPTIONS: tuple = ()  # the options the constructor takes (registry.Option), declared here
+
+    def options(self) -> dict:
+        """The declared options this compressor was built with (for records and tables)."""
+        return {o.name: getattr(self, o.name) for o in self.OPTIONS}
 
     def __init__(self):
         self._bufs: dict = {}

@@ -16,7 +16,8 @@ for 1-bit SGD.
 from __future__ import annotations
 
 from distbench.algorithms.compression.base import Compressor, as_flat
-from distbench.runtime import UsageError, namespace_of
+from distbench.errors import UsageError
+from distbench.runtime import namespace_of
 
 
 class ErrorFeedback:

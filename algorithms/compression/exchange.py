@@ -22,10 +22,9 @@ import time
 
 import numpy as np
 
-from distbench.algorithms.compression import make_compressor
-from distbench.algorithms.compression.error_feedback import with_error_feedback
 from distbench.collectives import get_allreduce
-from distbench.runtime import UsageError, namespace_of
+from distbench.errors import UsageError
+from distbench.runtime import namespace_of
 
 
 def link_bytes(wire: int, ranks: int, summable: bool) -> float:
@@ -71,7 +70,6 @@ class CompressedAllreduce:
             self._allreduce = get_allreduce(allreduce)
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from None
-        self.allreduce_name = allreduce
         self.uniform = True if uniform is None else bool(uniform)
         self._recv: dict = {}
         self.wire_bytes = 0
@@ -164,19 +162,19 @@ class CompressedAllreduce:
         return out
 
 
-def compressed_exchange(comm, method: str, density: float = 0.01, bits: int = 8,
-                        error_feedback: bool | None = None, seed: int = 0,
-                        allreduce: str = "native", bucket_size: int = 512
+def compressed_exchange(comm, compression, seed: int = 0, allreduce: str = "native"
                         ) -> CompressedAllreduce:
-    """A :class:`CompressedAllreduce` for compressor ``method`` on ``comm``.
+    """A :class:`CompressedAllreduce` of ``compression`` (a
+    :class:`~distbench.algorithms.compression.spec.Compression`) on ``comm``.
 
     The compressor is built with this rank's index (QSGD's rounding noise is independent per
     rank; rand-k's indices agree because ``seed`` is the same everywhere) and wrapped in error
-    feedback when ``error_feedback`` is True, or None and the compressor is biased.
+    feedback as the spec says (None: when the compressor is biased).
 
     Raises:
-        UsageError: unknown method or AllReduce, bad density, bits or bucket size.
+        UsageError: unknown method or AllReduce, or an option out of its range.
     """
-    comp = make_compressor(method, density=density, bits=bits, seed=seed,
-                           rank=comm.Get_rank(), bucket_size=bucket_size)
-    return CompressedAllreduce(comm, with_error_feedback(comp, error_feedback), allreduce)
+    return CompressedAllreduce(comm, compression.build(seed, comm.Get_rank()), allreduce)
+
+
+__all__ = ["CompressedAllreduce", "compressed_exchange", "link_bytes"]

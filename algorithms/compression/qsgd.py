@@ -36,7 +36,13 @@ import numpy as np
 
 from distbench.algorithms.compression.base import Compressor, as_flat, blocks
 from distbench.buffers import workspace
-from distbench.runtime import UsageError, namespace_of
+from distbench.registry import Option, in_range
+from distbench.runtime import namespace_of
+
+BITS = Option("bits", int, 8, "qsgd: bits per element (s = 2^(bits-1) - 1 levels).",
+              choices=(2, 4, 8))
+BUCKET_SIZE = Option("bucket_size", int, 512, "qsgd: elements per bucket (one float32 norm "
+                     "each).", check=in_range("--bucket-size", 1, 1 << 30))
 
 F = 1 << 16  # dither resolution: 16 random bits per element
 MAGIC = np.float32(1.5 * 2.0**39)  # x + MAGIC rounds x to a multiple of F (ulp(MAGIC) = F)
@@ -75,13 +81,13 @@ class QSGD(Compressor):
     """
 
     name = "qsgd"
+    OPTIONS = (BITS, BUCKET_SIZE)
 
-    def __init__(self, bits: int = 8, bucket_size: int = 512, seed: int = 0, rank: int = 0):
+    def __init__(self, bits: int = BITS.default, bucket_size: int = BUCKET_SIZE.default,
+                 seed: int = 0, rank: int = 0):
         super().__init__()
-        if bits not in (2, 4, 8):
-            raise UsageError(f"--bits must be 2, 4 or 8 for qsgd, not {bits}")
-        if int(bucket_size) < 1:
-            raise UsageError(f"--bucket-size must be >= 1, not {bucket_size}")
+        BITS.validate(bits)
+        BUCKET_SIZE.validate(bucket_size)
         self.bits, self.bucket_size = int(bits), int(bucket_size)
         self.s = 2 ** (self.bits - 1) - 1
         self.inflate = 1.0 + max((self.bucket_size + 8) * 2.0 ** -23, 2.0 ** -14)

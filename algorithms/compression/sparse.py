@@ -10,14 +10,17 @@ from distbench.algorithms.compression.base import (
     Compressor,
     as_flat,
     blocks,
-    check_density,
     check_index_range,
     keep_count,
 )
 from distbench.buffers import workspace
+from distbench.registry import Option, in_range
 from distbench.runtime import namespace_of
 
 SMALL = 1 << 17  # top-k below this many elements: one selection over the whole vector
+
+DENSITY = Option("density", float, 0.01, "topk, randk: the fraction of the coordinates kept.",
+                 check=in_range("--density", 0, 1, low_open=True))
 
 
 def largest(xp, mag, k: int):
@@ -52,10 +55,12 @@ class TopK(Compressor):
 
     name = "topk"
     biased = True
+    OPTIONS = (DENSITY,)
 
-    def __init__(self, density: float = 0.01, seed: int = 0):
+    def __init__(self, density: float = DENSITY.default, seed: int = 0):
         super().__init__()
-        self.density = check_density(density)
+        DENSITY.validate(density)
+        self.density = float(density)
         self._sample_rng = np.random.default_rng([seed, 0x70CB])
 
     def describe(self) -> str:
@@ -159,7 +164,7 @@ class RandK(TopK):
     name = "randk"
     summable = True
 
-    def __init__(self, density: float = 0.01, seed: int = 0):
+    def __init__(self, density: float = DENSITY.default, seed: int = 0):
         super().__init__(density, seed)
         self.seed = int(seed)
         self.step = 0

@@ -3,8 +3,10 @@ FedProx, server optimizers, SCAFFOLD, and compressed or differentially private u
 
 * :mod:`.partitions`: how the training set is divided among the clients (:data:`PARTITIONS`:
   ``iid``, ``dirichlet``, ``shards``, ``size-skew``, named as flwr-datasets names them);
+* :mod:`.strategy`: what a federated algorithm is (a strategy with lifecycle hooks);
 * :mod:`.server`: the algorithms (:data:`ALGORITHMS`: ``fedsgd``, ``fedavg``, ``fedprox``,
-  ``fedavgm``, ``fedadam``, ``scaffold``) and their server optimizers;
+  ``fedavgm``, ``fedadam``, ``scaffold``, and ``feddyn`` from :mod:`.feddyn`) and the server's
+  side of the uploads;
 * :mod:`.client`: a client's data, local training and upload state;
 * :mod:`.rounds`: the round loop and its MPI protocol (:func:`run_federated`).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from distbench.algorithms.federated.partitions import PARTITIONS, label_counts, make_partition
 from distbench.algorithms.federated.rounds import (
-    OPTIONS,
+    DIVERGED,
     FedConfig,
     FedDiverged,
     FedResult,
@@ -27,6 +29,6 @@ from distbench.algorithms.federated.rounds import (
 )
 from distbench.algorithms.federated.server import ALGORITHMS
 
-__all__ = ["ALGORITHMS", "OPTIONS", "PARTITIONS", "FedConfig", "FedDiverged", "FedResult",
+__all__ = ["ALGORITHMS", "DIVERGED", "PARTITIONS", "FedConfig", "FedDiverged", "FedResult",
            "RoundPlan", "label_counts", "make_clients", "make_partition", "plan_round",
            "run_federated"]

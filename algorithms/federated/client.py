@@ -7,11 +7,12 @@ keeps the remainder, so every sample is used once per epoch), or, with B = 0, on
 epoch on all n_k samples in their stored order. That is ``local_steps(n_k, E, B)`` =
 E ceil(n_k / B) steps (E for B = 0) of
 
-    y <- y - eta_l (grad f_k(y) + mu (y - x_t) + c - c_k)
+    y <- y - eta_l grad f_k(y)   (then the strategy's per-step correction, if any)
 
-with the proximal term for FedProx (Li et al. 2020) and the correction for SCAFFOLD
-(Karimireddy et al. 2020) where they apply; a slow client (FedProx's variable local work, Li
-et al. 2020, section 5.2) stops after fewer steps. The minibatch order of client k in round t
+with the strategy's correction (FedProx's proximal term, SCAFFOLD's control variates, FedDyn's
+regularizer: :meth:`~distbench.algorithms.federated.strategy.Strategy.local_rule`) applied to
+each step; a slow client (FedProx's variable local work, Li et al. 2020, section 5.2) stops
+after fewer steps. The minibatch order of client k in round t
 comes from ``default_rng([seed, k, t])``, so it is the same on whichever rank simulates the
 client and for every algorithm.
 """
@@ -21,9 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from distbench.algorithms.compression import make_compressor
-from distbench.algorithms.compression.error_feedback import with_error_feedback
 
 
 def local_steps(n: int, epochs: int, batch: int) -> int:
@@ -47,7 +45,8 @@ class Client:
     Attributes:
         uplink: the compressors of its uploads, one per stream (built on first use with
             :meth:`compressor`, error feedback per client as configured), kept across rounds.
-        c: SCAFFOLD's control variate c_k (shape (d,), starts at 0), or None.
+        state: what the strategy keeps per client between rounds (SCAFFOLD's c_k, FedDyn's
+            h_k), by the strategy's name; empty at the start of a run.
     """
 
     def __init__(self, cid: int, X, y):
@@ -58,25 +57,23 @@ class Client:
     def reset(self) -> None:
         """Forget every state (a new algorithm starts from scratch)."""
         self.uplink: dict = {}
-        self.c = None
+        self.state: dict = {}
 
-    def compressor(self, stream: int, name: str, density: float, bits: int,
-                   error_feedback: bool | None, seed: int):
-        """This client's compressor of upload ``stream`` (built once; see :func:`client_seed`).
+    def compressor(self, stream: int, compression, seed: int):
+        """This client's compressor of upload ``stream`` (built once from the
+        :class:`~distbench.algorithms.compression.spec.Compression`; see :func:`client_seed`).
 
         Raises:
             UsageError: unknown compressor or bad options.
         """
         comp = self.uplink.get(stream)
         if comp is None:
-            comp = self.uplink[stream] = with_error_feedback(make_compressor(
-                name, density=density, bits=bits, seed=client_seed(seed, self.id, stream),
-                rank=self.id), error_feedback)
+            comp = self.uplink[stream] = compression.build(client_seed(seed, self.id, stream),
+                                                           self.id)
         return comp
 
     def train(self, model, y, lr: float, epochs: int, batch: int, cap: int | None,
-              rng: np.random.Generator, work: dict, mu: float = 0.0, anchor=None,
-              corr=None) -> int:
+              rng: np.random.Generator, work: dict, rule=None) -> int:
         """Local SGD in place on ``y`` (shape (d,), the model's dtype); returns the steps taken.
 
         Args:
@@ -85,12 +82,12 @@ class Client:
             lr: eta_l; epochs: E; batch: B (0: whole data); cap: stop after this many steps
                 (a slow client), None for the full round.
             rng: this client's generator of the round (minibatch order).
-            work: scratch arrays shared by the clients of a rank (``g``, ``tmp`` of shape (d,),
-                ``Xb`` (B, d_in), ``yb`` (B,)).
-            mu: FedProx's mu (0: none); anchor: x_t (needed when mu > 0).
-            corr: eta_l (c - c_k) for SCAFFOLD, subtracted every step, or None.
+            work: scratch arrays shared by the clients of a rank (``g`` of shape (d,), ``Xb``
+                (B, d_in), ``yb`` (B,)).
+            rule: the strategy's per-step correction ``rule(g, y)`` of ``g = -lr grad``, or
+                None.
         """
-        g, tmp = work["g"], work["tmp"]
+        g = work["g"]
         whole = not 0 < batch < self.n
         total = local_steps(self.n, epochs, batch)
         steps = total if cap is None else min(cap, total)
@@ -111,12 +108,8 @@ class Client:
                     self.X.take(idx, axis=0, out=Xb)
                     self.y.take(idx, out=yb)
                 model.gradient(y, Xb, yb, g, -lr)
-                if mu:
-                    np.subtract(y, anchor, out=tmp)
-                    np.multiply(tmp, lr * mu, out=tmp)
-                    np.subtract(g, tmp, out=g)
-                if corr is not None:
-                    np.subtract(g, corr, out=g)
+                if rule is not None:
+                    rule(g, y)
                 np.add(y, g, out=y)
                 done += 1
         return done

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.kernels import block_bounds
+from distbench.collectives.inputs import block_bounds
+from distbench.errors import UsageError
 from distbench.registry import Algorithm, Option, Registry, in_range
-from distbench.runtime import UsageError
 
 ALPHA = in_range("--alpha", 0, low_open=True)
 CLASSES = in_range("--classes-per-client", 1)

@@ -6,19 +6,22 @@ Round t (1..R), on every rank the same :class:`RoundPlan` from ``default_rng([se
 Algorithm 1), floor(F_drop K) of them dropped (they receive the model and never answer) and
 floor(F_slow K) slow (a fraction u in (0, 1] of their local steps). Then
 
-1. down: the server sends the global state (x_t, and SCAFFOLD's c: 1 or 2 vectors of d
-   elements of the model's dtype) to every sampled client, one message per client to the rank
-   holding it (``Isend``, tag = client id; its own clients' included, through MPI as well);
+1. down: the server sends the global state (x_t, and the strategy's further vectors, e.g.
+   SCAFFOLD's c: ``strategy.down`` vectors of d elements of the model's dtype) to every sampled
+   client, one message per client to the rank holding it (``Isend``, tag = client id; its own
+   clients' included, through MPI as well);
 2. each rank receives the state of each of its sampled clients in client-id order, trains it
    (:meth:`~distbench.algorithms.federated.client.Client.train`), clips (``--dp-clip``) and
-   compresses its update Delta_k = y_k - x_t with the client's own compressor (error feedback
-   kept per client) and sends the payload's wire arrays to the server (``Isend``, tag = client
-   id, as raw bytes); SCAFFOLD sends Delta c_k after it the same way;
+   compresses each vector the strategy uploads (Delta_k = y_k - x_t, then e.g. SCAFFOLD's
+   Delta c_k) with the client's own compressor of that stream (error feedback kept per
+   client) and sends the payloads' wire arrays to the server (``Isend``, tag = client id, as
+   raw bytes);
 3. up: the server receives the answering clients' payloads in client-id order, decompresses
    each and adds w_k D(payload_k) to the average (w_k = n_k / sum over the answering clients;
    with DP w_k = 1, Gaussian noise of standard deviation Z S is added to the sum, which is then
    divided by their number: DP-FedAvg, McMahan et al. 2018, Algorithm 1 with w_k = 1), and the
-   algorithm's server optimizer moves x (:mod:`~distbench.algorithms.federated.server`).
+   strategy's server update moves x (:mod:`~distbench.algorithms.federated.strategy`: the loop
+   calls the strategy's hooks and names no algorithm).
 
 Reproducibility: the sample, the dropouts, the slow clients, each client's minibatch order
 (``default_rng([seed, k, t])``), its compressor's seed and the DP noise depend on the seed, the
@@ -26,8 +29,9 @@ round and the client only, and the server sums in client-id order, so the final 
 same bit for bit whatever N is, and every algorithm of an invocation sees the same clients.
 
 Bytes, counted exactly by a :class:`~distbench.comm.CountingComm` on each direction's own
-communicator (duplicates of ``comm``): down per round = K s d b (s = 2 for SCAFFOLD, else 1;
-b the dtype's bytes), up per round = A s w with A the clients that answered and w the
+communicator (duplicates of ``comm``): down per round = K s d b (s = ``strategy.down``, 2 for
+SCAFFOLD; b the dtype's bytes), up per round = A u w with A the clients that answered, u the
+strategy's upload streams and w the
 compressor's ``wire_bytes`` of a d-element update (d b uncompressed). Randomized summable
 payloads (rand-k) send only their values: the server rebuilds the indices with a mirror of the
 client's compressor (same seed, same step), as an AllReduce would.
@@ -40,97 +44,74 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distbench import watchdog
-from distbench.algorithms.compression import COMPRESSORS, make_compressor
 from distbench.algorithms.compression.base import keep_count
+from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.federated.client import Client, clip, local_steps
 from distbench.algorithms.federated.server import Uplink
 from distbench.algorithms.sgd.common import Clock, Diverged, finite, gather_sent, warm_up
 from distbench.comm import CountingComm
-from distbench.registry import Option, in_range
-from distbench.runtime import DistbenchError, UsageError, mpi
+from distbench.declared import arg, check, group
+from distbench.errors import DistbenchError, UsageError
+from distbench.runtime import mpi
+
+ROUNDS, CLIENTS, PRIVACY = "Federated rounds", "Clients", "Differential privacy"
 
 
-def _option(name: str, kind, default, text: str, *bounds, **open_ends) -> Option:
-    """An option of the round loop with its range (see :class:`~distbench.registry.Range`)."""
-    flag = "--" + name.replace("_", "-")
-    return Option(name, kind, default, text, check=in_range(flag, *bounds, **open_ends))
-
-
-# The numeric options of a run, declared once: FedConfig.check applies their ranges and
-# ``distbench fedavg`` turns them into its flags (refused while parsing).
-OPTIONS = {o.name: o for o in (
-    _option("rounds", int, 50, "R: communication rounds per algorithm.", 1),
-    _option("clients", int, 100, "M: simulated clients, client k on rank k mod N.", 1),
-    _option("fraction", float, 0.1, "C: ceil(C M) clients sampled per round.", 0, 1,
-            low_open=True),
-    _option("local_epochs", int, 5, "E: local epochs per round.", 1),
-    _option("local_batch", int, 10, "B: local minibatch; 0: all of a client's data (E=1, "
-            "B=0 is FedSGD).", 0),
-    _option("lr", float, 0.1, "Client learning rate eta_l.", 0, low_open=True),
-    _option("slow_fraction", float, 0.0, "Share of the sampled clients that do only part "
-            "(uniform) of their local steps each round.", 0, 1),
-    _option("dropout", float, 0.0, "Share of the sampled clients that never answer in a "
-            "round.", 0, 1, high_open=True),
-    _option("dp_clip", float, None, "DP-FedAvg: clip every update to this L2 norm S.", 0,
-            low_open=True),
-    _option("dp_noise", float, 0.0, "DP-FedAvg: Gaussian noise of std Z*S on the sum.", 0),
-    _option("eval_every", int, 1, "Evaluate every N rounds (the last one always).", 1),
-)}
-
-
-@dataclass
+@dataclass(kw_only=True)
 class FedConfig:
-    """One algorithm's federated run (the options of ``distbench fedavg``, with its defaults:
-    :data:`OPTIONS` and the compressor options').
+    """One algorithm's federated run, its options declared here (``distbench fedavg`` makes
+    its flags from them).
 
     Attributes: rounds R; clients M; fraction C in (0, 1] sampled per round; local_epochs E and
     local_batch B (0 = all of a client's data); lr, the clients' rate eta_l; slow_fraction and
     dropout, the shares of the sampled clients that do part of their work or never answer;
-    compress, density, bits, error_feedback: the uploads' compressor; dp_clip S (None: no DP)
-    and dp_noise Z; eval_every: rounds between evaluations (the last round is always
-    evaluated); seed.
+    compression: the uploads' compressor; dp_clip S (None: no DP) and dp_noise Z; eval_every:
+    rounds between evaluations (the last round is always evaluated); seed.
     """
 
-    rounds: int = OPTIONS["rounds"].default
-    clients: int = OPTIONS["clients"].default
-    fraction: float = OPTIONS["fraction"].default
-    local_epochs: int = OPTIONS["local_epochs"].default
-    local_batch: int = OPTIONS["local_batch"].default
-    lr: float = OPTIONS["lr"].default
-    slow_fraction: float = OPTIONS["slow_fraction"].default
-    dropout: float = OPTIONS["dropout"].default
-    compress: str = "none"
-    density: float = 0.01
-    bits: int = 8
-    error_feedback: bool | None = None
-    dp_clip: float | None = OPTIONS["dp_clip"].default
-    dp_noise: float = OPTIONS["dp_noise"].default
-    eval_every: int = OPTIONS["eval_every"].default
-    seed: int = 0
+    rounds: int = arg(50, "R: communication rounds per algorithm.", low=1, high=1 << 30,
+                      group=ROUNDS)
+    clients: int = arg(100, "M: simulated clients, client k on rank k mod N.", low=1,
+                       high=1 << 24, group=ROUNDS)
+    fraction: float = arg(0.1, "C: ceil(C M) clients sampled per round.", low=0, high=1,
+                          low_open=True, group=ROUNDS)
+    local_epochs: int = arg(5, "E: local epochs per round.", low=1, high=1 << 20, group=ROUNDS)
+    local_batch: int = arg(10, "B: local minibatch; 0: all of a client's data (E=1, B=0 is "
+                           "FedSGD).", low=0, high=1 << 30, group=ROUNDS)
+    lr: float = arg(0.1, "Client learning rate eta_l.", low=0, low_open=True, high=1e6,
+                    group=ROUNDS)
+    slow_fraction: float = arg(0.0, "Share of the sampled clients that do only part (uniform) "
+                               "of their local steps each round.", low=0, high=1, group=CLIENTS)
+    dropout: float = arg(0.0, "Share of the sampled clients that never answer in a round.",
+                         low=0, high=1, high_open=True, group=CLIENTS)
+    compression: Compression = group(Compression, help={
+        "method": "Compressor of the clients' uploads (a registered compression method).",
+        "error_feedback": "Residual memory per client [default: on for the biased "
+                          "compressors]."})
+    dp_clip: float | None = arg(None, "DP-FedAvg: clip every update to this L2 norm S.",
+                                type=float, low=0, low_open=True, high=1e12, group=PRIVACY)
+    dp_noise: float = arg(0.0, "DP-FedAvg: Gaussian noise of std Z*S on the sum.", low=0,
+                          high=1e6, group=PRIVACY)
+    eval_every: int = arg(1, "Evaluate every N rounds (the last one always).", low=1,
+                          high=1 << 30, group=ROUNDS)
+    seed: int = arg(0, "Seed of every random choice (partition, samples, local batches, "
+                    "noise).", low=0, high=2 ** 63 - 1)
 
-    def check(self, scaffold: bool = False) -> None:
+    def check(self, strategy=None) -> None:
         """Raises UsageError for a value that is never valid (one line naming the flag), and
-        for DP with SCAFFOLD (``scaffold``: SCAFFOLD is among the algorithms to run), whose
-        control variates the clipping and noise do not cover."""
-        for name, opt in OPTIONS.items():
-            if getattr(self, name) is not None:
-                opt.check(getattr(self, name))
+        for DP with a strategy whose uploads its clipping and noise do not cover
+        (``strategy``: an instance or class, e.g. SCAFFOLD's control variates)."""
+        check(self)
         if self.dp_clip is None and self.dp_noise:
             raise UsageError("--dp-noise needs --dp-clip (the noise is Z times the clip norm)")
-        COMPRESSORS.require([self.compress], "--compress", allow_all=False)
-        make_compressor(self.compress, density=self.density, bits=self.bits)
-        if scaffold and self.dp_clip is not None:
-            raise UsageError("--dp-clip does not cover SCAFFOLD's control variates; run "
-                             "scaffold without DP")
+        self.compression.check()
+        if strategy is not None and self.dp_clip is not None and not strategy.private:
+            raise UsageError(f"--dp-clip does not cover {strategy.name}'s further uploads; run "
+                             f"{strategy.name} without DP")
 
     def sampled(self) -> int:
         """K = ceil(C M) clients per round (at least 1; 0.1 x 100 is 10)."""
         return keep_count(self.fraction, self.clients)
-
-    def work(self, algo) -> tuple[int, int]:
-        """(E, B) of ``algo``: (1, 0) for FedSGD, else the configured ones."""
-        return (1, 0) if algo.full_batch else (self.local_epochs, self.local_batch)
 
 
 class FedDiverged(Diverged):
@@ -138,10 +119,10 @@ class FedDiverged(Diverged):
     every rank alike; exit code 1). A :class:`~distbench.algorithms.sgd.common.Diverged`
     whose ``mode`` is the algorithm and ``step`` the round."""
 
-    def __init__(self, algorithm: str, round_: int):
-        DistbenchError.__init__(self, f"diverged at round {round_} ({algorithm}): the training "
-                                "loss or the global model is not finite; lower --lr or "
-                                "--server-lr")
+    def __init__(self, algorithm: str, round_: int,
+                 why: str = "the training loss or the global model is not finite"):
+        DistbenchError.__init__(self, f"diverged at round {round_} ({algorithm}): {why}; lower "
+                                "--lr or --server-lr, or see the docs on unsound pairs")
         self.mode, self.step = algorithm, round_
 
 
@@ -202,10 +183,11 @@ class FedResult:
     wall_s: float
 
 
-def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None,
-                  clients: dict | None = None) -> FedResult:
-    """Run ``algo`` (an :data:`~distbench.algorithms.federated.server.ALGORITHMS` instance)
-    for ``cfg.rounds`` rounds on every rank of ``comm`` (collective; see the module docstring).
+def run_federated(comm, problem, parts: list, strategy, cfg: FedConfig, on_eval=None,
+                  clients: dict | None = None, on_interval=None) -> FedResult:
+    """Run ``strategy`` (an :data:`~distbench.algorithms.federated.server.ALGORITHMS`
+    instance) for ``cfg.rounds`` rounds on every rank of ``comm`` (collective; see the module
+    docstring).
 
     Args:
         comm: mpi4py communicator (or a distbench proxy); the two directions run on
@@ -215,144 +197,187 @@ def run_federated(comm, problem, parts: list, algo, cfg: FedConfig, on_eval=None
         on_eval: ``on_eval(record)`` called on rank 0 after each evaluation.
         clients: this rank's clients from :func:`make_clients` (built when None); their
             state is reset.
+        on_interval: ``on_interval(label, seconds)`` called on every rank when the rounds
+            between two evaluations start, with the last interval's training seconds (the
+            benchmark binds it to its watchdog).
 
     Raises:
         UsageError: see :meth:`FedConfig.check`; a partition of another length than
             ``cfg.clients``.
-        FedDiverged: the global model or its loss stopped being finite (every rank alike).
+        FedDiverged: the global model or its loss stopped being finite, or the loss grew past
+            :data:`DIVERGED` times the initial one (every rank alike).
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # a divergence is reported, not warned
-        return _run(comm, problem, parts, algo, cfg, on_eval, clients)
-
-
-def _run(comm, problem, parts: list, algo, cfg: FedConfig, on_eval, clients) -> FedResult:
-    cfg.check(algo.scaffold)
+    cfg.check(strategy)
     if len(parts) != cfg.clients:
         raise UsageError(f"the partition has {len(parts)} clients, not {cfg.clients}")
-    rank, size = comm.Get_rank(), comm.Get_size()
-    root = rank == 0
-    model, dtype = problem.model, problem.dtype
-    d, s = model.n_params, 2 if algo.scaffold else 1
-    sizes = np.array([p.size for p in parts], dtype=np.int64)
-    clients = make_clients(problem, parts, rank, size) if clients is None else clients
-    for cl in clients.values():
-        cl.reset()
-    E, B = cfg.work(algo)
-    down, up = CountingComm(comm.Dup()), CountingComm(comm.Dup())
-    state = np.zeros(s * d, dtype=dtype)  # the server's x (and c)
-    state[:d] = problem.init_params(cfg.seed)
-    x, c = state[:d], state[d:]
-    got = np.empty_like(state)  # a client's copy of the state
-    y = np.empty(d, dtype=dtype)
-    work = {"g": np.empty(d, dtype=dtype), "tmp": np.empty(d, dtype=dtype),
-            "corr": np.empty(d, dtype=dtype), "Xb": np.empty((max(B, 1), model.n_features),
-                                                             dtype=dtype),
-            "yb": np.empty(max(B, 1), dtype=np.int64)}
-    pool: list = []  # per trained client of a round: its update buffers (alive until sent)
-    uplink = Uplink(cfg, d, dtype) if root else None
-    acc, acc_c = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
-    records: list = []
+    with np.errstate(over="ignore", invalid="ignore"):  # a divergence is reported, not warned
+        return _Federation(comm, problem, parts, strategy, cfg, on_eval, clients,
+                           on_interval).run()
 
-    def evaluate(t: int, plan: RoundPlan | None) -> None:
-        """Rank 0 evaluates x and records the round; every rank learns whether x is finite
-        (and stops alike if not) and starts the watchdog's next interval."""
-        wall = clock.pause()
-        rec = None
-        if root:
-            loss, test_acc, train_acc = problem.evaluate(x)
-            rec = {"algorithm": algo.name, "round": t, "wall_s": wall, "train_loss": loss,
-                   "gap": None if problem.f_star is None else loss - problem.f_star,
-                   "test_acc": test_acc, "train_acc": train_acc,
-                   "sampled": 0 if plan is None else int(plan.sampled.size),
-                   "answered": 0 if plan is None else int(plan.answered.size),
-                   "slow": 0 if plan is None else len(plan.slow),
-                   "bytes_up": int(up.bytes_recv), "bytes_down": int(down.bytes_sent)}
-            records.append(rec)
-            if on_eval is not None:
-                on_eval(rec)
-        ok[0] = finite(rec, x) if root else 0
-        comm.Bcast(ok, root=0)  # every rank stops alike
-        if not ok[0]:
-            for proxy in (down, up):
-                proxy.comm.Free()
-            raise FedDiverged(algo.name, t)
-        watchdog.enter(f"fedavg {algo.name} after round {t}", wall - last[0])
-        last[0] = wall
-        clock.resume()
 
-    warm_up(problem, max(B, 1))
-    comm.Barrier()
-    last = [0.0]  # training seconds at the previous evaluation
-    ok = np.zeros(1, dtype=np.int8)  # rank 0's verdict: the model is finite
-    clock = Clock()
-    evaluate(0, None)
-    for t in range(1, cfg.rounds + 1):
+DIVERGED = 10.0  # a training loss above this many times the initial one has diverged
+
+
+class _Federation:
+    """One run on this rank: the server's state (rank 0), this rank's clients and their
+    buffers, the two counted directions, the clock."""
+
+    def __init__(self, comm, problem, parts, strategy, cfg, on_eval, clients, on_interval):
+        self.comm, self.problem, self.strategy, self.cfg = comm, problem, strategy, cfg
+        self.on_eval, self.on_interval = on_eval, on_interval
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.root = self.rank == 0
+        model, dtype = problem.model, problem.dtype
+        d, s = model.n_params, strategy.down
+        self.d = d
+        self.sizes = np.array([p.size for p in parts], dtype=np.int64)
+        self.clients = make_clients(problem, parts, self.rank, self.size) \
+            if clients is None else clients
+        for cl in self.clients.values():
+            cl.reset()
+        self.E, self.B = strategy.work(cfg.local_epochs, cfg.local_batch)
+        self.down, self.up = CountingComm(comm.Dup()), CountingComm(comm.Dup())
+        self.state = np.zeros(s * d, dtype=dtype)  # the server's x and further vectors
+        self.state[:d] = problem.init_params(cfg.seed)
+        self.x = self.state[:d]
+        strategy.start(self.x, self._split(self.state)[1])
+        self.got = np.empty_like(self.state)  # a client's copy of the state
+        self.y = np.empty(d, dtype=dtype)
+        B = max(self.B, 1)
+        self.work = {"g": np.empty(d, dtype=dtype), "tmp": np.empty(d, dtype=dtype),
+                     "corr": np.empty(d, dtype=dtype),
+                     "Xb": np.empty((B, model.n_features), dtype=dtype),
+                     "yb": np.empty(B, dtype=np.int64)}
+        self.pool: list = []  # per trained client of a round: its upload buffers
+        self.uplink = Uplink(cfg, d, dtype) if self.root else None
+        self.means = [np.empty(d, dtype=dtype) for _ in strategy.up_weights]
+        self.records: list = []
+        self.ok = np.zeros(1, dtype=np.int8)  # rank 0's verdict: training is still sound
+        self.last, self.first_loss, self.clock = 0.0, None, None
+
+    def _split(self, state: np.ndarray) -> tuple[np.ndarray, list]:
+        """x and the further vectors of a state buffer (views)."""
+        d = self.d
+        return state[:d], [state[d * (i + 1): d * (i + 2)] for i in range(self.strategy.down - 1)]
+
+    def evaluate(self, t: int, plan: RoundPlan | None) -> None:
+        """Rank 0 evaluates x and records the round; every rank learns whether training is
+        still sound (and stops alike if not) and the next interval starts."""
+        wall = self.clock.pause()
+        rec, why = None, None
+        if self.root:
+            rec = self._record(t, plan, wall)
+            self.records.append(rec)
+            if self.on_eval is not None:
+                self.on_eval(rec)
+            why = self._unsound(rec)
+        self.ok[0] = why is None if self.root else 0
+        self.comm.Bcast(self.ok, root=0)  # every rank stops alike
+        if not self.ok[0]:
+            self.free()
+            raise FedDiverged(self.strategy.name, t, self.comm.bcast(why, root=0))
+        if self.on_interval is not None:
+            self.on_interval(f"fedavg {self.strategy.name} after round {t}", wall - self.last)
+        self.last = wall
+        self.clock.resume()
+
+    def _record(self, t: int, plan: RoundPlan | None, wall: float) -> dict:
+        loss, test_acc, train_acc = self.problem.evaluate(self.x)
+        f_star = self.problem.f_star
+        return {"algorithm": self.strategy.name, "round": t, "wall_s": wall,
+                "train_loss": loss, "gap": None if f_star is None else loss - f_star,
+                "test_acc": test_acc, "train_acc": train_acc,
+                "sampled": 0 if plan is None else int(plan.sampled.size),
+                "answered": 0 if plan is None else int(plan.answered.size),
+                "slow": 0 if plan is None else len(plan.slow),
+                "bytes_up": int(self.up.bytes_recv), "bytes_down": int(self.down.bytes_sent)}
+
+    def _unsound(self, rec: dict) -> str | None:
+        """Why training has diverged (rank 0), or None: a loss or model that is not finite, or
+        a loss past :data:`DIVERGED` times the first one."""
+        if not finite(rec, self.x):
+            return "the training loss or the global model is not finite"
+        if self.first_loss is None:
+            self.first_loss = rec["train_loss"]
+        elif rec["train_loss"] > DIVERGED * max(self.first_loss, 1e-12):
+            return (f"the training loss grew to {rec['train_loss']:.3g}, over {DIVERGED:g}x "
+                    f"the initial {self.first_loss:.3g}")
+        return None
+
+    def round(self, t: int) -> RoundPlan:
+        """Round ``t`` on this rank: the server's sends, this rank's clients' training and
+        uploads, the server's aggregation and update."""
+        cfg, strategy, size = self.cfg, self.strategy, self.size
         plan = plan_round(cfg, t)
+        strategy.configure_round(t, plan.sampled, plan.answered, cfg.clients)
         answered = set(plan.answered.tolist())
-        sends = [down.Isend(state, int(k) % size, int(k)) for k in plan.sampled] if root else []
-        mine = [int(k) for k in plan.sampled if k % size == rank]
+        sends = [self.down.Isend(self.state, int(k) % size, int(k))
+                 for k in plan.sampled] if self.root else []
+        mine = [int(k) for k in plan.sampled if k % size == self.rank]
         for j, k in enumerate(mine):
-            down.Recv(got, 0, k)
+            self.down.Recv(self.got, 0, k)
             if k not in answered:
                 continue
-            while len(pool) <= j:
-                pool.append([np.empty(d, dtype=dtype) for _ in range(s)])
-            sends += _client_round(clients[k], model, cfg, algo, got[:d], got[d:], y, work,
-                                   pool[j], plan.cap(k, local_steps(clients[k].n, E, B)), t,
-                                   up)
-        if root:
-            uplink.aggregate(up, plan, sizes, algo, acc, acc_c, size, t)
+            while len(self.pool) <= j:
+                self.pool.append([np.empty(self.d, dtype=self.problem.dtype)
+                                  for _ in strategy.up_weights])
+            cl = self.clients[k]
+            sends += self.client_round(cl, self.pool[j],
+                                       plan.cap(k, local_steps(cl.n, self.E, self.B)), t)
+        if self.root:
+            self.uplink.aggregate(self.up, plan, self.sizes, strategy, self.means, size, t)
         mpi().Request.Waitall(sends)
-        if root:
-            algo.step(x, acc, np)
-            if algo.scaffold:
-                np.add(c, acc_c, out=c)
-        if t % cfg.eval_every == 0 or t == cfg.rounds:
-            evaluate(t, plan)
-    wall = float(comm.bcast(clock.pause() if root else None, root=0))
-    comm.Bcast(x, root=0)
-    sent_up, got_down = gather_sent(comm, up.bytes_sent), gather_sent(comm, down.bytes_recv)
-    for proxy in (down, up):
-        proxy.comm.Free()
-    return FedResult(x.copy(), records, cfg.rounds, sent_up, got_down, wall)
+        if self.root:
+            strategy.server_update(self.x, self.means, self._split(self.state)[1])
+        return plan
+
+    def client_round(self, cl: Client, bufs: list, cap: int | None, t: int) -> list:
+        """Train client ``cl`` from the state received and send its uploads; returns the send
+        requests (``bufs`` hold the uploads until they complete)."""
+        cfg, strategy, y = self.cfg, self.strategy, self.y
+        x, extra = self._split(self.got)
+        np.copyto(y, x)
+        rule = strategy.local_rule(cl, x, extra, cfg.lr, self.work)
+        rng = np.random.default_rng([cfg.seed, cl.id, t])
+        steps = cl.train(self.problem.model, y, cfg.lr, self.E, self.B, cap, rng, self.work,
+                         rule)
+        delta = bufs[0]
+        np.subtract(y, x, out=delta)
+        if cfg.dp_clip is not None:
+            clip(delta, cfg.dp_clip)
+        reqs = []
+        for stream, vec in enumerate(strategy.client_update(cl, x, extra, delta, steps, cfg.lr,
+                                                             bufs)):
+            comp = cl.compressor(stream, cfg.compression, cfg.seed)
+            payload = comp.compress(vec)
+            reqs += [self.up.Isend(a.view(np.uint8), 0, cl.id)
+                     for a in comp.wire_arrays(payload)]
+            if stream in strategy.watches:
+                strategy.uploaded(cl, stream, comp.decompress(payload, (self.d,),
+                                                              out=self.work["tmp"]))
+        return reqs
+
+    def free(self) -> None:
+        for proxy in (self.down, self.up):
+            proxy.comm.Free()
+
+    def run(self) -> FedResult:
+        comm, cfg = self.comm, self.cfg
+        warm_up(self.problem, max(self.B, 1))
+        comm.Barrier()
+        self.clock = Clock()
+        self.evaluate(0, None)
+        for t in range(1, cfg.rounds + 1):
+            plan = self.round(t)
+            if t % cfg.eval_every == 0 or t == cfg.rounds:
+                self.evaluate(t, plan)
+        wall = float(comm.bcast(self.clock.pause() if self.root else None, root=0))
+        comm.Bcast(self.x, root=0)
+        sent_up = gather_sent(comm, self.up.bytes_sent)
+        got_down = gather_sent(comm, self.down.bytes_recv)
+        self.free()
+        return FedResult(self.x.copy(), self.records, cfg.rounds, sent_up, got_down, wall)
 
 
-def _client_round(cl: Client, model, cfg: FedConfig, algo, x, cvec, y, work, bufs,
-                  cap: int | None, t: int, up) -> list:
-    """Train client ``cl`` from the global state (x, and c for SCAFFOLD) and send its upload;
-    returns the send requests (``bufs`` hold the update until they complete)."""
-    E, B = cfg.work(algo)
-    np.copyto(y, x)
-    corr = None
-    if algo.scaffold:
-        if cl.c is None:
-            cl.c = np.zeros_like(x)
-        corr = work["corr"]
-        np.subtract(cvec, cl.c, out=corr)
-        np.multiply(corr, cfg.lr, out=corr)
-    rng = np.random.default_rng([cfg.seed, cl.id, t])
-    steps = cl.train(model, y, cfg.lr, E, B, cap, rng, work, algo.mu, x, corr)
-    delta = bufs[0]
-    np.subtract(y, x, out=delta)
-    if cfg.dp_clip is not None:
-        clip(delta, cfg.dp_clip)
-    uploads = [delta]
-    if algo.scaffold:  # Delta c_k = c_k+ - c_k = -(c + Delta / (K eta_l))
-        dc = bufs[1]
-        np.multiply(delta, 1.0 / (steps * cfg.lr), out=dc)
-        np.add(dc, cvec, out=dc)
-        np.negative(dc, out=dc)
-        uploads.append(dc)
-    reqs = []
-    for stream, vec in enumerate(uploads):
-        comp = cl.compressor(stream, cfg.compress, cfg.density, cfg.bits, cfg.error_feedback,
-                             cfg.seed)
-        payload = comp.compress(vec)
-        reqs += [up.Isend(a.view(np.uint8), 0, cl.id) for a in comp.wire_arrays(payload)]
-        if stream == 1:  # c_k moves by what the server sees, so c stays the mean of the c_k
-            np.add(cl.c, comp.decompress(payload, (x.shape[0],), out=work["tmp"]), out=cl.c)
-    return reqs
-
-
-__all__ = ["OPTIONS", "FedConfig", "FedDiverged", "FedResult", "RoundPlan", "plan_round",
-           "make_clients", "run_federated"]
+__all__ = ["DIVERGED", "FedConfig", "FedDiverged", "FedResult", "RoundPlan", "make_clients",
+           "plan_round", "run_federated"]

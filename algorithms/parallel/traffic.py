@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.memory import Memory, in_flight, rank_memory
-from distbench.algorithms.parallel.model import Transformer
+from distbench.algorithms.parallel.transformer import Transformer
 
 CLASSES = ("dp", "tp", "pp")
 

@@ -25,36 +25,91 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 import numpy as np
 
+from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.sgd.datasets import PARTITIONS, Dataset, shard_indices
 from distbench.algorithms.sgd.models import make_model, optimum
 from distbench.algorithms.sgd.schedules import LRSchedule
-from distbench.runtime import DistbenchError, UsageError, namespace_of
+from distbench.declared import arg, check, group
+from distbench.errors import DistbenchError, UsageError
+from distbench.runtime import namespace_of
 
 MODES = ("sync", "local", "async")
 POLICIES = ("drop", "block")
+PROBLEM, TRAINING, ASYNC, TARGETS = "Problem", "Training", "Asynchronous SGD", "Targets"
+
+
+@dataclass(kw_only=True, frozen=True)
+class ProblemSpec:
+    """The learning problem of the benchmarks that train (``sgd``, ``fedavg``): the data, the
+    model and its arithmetic (:class:`Problem` is the problem built from it)."""
+
+    model: str = arg("softmax", "Softmax regression (convex, f* known) or a ReLU MLP.",
+                     choices=("softmax", "mlp"), group=PROBLEM)
+    width: int = arg(64, "MLP hidden units.", low=1, high=1 << 20, group=PROBLEM)
+    l2: float | None = arg(None, "L2 coefficient on the weights [default: 1e-3 softmax, 1e-4 "
+                           "mlp].", type=float, low=0, high=1e6, group=PROBLEM)
+    dataset: str = arg("digits", "digits, breast_cancer (bundled with scikit-learn), or a "
+                       "PATH.csv (label in the last column, optional header) or PATH.npz (X, "
+                       "y).", group=PROBLEM)
+    dtype: str = arg("float32", "Parameters, data and the exchanged vectors.",
+                     choices=("float32", "float64"), group=PROBLEM)
+    blas_threads: int = arg(1, "BLAS threads per rank.", low=1, high=1024, group=PROBLEM)
+
+
+@dataclass(kw_only=True, frozen=True)
+class Targets:
+    """What "reaching the target" means: a training loss and/or a test accuracy."""
+
+    target_loss: float | None = arg(None, "Report steps, bytes and time until the training "
+                                    "loss is <= this.", type=float, group=TARGETS)
+    target_acc: float | None = arg(None, "Report steps, bytes and time until the test accuracy "
+                                   "is >= this.", type=float, low=0, high=1, low_open=True,
+                                   group=TARGETS)
+
+    @property
+    def given(self) -> bool:
+        return self.target_loss is not None or self.target_acc is not None
+
+    def reached(self, rec: dict) -> bool:
+        """Whether an evaluation row meets the targets given (all of them; never when none
+        is given)."""
+        if not self.given:
+            return False
+        ok_loss = self.target_loss is None or rec["train_loss"] <= self.target_loss
+        ok_acc = self.target_acc is None or rec["test_acc"] >= self.target_acc
+        return ok_loss and ok_acc
+
+    def text(self) -> str:
+        """``train loss <= 0.3, test acc >= 0.9`` (empty when none is given)."""
+        return ", ".join(t for t in (
+            f"train loss <= {self.target_loss:g}" if self.target_loss is not None else "",
+            f"test acc >= {self.target_acc:g}" if self.target_acc is not None else "") if t)
 
 
 @dataclass
 class SGDConfig:
-    """One mode's run.
+    """One mode's run: the training spec, its options declared here (``distbench sgd`` makes
+    its flags from them); :meth:`for_mode` fills in what depends on the mode and the data.
 
     Attributes:
         mode: ``sync``, ``local`` or ``async``.
-        steps: T, parameter updates (see the module docstring).
+        steps: T, parameter updates (see the module docstring); None: from ``epochs``.
+        epochs: passes over the training set when ``steps`` is None (default 20).
         batch_size: B, samples per minibatch per worker.
         schedule: the learning-rate schedule; its ``scale`` is set per mode when ``scale_lr``.
         scale_lr: linear scaling by the workers averaged per update (p for sync/local, 1 for
             async), Goyal et al. 2017.
         local_steps: H (local mode).
-        allreduce, compress, density, bits, error_feedback: the exchange
+        allreduce, compression: the exchange
             (:class:`~distbench.algorithms.sgd.exchange.MeanExchange`); async is dense.
         straggler: rank -> milliseconds that rank sleeps per step (per update at the server).
         eval_every: evaluate every this many updates (local: at the end of the round that
-            reaches it); the initial and final parameters are always evaluated.
+            reaches it); the initial and final parameters are always evaluated. None: about
+            20 evaluations per run.
         max_staleness, policy, staleness_lr: async bounds
             (:mod:`~distbench.algorithms.sgd.parameter_server`).
         partition: ``iid`` or ``label`` sharding.
@@ -62,47 +117,50 @@ class SGDConfig:
     """
 
     mode: str = "sync"
-    steps: int = 100
-    batch_size: int = 32
-    schedule: LRSchedule = field(default_factory=LRSchedule)
-    scale_lr: bool = False
-    local_steps: int = 1
-    allreduce: str = "native"
-    compress: str = "none"
-    density: float = 0.01
-    bits: int = 8
-    error_feedback: bool | None = None
+    _: KW_ONLY
+    steps: int | None = arg(None, "Parameter updates per mode (instead of --epochs): sync "
+                            "steps, local steps per rank, or updates applied by the async "
+                            "server.", type=int, low=1, high=1 << 40, group=TRAINING)
+    epochs: float | None = arg(None, "Passes over the training set per mode [default: 20].",
+                               type=float, low=0, low_open=True, high=1e6, group=TRAINING)
+    batch_size: int = arg(32, "Minibatch size per worker.", low=1, high=1 << 30,
+                          group=TRAINING)
+    schedule: LRSchedule = group(LRSchedule)
+    scale_lr: bool = arg(False, "Linear scaling: lr x workers averaged per update (Goyal et "
+                         "al. 2017).", negatable=True, group=TRAINING)
+    local_steps: int = arg(4, "H: local steps between averages (local mode).", low=1,
+                           high=1 << 30, group=TRAINING)
+    allreduce: str = arg("native", "Registered AllReduce for the exchange.", group=TRAINING)
+    compression: Compression = group(Compression, help={
+        "method": "Compressor of the sync gradients / local model deltas (a registered "
+                  "compression method)."})
     straggler: dict = field(default_factory=dict)
-    eval_every: int = 10
-    max_staleness: int | None = None
-    policy: str = "drop"
-    staleness_lr: bool = False
-    partition: str = "iid"
-    seed: int = 0
+    eval_every: int | None = arg(None, "Evaluate every N updates [default: about 20 rows per "
+                                 "mode].", type=int, low=1, high=1 << 40, group=TRAINING)
+    max_staleness: int | None = arg(None, "Async: bound S on tau = version now - version "
+                                    "read.", type=int, low=0, high=1 << 30, group=ASYNC)
+    policy: str = arg("drop", "Async: drop gradients staler than S, or block workers so none "
+                      "is.", choices=POLICIES, flags=("--staleness-policy",), group=ASYNC)
+    staleness_lr: bool = arg(False, "Async: step lr/tau for a gradient of staleness tau.",
+                             negatable=True, group=ASYNC)
+    partition: str = arg("iid", "How the training set is split among the workers: i.i.d. or "
+                         "sorted by label.", choices=PARTITIONS, group=TRAINING)
+    seed: int = arg(0, "Seed of every random choice (data order, compressors).", low=0,
+                    high=2 ** 63 - 1)
 
     def check_options(self) -> None:
         """Checks that need no rank count.
 
         Raises:
-            UsageError: unknown mode/policy/partition, steps/batch/local steps/eval interval
-                < 1, negative staleness bound or straggler delay.
+            UsageError: unknown mode; an option outside its declared range; --epochs with
+                --steps; a negative straggler delay.
         """
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r} (choose {', '.join(MODES)})")
-        for name, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
-                            ("--local-steps", self.local_steps),
-                            ("--eval-every", self.eval_every)):
-            if value < 1:
-                raise UsageError(f"{name} must be >= 1, not {value}")
-        if self.policy not in POLICIES:
-            raise UsageError(f"unknown staleness policy {self.policy!r} "
-                             f"(choose {', '.join(POLICIES)})")
-        if self.max_staleness is not None and self.max_staleness < 0:
-            raise UsageError(f"--max-staleness must be >= 0, not {self.max_staleness}")
-        if self.partition not in PARTITIONS:
-            raise UsageError(f"unknown partition {self.partition!r} "
-                             f"(choose {', '.join(PARTITIONS)})")
-        if any(ms < 0 for ms in self.straggler.values()):
+        check(self)
+        if self.epochs is not None and self.steps is not None:
+            raise UsageError("give --epochs or --steps, not both")
+        if any(not ms >= 0 for ms in self.straggler.values()):
             raise UsageError("--straggler delays must be >= 0 ms")
 
     def validate(self, size: int) -> None:
@@ -119,6 +177,21 @@ class SGDConfig:
         for rank in self.straggler:
             if not 0 <= rank < size:
                 raise UsageError(f"--straggler rank {rank} outside 0..{size - 1}")
+
+    def for_mode(self, mode: str, size: int, n_train: int) -> SGDConfig:
+        """This spec for one mode on ``size`` ranks and ``n_train`` samples: T from the
+        epochs when no steps are given, the schedule's decay interval (a third of T) and 1/t
+        constant (an epoch) where not given, about 20 evaluations, and async dense."""
+        per_update = 1 if mode == "async" else size
+        steps = self.steps if self.steps is not None else steps_for_epochs(
+            self.epochs if self.epochs is not None else 20.0, n_train, self.batch_size,
+            per_update)
+        per_epoch = max(1, n_train // (self.batch_size * per_update))
+        sched = replace(self.schedule, decay_every=self.schedule.decay_every or max(1, steps // 3),
+                        t0=self.schedule.t0 or float(per_epoch))
+        return replace(self, mode=mode, steps=steps, schedule=sched,
+                       compression=Compression() if mode == "async" else self.compression,
+                       eval_every=self.eval_every or max(1, math.ceil(steps / 20)))
 
     def workers(self, size: int) -> int:
         """Ranks computing gradients: p, or p - 1 beside the parameter server."""

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distbench.collectives.kernels import block_bounds
-from distbench.runtime import UsageError
+from distbench.collectives.inputs import block_bounds
+from distbench.errors import UsageError
 
 BUILTIN = ("digits", "breast_cancer")
 PARTITIONS = ("iid", "label")

@@ -23,7 +23,8 @@ import numpy as np
 from distbench.algorithms.compression.exchange import compressed_exchange
 from distbench.collectives import get_allreduce
 from distbench.comm import CountingComm
-from distbench.runtime import UsageError, namespace_of
+from distbench.errors import UsageError
+from distbench.runtime import namespace_of
 
 
 class MeanExchange:
@@ -34,24 +35,22 @@ class MeanExchange:
         n: vector length (elements).
         like: an array of the vector's dtype and array module (NumPy or CuPy).
         allreduce: registered AllReduce name (dense path, and the summable compressed path).
-        compress: ``none`` or a compressor name of ``distbench.algorithms.compression``.
-        density, bits: compressor options (top-k/rand-k density, QSGD bits).
-        error_feedback: None for the compressor's default (on for biased ones), or a bool.
+        compression: the :class:`~distbench.algorithms.compression.spec.Compression` (None or
+            method ``none``: dense).
         seed: seed of randomized compressors (same on every rank).
 
     Raises:
         UsageError: unknown AllReduce or compressor, or bad compressor options.
     """
 
-    def __init__(self, comm, n: int, like, allreduce: str = "native", compress: str = "none",
-                 density: float = 0.01, bits: int = 8, error_feedback: bool | None = None,
+    def __init__(self, comm, n: int, like, allreduce: str = "native", compression=None,
                  seed: int = 0):
         self.raw = comm
         self.comm = CountingComm(comm)
         self.size = comm.Get_size()
         self.n = int(n)
         self.xp = namespace_of(like)
-        self.compress = compress
+        compressing = compression is not None and compression.active
         try:
             self.allreduce = get_allreduce(allreduce)
         except KeyError as exc:
@@ -59,13 +58,10 @@ class MeanExchange:
         self.calls = 0
         # native + dense: call the library directly and count the contributed buffer, the
         # same number the CountingComm would record, without the proxy's ~1.5 us per call
-        self._native = allreduce == "native" and compress == "none"
+        self._native = allreduce == "native" and not compressing
         self._native_bytes = 0
-        self._compressed = None
-        if compress != "none":
-            self._compressed = compressed_exchange(
-                self.comm, compress, density=density, bits=bits,
-                error_feedback=error_feedback, seed=seed, allreduce=allreduce)
+        self._compressed = (compressed_exchange(self.comm, compression, seed, allreduce)
+                            if compressing else None)
 
     @property
     def bytes_sent(self) -> int:

@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from distbench.runtime import DistbenchError, UsageError, namespace_of
+from distbench.errors import DistbenchError, UsageError
+from distbench.runtime import namespace_of
 
 MODELS = ("softmax", "mlp")
 EVAL_CHUNK = 8192  # rows per block when evaluating on a whole data set
@@ -74,10 +75,6 @@ class FlatModel(abc.ABC):
             self._views.clear()
         self._views[id(vector)] = (vector, v)  # holding the vector keeps its id unique
         return v
-
-    def weights(self) -> list[str]:
-        """Names of the blocks the L2 term applies to (the matrices)."""
-        return [name for name, shape in self.shapes if len(shape) == 2]
 
     def _work(self, n: int, like) -> dict:
         """Workspaces for a batch of ``n`` rows, allocated once per (n, array type, dtype):

@@ -48,7 +48,8 @@ from distbench.algorithms.sgd.common import (
     warm_up,
 )
 from distbench.comm import CountingComm
-from distbench.runtime import DistbenchError, mpi, namespace_of
+from distbench.errors import DistbenchError
+from distbench.runtime import mpi, namespace_of
 
 TAG_PARAMS, TAG_GRAD, TAG_WARM = 0x5053, 0x4752, 0x574D  # "PS", "GR", "WM"
 CMD_PARAMS, CMD_GRAD, CMD_STOP = 0, 1, 2

@@ -19,47 +19,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distbench.runtime import UsageError
+from distbench.declared import arg, check
+from distbench.errors import UsageError
 
 SCHEDULES = ("constant", "step", "inverse")
+LEARNING_RATE = "Learning rate"
 
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """A learning-rate schedule (see the module docstring).
+    """A learning-rate schedule (see the module docstring); its options are declared here.
 
     Attributes:
         lr: base rate eta (> 0).
         schedule: ``constant``, ``step`` or ``inverse``.
         decay_factor: step decay multiplier in (0, 1].
-        decay_every: steps between decays (>= 1).
-        t0: 1/t time constant in steps (> 0).
-        scale: k, the linear-scaling factor (1 = no scaling).
+        decay_every: steps between decays (>= 1; None: a third of the run, set per mode).
+        t0: 1/t time constant in steps (> 0; None: one epoch, set per mode).
+        scale: k, the linear-scaling factor (1 = no scaling; set per mode).
         warmup: warm-up steps (>= 0).
     """
 
-    lr: float = 0.1
-    schedule: str = "constant"
-    decay_factor: float = 0.1
-    decay_every: int = 1000
-    t0: float = 1000.0
+    lr: float = arg(0.1, "Base learning rate.", low=0, low_open=True, high=1e6,
+                    group=LEARNING_RATE)
+    schedule: str = arg("constant", "constant; step: x decay-factor every decay-every steps; "
+                        "inverse: lr t0/(t0+t).", choices=SCHEDULES,
+                        flags=("--lr-schedule",), deprecated=("--schedule",),
+                        group=LEARNING_RATE)
+    decay_factor: float = arg(0.1, "Step decay multiplier.", low=0, high=1, low_open=True,
+                              group=LEARNING_RATE)
+    decay_every: int | None = arg(None, "Steps between decays [default: steps/3].", type=int,
+                                  low=1, high=1 << 40, group=LEARNING_RATE)
+    t0: float | None = arg(None, "1/t time constant in steps [default: 1 epoch].", type=float,
+                           low=0, low_open=True, group=LEARNING_RATE)
     scale: float = 1.0
-    warmup: int = 0
+    warmup: int = arg(0, "Linear warm-up steps (Goyal et al. 2017).", low=0, high=1 << 40,
+                      flags=("--lr-warmup",), deprecated=("--warmup",), group=LEARNING_RATE)
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be > 0, not {self.lr}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown schedule {self.schedule!r} "
-                             f"(choose {', '.join(SCHEDULES)})")
-        if not 0 < self.decay_factor <= 1:
-            raise UsageError(f"--decay-factor must be in (0, 1], not {self.decay_factor}")
-        if self.decay_every < 1:
-            raise UsageError(f"--decay-every must be >= 1, not {self.decay_every}")
-        if not self.t0 > 0:
-            raise UsageError(f"--t0 must be > 0, not {self.t0}")
-        if self.warmup < 0:
-            raise UsageError(f"--warmup must be >= 0, not {self.warmup}")
+        check(self)  # a schedule built in code is checked as the command line's is
         if not self.scale >= 1:
             raise UsageError(f"linear-scaling factor must be >= 1, not {self.scale}")
 
@@ -83,5 +81,5 @@ class LRSchedule:
         if self.schedule == "constant":
             return self.peak
         if self.schedule == "step":
-            return self.peak * self.decay_factor ** (s // self.decay_every)
-        return self.peak * self.t0 / (self.t0 + s)
+            return self.peak * self.decay_factor ** (s // (self.decay_every or 1))
+        return self.peak * (self.t0 or 1.0) / ((self.t0 or 1.0) + s)

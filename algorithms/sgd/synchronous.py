@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-from distbench import watchdog
 from distbench.algorithms.sgd.common import (
     Clock,
     Diverged,
@@ -32,104 +31,122 @@ from distbench.algorithms.sgd.common import (
 from distbench.algorithms.sgd.exchange import MeanExchange
 
 
-def run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval) -> SGDResult:
-    """sync (H = 1, gradients exchanged) and local (H >= 1, model deltas exchanged)."""
-    xp, model = problem.xp, problem.model
-    rank, p = comm.Get_rank(), comm.Get_size()
-    local = cfg.mode == "local"
-    H = cfg.local_steps if local else 1
-    T = cfg.steps
-    lr = cfg.lr(p)
-    sampler = Sampler(problem, rank, p, cfg.batch_size, cfg.seed, cfg.partition)
-    theta = problem.init_params(cfg.seed)
-    grad = xp.empty_like(theta)
-    avg = xp.empty_like(theta)
-    anchor = xp.array(theta, copy=True) if local else None
-    exchange = MeanExchange(comm, model.n_params, theta, cfg.allreduce, cfg.compress,
-                            cfg.density, cfg.bits, cfg.error_feedback, cfg.seed)
-    delay = cfg.straggler.get(rank, 0) / 1000.0
-    records: list = []
-    pc = time.perf_counter
-    last = [0.0]  # training seconds at the previous evaluation
+class _Loop:
+    """One run of sync or local SGD on this rank: the parameters, the exchange, the clock and
+    the split of the training time (compute, communication, straggler sleep).
 
-    def evaluate(step: int, rounds: int) -> None:
-        wall = clock.pause()
-        sent = gather_sent(comm, exchange.bytes_sent)
+    Both modes are the same loop (:meth:`run`): rounds of h = min(H, T - t) steps, H = 1 in
+    sync mode; a sync step exchanges its gradient before the update, a local round averages
+    the model deltas after its steps."""
+
+    def __init__(self, comm, problem: Problem, cfg: SGDConfig, on_eval, on_interval):
+        xp = problem.xp
+        self.comm, self.problem, self.cfg = comm, problem, cfg
+        self.on_eval, self.on_interval = on_eval, on_interval
+        self.rank, self.p = comm.Get_rank(), comm.Get_size()
+        self.local = cfg.mode == "local"
+        self.H = cfg.local_steps if self.local else 1
+        self.lr = cfg.lr(self.p)
+        self.fixed = self.lr.peak if self.lr.is_constant else None
+        self.sampler = Sampler(problem, self.rank, self.p, cfg.batch_size, cfg.seed,
+                               cfg.partition)
+        self.theta = problem.init_params(cfg.seed)
+        self.grad, self.avg = xp.empty_like(self.theta), xp.empty_like(self.theta)
+        self.anchor = xp.array(self.theta, copy=True) if self.local else None
+        self.exchange = MeanExchange(comm, problem.model.n_params, self.theta, cfg.allreduce,
+                                     cfg.compression, cfg.seed)
+        self.delay = cfg.straggler.get(self.rank, 0) / 1000.0
+        self.records: list = []
+        self.times = {"compute": 0.0, "comm": 0.0, "sleep": 0.0}
+        self.last = 0.0  # training seconds at the previous evaluation
+        self.clock: Clock | None = None
+
+    def evaluate(self, step: int, rounds: int) -> None:
+        """Rank 0 evaluates and records; every rank learns whether training is still finite
+        (and stops alike if not), then the next interval starts."""
+        wall = self.clock.pause()
+        sent = gather_sent(self.comm, self.exchange.bytes_sent)
         rec = None
-        if rank == 0:
-            rec = make_record(problem, cfg, theta, step, wall, rounds, sent,
-                              lr(max(step - 1, 0)))
-            records.append(rec)
-            if on_eval is not None:
-                on_eval(rec)
-        if not comm.bcast(finite(rec, theta), root=0):  # every rank stops alike
-            raise Diverged(cfg.mode, step)
-        watchdog.enter(f"sgd {cfg.mode} after step {step}", wall - last[0])
-        last[0] = wall
-        clock.resume()
+        if self.rank == 0:
+            rec = make_record(self.problem, self.cfg, self.theta, step, wall, rounds, sent,
+                              self.lr(max(step - 1, 0)))
+            self.records.append(rec)
+            if self.on_eval is not None:
+                self.on_eval(rec)
+        if not self.comm.bcast(finite(rec, self.theta), root=0):  # every rank stops alike
+            raise Diverged(self.cfg.mode, step)
+        if self.on_interval is not None:
+            self.on_interval(f"sgd {self.cfg.mode} after step {step}", wall - self.last)
+        self.last = wall
+        self.clock.resume()
 
-    warm_up(problem, cfg.batch_size)
-    exchange.warm_up(theta)
-    comm.Barrier()
-    clock = Clock()
-    evaluate(0, 0)
-    t, rounds, next_eval = 0, 0, cfg.eval_every
-    compute = comm_s = sleep = 0.0
-    nxt, gradient, add = sampler.next, model.gradient, xp.add
-    fixed = lr.peak if lr.is_constant else None
-    # The step size is folded into the backward pass: grad = -lr/p g in dense sync (the
-    # AllReduce sum is then the update) and -lr g in a local step; a compressor gets g.
-    dense, inv_p = exchange.dense, 1.0 / p
-    if not local:  # sync: one step per round, the gradients exchanged every step
-        while t < T:
-            t0 = pc()
-            Xb, yb = nxt()
-            eta = fixed or lr(t)
-            gradient(theta, Xb, yb, grad, -eta * inv_p if dense else 1.0)
-            t1 = pc()
-            compute += t1 - t0
-            if delay:
-                time.sleep(delay)
-                t0, t1 = t1, pc()
-                sleep += t1 - t0
-            if dense:
-                exchange.sum(grad, avg)  # = -lr * mean gradient
-            else:
-                exchange.mean(grad, avg, -eta)
-            comm_s += pc() - t1
-            add(theta, avg, out=theta)
-            t += 1
-            rounds = t
-            if t >= next_eval or t == T:
-                evaluate(t, rounds)
-                next_eval += cfg.eval_every
-    while local and t < T:  # local: h steps on the own shard, then the deltas averaged
-        for _ in range(min(H, T - t)):
-            t0 = pc()
-            Xb, yb = nxt()
-            gradient(theta, Xb, yb, grad, -(fixed or lr(t)))
-            t1 = pc()
-            compute += t1 - t0
-            if delay:
-                time.sleep(delay)
-                t0, t1 = t1, pc()
-                sleep += t1 - t0
-            add(theta, grad, out=theta)
-            t += 1
+    def step(self, t: int) -> None:
+        """One minibatch gradient and update on this rank's shard. The step size is folded
+        into the backward pass: grad = -lr/p g in dense sync (the AllReduce sum is then the
+        update) and -lr g in a local step; a compressor gets g (its mean is scaled after)."""
+        pc = time.perf_counter
         t0 = pc()
-        xp.subtract(theta, anchor, out=grad)
-        exchange.mean(grad, avg)
-        xp.add(anchor, avg, out=theta)
-        xp.copyto(anchor, theta)
-        comm_s += pc() - t0
-        rounds += 1
-        if t >= next_eval or t == T:
-            evaluate(t, rounds)
-            while next_eval <= t:
-                next_eval += cfg.eval_every
-    mine = clock.pause()
-    times = {"compute": compute, "comm": comm_s, "sleep": sleep,
-             "other": mine - compute - comm_s - sleep}
-    wall = float(comm.bcast(mine if rank == 0 else None, root=0))
-    sent = gather_sent(comm, exchange.bytes_sent)
-    return SGDResult(theta, records, T, rounds, sent, wall, times)
+        Xb, yb = self.sampler.next()
+        eta = self.fixed or self.lr(t)
+        dense_sync = not self.local and self.exchange.dense
+        scale = -eta / self.p if dense_sync else (-eta if self.local else 1.0)
+        self.problem.model.gradient(self.theta, Xb, yb, self.grad, scale)
+        t1 = pc()
+        self.times["compute"] += t1 - t0
+        if self.delay:
+            time.sleep(self.delay)
+            t0, t1 = t1, pc()
+            self.times["sleep"] += t1 - t0
+        if self.local:
+            self.problem.xp.add(self.theta, self.grad, out=self.theta)
+            return
+        if dense_sync:
+            self.exchange.sum(self.grad, self.avg)  # = -lr * mean gradient
+        else:
+            self.exchange.mean(self.grad, self.avg, -eta)
+        self.times["comm"] += pc() - t1
+        self.problem.xp.add(self.theta, self.avg, out=self.theta)
+
+    def average(self) -> None:
+        """Local mode, after a round: the mean of the ranks' model deltas since the last
+        average, applied to the anchor every rank shares."""
+        xp = self.problem.xp
+        t0 = time.perf_counter()
+        xp.subtract(self.theta, self.anchor, out=self.grad)
+        self.exchange.mean(self.grad, self.avg)
+        xp.add(self.anchor, self.avg, out=self.theta)
+        xp.copyto(self.anchor, self.theta)
+        self.times["comm"] += time.perf_counter() - t0
+
+    def run(self) -> SGDResult:
+        cfg, comm = self.cfg, self.comm
+        warm_up(self.problem, cfg.batch_size)
+        self.exchange.warm_up(self.theta)
+        comm.Barrier()
+        self.clock = Clock()
+        self.evaluate(0, 0)
+        t, rounds, next_eval, T = 0, 0, cfg.eval_every, cfg.steps
+        while t < T:
+            for _ in range(min(self.H, T - t)):
+                self.step(t)
+                t += 1
+            if self.local:
+                self.average()
+            rounds += 1
+            if t >= next_eval or t == T:
+                self.evaluate(t, rounds)
+                while next_eval <= t:
+                    next_eval += cfg.eval_every
+        mine = self.clock.pause()
+        times = {**self.times, "other": mine - sum(self.times.values())}
+        wall = float(comm.bcast(mine if self.rank == 0 else None, root=0))
+        sent = gather_sent(comm, self.exchange.bytes_sent)
+        return SGDResult(self.theta, self.records, T, rounds, sent, wall, times)
+
+
+def run_synchronous(comm, problem: Problem, cfg: SGDConfig, on_eval, on_interval=None
+                    ) -> SGDResult:
+    """sync (H = 1, gradients exchanged) and local (H >= 1, model deltas exchanged): one
+    loop (:class:`_Loop`). ``on_interval(label, seconds)``: see
+    :func:`distbench.algorithms.sgd.run_sgd`."""
+    return _Loop(comm, problem, cfg, on_eval, on_interval).run()

@@ -30,8 +30,10 @@ from distbench.analysis.tables import completeness, fmt_env, options_text
 from distbench.collectives import collective_names
 from distbench.command import Job
 from distbench.console import console, fmt_bytes, fmt_num, print_table
+from distbench.declared import arg
+from distbench.errors import UsageError
+from distbench.options import declared_command
 from distbench.results import find_docs
-from distbench.runtime import UsageError
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,6 @@ class Spec:
     key: tuple            # fields identifying a row (missing fields count as None)
     time: str             # lower is better
     rate: str | None      # higher is better (bandwidth, steps/s)
-    rate_label: str
     p50: str | None = None
     p99: str | None = None
     select: tuple = ()    # (field, value) a record must have to be compared
@@ -51,20 +52,21 @@ class Spec:
 # every collective's records compare alike: the algorithm with its options
 _COLLECTIVE = Spec(("algorithm", "options", "ranks_per_node", "bytes", "ranks", "dtype",
                     "device", "op", "root", "in_place", "nonblocking"), "t_max_us",
-                   "busbw_gbps", "busbw", "p50_us", "p99_us")
+                   "busbw_gbps", "p50_us", "p99_us")
 SPECS = {
     **dict.fromkeys(collective_names(), _COLLECTIVE),
-    "compress": Spec(("method", "error_feedback", "density", "bits", "allreduce", "bytes",
-                      "ranks", "dtype", "device"), "t_max_us", None, "", "p50_us", "p99_us"),
+    # a method's label carries its compressor's options (topk(0.01), qsgd(4b))
+    "compress": Spec(("method", "error_feedback", "allreduce", "bytes", "ranks", "dtype",
+                      "device"), "t_max_us", None, "p50_us", "p99_us"),
     "sgd": Spec(("mode", "compress", "allreduce", "local_steps", "model", "dataset", "ranks",
-                 "dtype", "batch_size"), "wall_s", "steps_per_s", "steps/s",
+                 "dtype", "batch_size"), "wall_s", "steps_per_s",
                 select=(("kind", "summary"),)),
     "fedavg": Spec(("series", "options", "partition", "clients", "fraction", "local_epochs",
                     "local_batch", "model", "dataset", "ranks", "dtype"), "wall_s",
-                   "rounds_per_s", "rounds/s", select=(("kind", "summary"),), label="series"),
+                   "rounds_per_s", select=(("kind", "summary"),), label="series"),
     "parallel": Spec(("layout", "zero", "bucket_mb", "overlap", "schedule", "dp_algo",
                       "tp_algo", "compute", "tflops", "params", "micro_batches", "ranks"),
-                     "step_s", "efficiency", "E", select=(("kind", "step"),)),
+                     "step_s", "efficiency", select=(("kind", "step"),)),
 }
 ENV_DIFF_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python",
                  "os", "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device",
@@ -311,18 +313,29 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
     return 0
 
 
-@click.command("compare")
-@click.argument("run_a", type=click.Path(exists=True))
-@click.argument("run_b", type=click.Path(exists=True))
-@click.option("--fail-on-regression", "fail", default=None, metavar="X%",
-              help="Exit 1 when any matched row is significantly slower in B (the 95 % "
-              "intervals do not overlap) by more than X percent.")
-def compare_command(run_a, run_b, fail):
-    """B/A of time and bandwidth for the rows two runs share (A: the reference).
+@dataclass(kw_only=True)
+class CompareConfig:
+    """The options of ``distbench compare`` (the two runs are its arguments)."""
 
-    Rows match on benchmark, algorithm (method, mode), size, ranks and dtype; a change larger
-    than the runs' own spread is marked. RUN_A, RUN_B: run or suite folders or JSON files.
-    """
+    fail_on_regression: str | None = arg(None, "Exit 1 when any matched row is significantly "
+                                         "slower in B (the 95 % intervals do not overlap) by "
+                                         "more than X percent.", metavar="X%")
+
+
+def _compare(cfg: CompareConfig, run_a: str, run_b: str) -> Job:
+    fail = cfg.fail_on_regression
     fail_pct = None if fail is None else parse_percent(fail)
     return Job("compare", {"a": run_a, "b": run_b, "fail": fail_pct},
-               lambda _comm, _argv: run_compare(run_a, run_b, fail_pct), needs_mpi=False)
+               lambda _comm, _argv, _: run_compare(run_a, run_b, fail_pct), needs_mpi=False)
+
+
+compare_command = declared_command(
+    "compare", CompareConfig, _compare,
+    doc="""B/A of time and bandwidth for the rows two runs share (A: the reference).
+
+    Rows match on benchmark, algorithm (method, mode), size, ranks and dtype; a change larger
+    than the runs' own spread is marked. RUN_A, RUN_B: run or suite folders or JSON files.""",
+    examples=["distbench compare results/A-allreduce results/B-allreduce",
+              "distbench compare results/A-suite results/B-suite --fail-on-regression 5%"],
+    extra=[click.Argument(["run_a"], type=click.Path(exists=True)),
+           click.Argument(["run_b"], type=click.Path(exists=True))])

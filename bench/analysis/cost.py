@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distbench.collectives import get_collective
+from distbench.registry import accepted
 
 GB = 1e9
 
@@ -64,66 +65,76 @@ def gbps(per_byte: float) -> float:
     return float("inf") if per_byte <= 0 else 1.0 / per_byte / GB
 
 
-def algorithms(collective: str = "allreduce") -> list[str]:
-    """The algorithms of ``collective`` that declare a cost formula, baseline first."""
+def costed(collective: str = "allreduce") -> dict:
+    """name -> :class:`~distbench.registry.Algorithm` of the algorithms of ``collective`` that
+    declare a cost formula, baseline first (plug-ins included)."""
     decl = get_collective(collective)
-    return [a for a in decl.algorithms() if decl.registry.spec(a).cost is not None]
+    specs = (decl.registry.spec(a) for a in decl.algorithms())
+    return {s.name: s for s in specs if s.cost is not None}
 
 
-def linear_algorithms(collective: str = "allreduce") -> list[str]:
-    """Those of :func:`algorithms` whose formula is one alternative (fixed algorithms; the
+def spec_of(name: str, collective: str = "allreduce"):
+    """The :class:`~distbench.registry.Algorithm` of a registered algorithm of ``collective``.
+
+    Raises:
+        ValueError: not registered.
+    """
+    registry = get_collective(collective).registry
+    if name not in registry:
+        raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(registry)})")
+    return registry.spec(name)
+
+
+def linear(specs: dict) -> list[str]:
+    """The names among ``specs`` whose formula is one alternative (fixed algorithms; the
     others are a minimum, e.g. the library's call)."""
-    return [a for a in algorithms(collective)
-            if alternatives(a, 1 << 20, 4, collective=collective).shape[0] == 1]
+    return [a for a, s in specs.items() if alternatives(s, 1 << 20, 4).shape[0] == 1]
 
 
-def alternatives(algorithm: str, nbytes, ranks, ranks_per_node=None, options: dict | None = None,
-                 collective: str = "allreduce") -> np.ndarray:
-    """The coefficient alternatives of ``algorithm``'s time: shape ``(A, 5, *broadcast)``; the
-    time is ``min over a of c[a, 0] alpha + c[a, 1] beta + c[a, 2] gamma + c[a, 3] alpha' +
-    c[a, 4] beta'`` (seconds, with the parameters in SI units).
+def alternatives(spec, nbytes, ranks, ranks_per_node=None, options: dict | None = None
+                 ) -> np.ndarray:
+    """The coefficient alternatives of algorithm ``spec``'s time: shape ``(A, 5, *broadcast)``;
+    the time is ``min over a of c[a, 0] alpha + c[a, 1] beta + c[a, 2] gamma + c[a, 3]
+    alpha' + c[a, 4] beta'`` (seconds, with the parameters in SI units).
 
     Args:
-        algorithm: a registered algorithm of ``collective`` with a cost formula.
+        spec: a :class:`~distbench.registry.Algorithm` (:func:`spec_of`, :func:`costed`).
         nbytes: message size(s) in bytes (array-like, broadcast with ``ranks``).
         ranks: rank count(s) p >= 1.
         ranks_per_node: k (None: all ranks on one node).
-        options: the algorithm's options (e.g. ``{"inner": "ring"}``); an option named
-            ``ranks_per_node`` overrides the argument (hierarchical's own grouping).
+        options: the algorithm's options (e.g. ``{"inner": "ring"}``; those its formula does
+            not take are left out); an option named ``ranks_per_node`` overrides the argument
+            (hierarchical's own grouping).
 
     Raises:
         ValueError: no cost formula, p < 1, or options the formula rejects.
     """
-    registry = get_collective(collective).registry
-    if algorithm not in registry:
-        raise ValueError(f"unknown algorithm {algorithm!r} (known: {', '.join(registry)})")
-    cost = registry.spec(algorithm).cost
-    if cost is None:
-        raise ValueError(f"{algorithm!r} declares no cost formula")
-    args = {"ranks_per_node": ranks_per_node, **(options or {})}
-    return np.asarray(cost(nbytes, ranks, **args), dtype=np.float64)
+    if spec.cost is None:
+        raise ValueError(f"{spec.name!r} declares no cost formula")
+    args = {"ranks_per_node": ranks_per_node, **accepted(spec.cost, options or {})}
+    return np.asarray(spec.cost(nbytes, ranks, **args), dtype=np.float64)
 
 
-def coefficients(algorithm: str, nbytes, ranks, ranks_per_node=None, options: dict | None = None,
-                 collective: str = "allreduce") -> np.ndarray:
+def coefficients(spec, nbytes, ranks, ranks_per_node=None, options: dict | None = None
+                 ) -> np.ndarray:
     """The coefficients ``(5, *broadcast)`` of a fixed (one-alternative) algorithm.
 
     Raises:
         ValueError: as :func:`alternatives`, or the algorithm is a minimum of alternatives
             (use :func:`predict`).
     """
-    alt = alternatives(algorithm, nbytes, ranks, ranks_per_node, options, collective)
+    alt = alternatives(spec, nbytes, ranks, ranks_per_node, options)
     if alt.shape[0] != 1:
-        raise ValueError(f"{algorithm!r} is the cheapest of {alt.shape[0]} alternatives, not "
+        raise ValueError(f"{spec.name!r} is the cheapest of {alt.shape[0]} alternatives, not "
                          "linear in the parameters: use predict()")
     return alt[0]
 
 
-def predict(algorithm: str, params: CostParams, nbytes, ranks, ranks_per_node=None,
-            options: dict | None = None, collective: str = "allreduce") -> np.ndarray:
+def predict(spec, params: CostParams, nbytes, ranks, ranks_per_node=None,
+            options: dict | None = None) -> np.ndarray:
     """Predicted time in seconds, broadcast over ``nbytes`` and ``ranks``: the cheapest of the
     algorithm's alternatives. Arguments and errors as :func:`alternatives`."""
-    alt = alternatives(algorithm, nbytes, ranks, ranks_per_node, options, collective)
+    alt = alternatives(spec, nbytes, ranks, ranks_per_node, options)
     return np.min(np.tensordot(params.vector, alt, axes=([0], [1])), axis=0)
 
 
@@ -156,5 +167,5 @@ def best_and_crossovers(curves: dict[str, callable], lo: float, hi: float, grid:
     return out
 
 
-__all__ = ["CostParams", "algorithms", "alternatives", "best_and_crossovers", "coefficients",
-           "gbps", "linear_algorithms", "predict"]
+__all__ = ["CostParams", "alternatives", "best_and_crossovers", "coefficients", "costed",
+           "gbps", "linear", "predict", "spec_of"]

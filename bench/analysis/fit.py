@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from distbench.analysis.cost import CostParams, algorithms, alternatives, gbps, predict
+from distbench.analysis.cost import CostParams, alternatives, costed, gbps, predict
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,10 @@ class Point:
 def points(docs: list[dict], collective: str = "allreduce") -> list[Point]:
     """The ``collective`` records of result documents (``distbench.results.load_run``) as
     points; ranks per node from the record (``--ranks-per-node``) or else the run's
-    environment. Hierarchical records of a run on unequal nodes (e.g. 3 ranks on 2 nodes,
-    2 + 1, as srun places them) are left out: its formula needs k ranks on every node."""
+    environment. Records of an algorithm whose formula needs k ranks on every node
+    (:attr:`~distbench.registry.Algorithm.equal_nodes`) from a run on unequal nodes (e.g. 3
+    ranks on 2 nodes, 2 + 1, as srun places them) are left out."""
+    specs = costed(collective)
     out = []
     for doc in docs:
         if doc.get("benchmark") != collective:
@@ -115,7 +117,8 @@ def points(docs: list[dict], collective: str = "allreduce") -> list[Point]:
                 continue
             p = int(rec["ranks"])
             k = rec.get("ranks_per_node") or env_k or p
-            if rec["algorithm"] == "hierarchical" and (
+            spec = specs.get(rec["algorithm"])
+            if spec is not None and spec.equal_nodes and (
                     p % int(k) or (len(set(node_sizes)) > 1 and not rec.get("ranks_per_node"))):
                 continue
             out.append(Point(rec["algorithm"], int(rec["bytes"]), p, int(k),
@@ -153,19 +156,18 @@ class CostFit:
     note: str | None = None
 
 
-def _predict_points(algo: str, params: CostParams, pts: list[Point],
-                    collective: str = "allreduce") -> np.ndarray:
-    return np.array([float(predict(algo, params, q.nbytes, q.ranks, q.ranks_per_node,
-                                   q.option_dict, collective)) for q in pts])
+def _predict_points(spec, params: CostParams, pts: list[Point]) -> np.ndarray:
+    return np.array([float(predict(spec, params, q.nbytes, q.ranks, q.ranks_per_node,
+                                   q.option_dict)) for q in pts])
 
 
-def _alternatives(algo: str, q: Point, collective: str) -> np.ndarray:
-    return alternatives(algo, q.nbytes, q.ranks, q.ranks_per_node, q.option_dict, collective)
+def _alternatives(spec, q: Point) -> np.ndarray:
+    return alternatives(spec, q.nbytes, q.ranks, q.ranks_per_node, q.option_dict)
 
 
-def fit_cost_model(points: list[Point], algorithm: str, gamma: float | None = None,
-                   collective: str = "allreduce") -> CostFit:
-    """Fit ``algorithm``'s formula to its points at any mix of sizes and rank counts.
+def fit_cost_model(points: list[Point], spec, gamma: float | None = None) -> CostFit:
+    """Fit algorithm ``spec``'s formula (a :class:`~distbench.registry.Algorithm`) to its
+    points at any mix of sizes and rank counts.
 
     The intra- and inter-node parameters are taken equal (one host, or one network). Formulas
     of one alternative are fitted by non-negative least squares on relative residuals; a
@@ -175,21 +177,22 @@ def fit_cost_model(points: list[Point], algorithm: str, gamma: float | None = No
     gamma is set to 0 and beta absorbs it.
 
     Args:
-        points: :func:`points` (others are ignored).
-        algorithm: the algorithm whose points to fit.
+        points: :func:`points` (those of other algorithms are ignored).
+        spec: the algorithm whose points to fit (its name selects them).
         gamma: s per byte reduced, fixed instead of fitted (None: fitted where identifiable).
 
     Raises:
-        ValueError: fewer than two distinct sizes for ``algorithm``.
+        ValueError: fewer than two distinct sizes for the algorithm.
     """
+    algorithm = spec.name
     pts = [q for q in points if q.algorithm == algorithm]
     if len({q.nbytes for q in pts}) < 2:
         raise ValueError(f"{algorithm}: need measurements at two or more sizes to fit")
     t = np.array([q.seconds for q in pts])
     note = None
-    alts = [_alternatives(algorithm, q, collective) for q in pts]
+    alts = [_alternatives(spec, q) for q in pts]
     if any(a.shape[0] > 1 for a in alts):
-        params = _fit_nonlinear(algorithm, pts, t, gamma, collective)
+        params = _fit_nonlinear(spec, pts, t, gamma)
     else:
         cols = np.stack([a[0] for a in alts])
         design = np.column_stack([cols[:, 0] + cols[:, 3], cols[:, 1] + cols[:, 4], cols[:, 2]])
@@ -202,7 +205,7 @@ def fit_cost_model(points: list[Point], algorithm: str, gamma: float | None = No
         else:
             x = _relative_nnls(design, t)
         params = CostParams(*map(float, x))
-    rel = _predict_points(algorithm, params, pts, collective) / t - 1
+    rel = _predict_points(spec, params, pts) / t - 1
     return CostFit(algorithm, params, tuple(sorted({q.ranks for q in pts})), len(pts),
                    float(np.sqrt(np.mean(rel ** 2))), note)
 
@@ -214,7 +217,7 @@ def _rank(matrix: np.ndarray, rtol: float = 1e-6) -> int:
     return int(np.sum(sv > rtol * sv[0])) if sv.size else 0
 
 
-def _fit_nonlinear(algorithm, pts, t, gamma, collective) -> CostParams:
+def _fit_nonlinear(spec, pts, t, gamma) -> CostParams:
     """Bounded least squares of relative residuals for formulas with a minimum in them."""
     n = np.array([q.nbytes for q in pts], dtype=np.float64)
     lo = n == n.min()
@@ -224,8 +227,8 @@ def _fit_nonlinear(algorithm, pts, t, gamma, collective) -> CostParams:
 
     def resid(x):
         g = gamma if gamma is not None else x[2] * scale[2]
-        return _predict_points(algorithm, CostParams(x[0] * scale[0], x[1] * scale[1], g),
-                               pts, collective) / t - 1
+        return _predict_points(spec, CostParams(x[0] * scale[0], x[1] * scale[1], g),
+                               pts) / t - 1
 
     sol = least_squares(resid, x0 / scale, bounds=(0, np.inf), method="trf")
     x = sol.x * scale
@@ -258,15 +261,15 @@ def model_check(fit_docs: list[dict], measured_docs: list[dict], gamma: float | 
         fit runs lack (or measured at fewer than two sizes) are left out.
     """
     train = points(fit_docs, collective)
-    known = algorithms(collective)
+    specs = costed(collective)
     fits = {}
     for algo in dict.fromkeys(q.algorithm for q in train):
-        if algo in known and len({q.nbytes for q in train if q.algorithm == algo}) >= 2:
-            fits[algo] = fit_cost_model(train, algo, gamma, collective)
+        if algo in specs and len({q.nbytes for q in train if q.algorithm == algo}) >= 2:
+            fits[algo] = fit_cost_model(train, specs[algo], gamma)
     rows = []
     for q in points(measured_docs, collective):
         if q.algorithm in fits:
-            pred = _predict_points(q.algorithm, fits[q.algorithm].params, [q], collective)[0]
+            pred = _predict_points(specs[q.algorithm], fits[q.algorithm].params, [q])[0]
             rows.append(CheckRow(q.algorithm, q.nbytes, q.ranks, q.seconds * 1e6, pred * 1e6))
     return fits, rows
 

@@ -32,20 +32,21 @@ BASELINES = ("native", "dense native", "dense ring")
 DPI = 110
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#bcbd22", "#17becf"]
-# series that share a plot get distinct colours: compressors, SGD modes, federated algorithms
-# (and the collectives' algorithms, below)
-_FAMILIES = (["none", "fp16", "qsgd", "sign", "topk", "randk"], ["sync", "local", "async"],
-             ["fedsgd", "fedavg", "fedprox", "fedavgm", "fedadam", "scaffold"])
-
-
 @functools.lru_cache(maxsize=1)
-def _algorithm_names() -> list[str]:
-    """Every collective's registered algorithms but the baselines, in registry order."""
+def _families() -> tuple:
+    """The names of series that share a plot, each family from its registry (so they get
+    distinct colours): every collective's algorithms but the baselines, the compressors, the
+    SGD modes, the federated algorithms."""
+    # the registries, on the first plot (report of a collective's run loads no algorithms)
+    from distbench.algorithms.compression import COMPRESSORS
+    from distbench.algorithms.federated import ALGORITHMS
+    from distbench.algorithms.sgd import MODES
+
     names: list[str] = []
     for c in collective_names():
         decl = get_collective(c)
         names += [a for a in decl.algorithms() if a != decl.baseline and a not in names]
-    return names
+    return names, list(COMPRESSORS), list(MODES), list(ALGORITHMS)
 
 
 def _base(name: str) -> str:
@@ -58,7 +59,7 @@ def color(name: str) -> str:
     if name in BASELINES:
         return "#666666" if name == "dense ring" else "black"
     base = _base(name)
-    families = (_algorithm_names(), *_FAMILIES)
+    families = _families()
     idx = next((f.index(base) for f in families if base in f), sum(map(ord, base)))
     return _PALETTE[idx % len(_PALETTE)]
 
@@ -142,7 +143,7 @@ def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str)
     fig = Figure(figsize=(7.5, 4.8))
     fig.subplots_adjust(left=0.125, right=0.97, top=0.93, bottom=0.11)
     ax = fig.add_subplot()
-    _draw(ax, _series(records, "algorithm"), "bytes", metric, _algorithm_names())
+    _draw(ax, _series(records, "algorithm"), "bytes", metric, _families()[0])
     _log_axis(ax, "x", in_bytes=True, numticks=14)
     _log_axis(ax, "y")
     ax.set_xlabel("message size (bytes)")

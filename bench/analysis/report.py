@@ -23,6 +23,7 @@ Files go beside the results (or to ``--out``); existing plots of the same name a
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -60,8 +61,10 @@ from distbench.analysis.tables import (
 from distbench.collectives import collective_names, get_collective
 from distbench.command import Job
 from distbench.console import console, fmt_bytes, fmt_num, fmt_params
+from distbench.declared import arg
+from distbench.errors import UsageError
+from distbench.options import declared_command
 from distbench.results import atomic_write, find_docs
-from distbench.runtime import UsageError
 
 ENV_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python", "os",
             "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device", "backend",
@@ -351,20 +354,30 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     return report, pngs
 
 
-@click.command("report")
-@click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for REPORT.md and the PNGs [default: beside the results].")
-def report_command(run_dir, out):
-    """Plots (PNG) and a markdown summary (REPORT.md) of a run or a suite folder.
+@dataclass(kw_only=True)
+class ReportConfig:
+    """The options of ``distbench report`` (the run folder is its argument)."""
 
-    RUN_DIR: a run folder, a suite folder from `make bench`, or a results JSON file.
-    """
-    def run(_comm, _argv) -> int:
-        report, pngs = write_report(run_dir, out)
+    out: str | None = arg(None, "Folder for REPORT.md and the PNGs [default: beside the "
+                          "results].", type=click.Path(file_okay=False))
+
+
+def _report(cfg: ReportConfig, run_dir: str) -> Job:
+    def run(_comm, _argv, _) -> int:
+        report, pngs = write_report(run_dir, cfg.out)
         console().print(f"wrote {report} and {len(pngs)} plot(s):")
         for p in pngs:
             console().print(f"  {p}")
         return 0
 
-    return Job("report", {"run_dir": run_dir, "out": out}, run, needs_mpi=False)
+    return Job("report", {"run_dir": run_dir, "out": cfg.out}, run, needs_mpi=False)
+
+
+report_command = declared_command(
+    "report", ReportConfig, _report,
+    doc="""Plots (PNG) and a markdown summary (REPORT.md) of a run or a suite folder.
+
+    RUN_DIR: a run folder, a suite folder from `make bench`, or a results JSON file.""",
+    examples=["distbench report results/20261207T120000Z-allreduce",
+              "distbench report results/20261207T120000Z-suite --out /tmp/report"],
+    extra=[click.Argument(["run_dir"], type=click.Path(exists=True))])

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from distbench.analysis.cost import CostParams, predict
-from distbench.collectives.kernels import reduce_ufunc
+from distbench.collectives.ops import reduce_ufunc
 from distbench.collectives.words import mpi_type
 from distbench.runtime import mpi, namespace_of
 
@@ -88,13 +88,13 @@ def reference_fields(params: CostParams) -> dict:
             "reduce_gbps": gbps(params.gamma)}
 
 
-def bound_fields(collective: str, algorithm: str, options: dict | None, params: CostParams,
-                 nbytes: int, ranks: int, p50_us: float) -> dict:
-    """``bound_us`` and ``pct_of_bound`` (100 bound / ``p50_us``) of one record (None for an
-    algorithm that declares no cost formula, or one its formula rejects)."""
+def bound_fields(spec, options: dict | None, params: CostParams, nbytes: int, ranks: int,
+                 p50_us: float) -> dict:
+    """``bound_us`` and ``pct_of_bound`` (100 bound / ``p50_us``) of one record of algorithm
+    ``spec`` (a :class:`~distbench.registry.Algorithm`; None for one that declares no cost
+    formula, or one its formula rejects)."""
     try:
-        bound = float(np.asarray(predict(algorithm, params, nbytes, ranks, None, options,
-                                         collective))) * 1e6
+        bound = float(np.asarray(predict(spec, params, nbytes, ranks, None, options))) * 1e6
     except (ValueError, TypeError):
         return {"bound_us": None, "pct_of_bound": None}
     pct = 100 * bound / p50_us if p50_us > 0 else None

@@ -12,9 +12,10 @@ its registry; this module does the sweep, timing, checking, records and table fo
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,21 +27,18 @@ from distbench.analysis.tables import (
     collective_row,
     state_caption,
 )
-from distbench.benchmarks import bound, overlap, sweep
+from distbench.benchmarks import bound, outline, overlap
 from distbench.buffers import release_caches
 from distbench.check import CHUNK, exact_ranks, fill_segments, mismatches, total
-from distbench.collectives.kernels import INTEGER_OPS, in_place_sentinel, mpi_op
+from distbench.collectives.ops import INTEGER_OPS, OPS, in_place_sentinel, mpi_op
 from distbench.collectives.words import mpi_type, needs_words, typed_comm
-from distbench.command import (
-    DEFAULT_MAX_TIME,
-    check_algorithm_options_size,
-    check_size_range,
-    size_sweep,
-)
+from distbench.command import DEFAULT_MAX_TIME, Device, Iterations, RunOptions, Sizes
 from distbench.console import fmt_bytes
+from distbench.declared import Names, arg, check, flatten, group
+from distbench.errors import UsageError, eprint
 from distbench.metrics import algbw, rate_ci
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, mpi, numpy_dtype, proc_field
+from distbench.runtime import get_backend, mpi, numpy_dtype, proc_field
 from distbench.timing import adaptive_iters, canary, estimate_seconds
 
 SMALL_BYTES = 8192          # OSU's boundary between small and large messages
@@ -52,71 +50,86 @@ SENTINEL = -99               # recvbuf contents before a checked call
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
 
 
-@dataclass
+NONBLOCKING = "Nonblocking and overlap"
+
+
+@dataclass(kw_only=True)
+class Overlap:
+    """``--nonblocking`` and the computation its overlap is measured against."""
+
+    nonblocking: bool = arg(False, "Measure the nonblocking forms (the library's I-call, the "
+                            "hand-written schedules) and their overlap with computation: pure, "
+                            "compute, total times and overlap % (OSU's definition).",
+                            group=NONBLOCKING)
+    compute_ratio: float = arg(1.0, "With --nonblocking: computation as a multiple of the pure "
+                               "time (0: none, the total is the pure time).", low=0,
+                               group=NONBLOCKING)
+    progress_us: float = arg(50.0, "With --nonblocking: microseconds of computation between "
+                             "two Test() calls, the only progress a single-threaded rank "
+                             "gives.", low=0, low_open=True, high=1e6, group=NONBLOCKING)
+
+
+@dataclass(kw_only=True)
 class SweepConfig:
-    """Parsed options of a collective's command (sizes in bytes).
+    """The configuration of a collective's command (sizes in bytes).
 
     ``options`` holds the algorithm options the registry declares (``ranks_per_node``,
     ``inner``, ...); each algorithm gets those its signature takes. ``op`` and ``root`` are
-    used by the collectives that take them; ``compute_ratio`` and ``progress_us`` only with
-    ``nonblocking``.
+    used by the collectives that take them; the overlap options only with ``nonblocking``.
     """
 
-    algos: list
-    min_bytes: int = 8
-    max_bytes: int = 64 << 20
-    factor: int = 2
-    iters: int | None = None
-    warmup: int | None = None
-    dtype: str = "float32"
-    device: str = "cpu"
-    gpu_aware: str = "auto"
-    check: bool = True
-    output: str = "results"
-    json: bool = False
-    quiet: bool = False
-    run_dir: str | None = None
-    timeout: float | None = None
-    max_time: float = DEFAULT_MAX_TIME
-    target_ci: float | None = None
+    algos: list = arg(["all"], "Comma-separated algorithms, or 'all'. native is always "
+                      "measured.", type=Names(allow_all=True), flags=("--algo",))
+    sizes: Sizes = group(Sizes)
+    iterations: Iterations = group(Iterations, help={
+        "iters": "Timed iterations per size and algorithm [default: 1000 up to 8 KiB, 100 "
+                 "above, capped to ~0.12 s per size and algorithm, at least 5]."})
+    dtype: str = arg("float32", "Element type (bfloat16 from ml-dtypes).", choices=DTYPES)
+    device: Device = group(Device)
+    op: str = arg("sum", "Reduction op (band, bor, bxor: integer dtypes). Exact inputs for "
+                  "each (PROD: signed powers of two).", choices=tuple(OPS))
+    root: int = arg(0, "The root rank (0..p-1).", low=0)
+    in_place: bool = arg(False, "Measure the MPI_IN_PLACE form, for the library and every "
+                         "hand-written algorithm.")
+    check: bool = arg(True, "Compare every algorithm's result with the exact result, which the "
+                      "library's call must match too (untimed).", negatable=True)
+    overlap: Overlap = group(Overlap)
     options: dict = field(default_factory=dict)
-    op: str = "sum"
-    root: int = 0
-    in_place: bool = False
-    nonblocking: bool = False
-    compute_ratio: float = 1.0
-    progress_us: float = 50.0
+    run: RunOptions = group(RunOptions)
 
-    def sizes(self) -> list[int]:
-        return size_sweep(self.min_bytes, self.max_bytes, self.factor)
+    def sizes_swept(self) -> list[int]:
+        return self.sizes.sweep()
+
+    @functools.cached_property
+    def np_dtype(self) -> np.dtype:
+        """The NumPy dtype of ``dtype`` (ml-dtypes' for bfloat16), computed once."""
+        return numpy_dtype(self.dtype)
 
     def record(self) -> dict:
-        """The configuration as results record it (algorithm options at the top level)."""
-        out = asdict(self)
-        out.update(out.pop("options"))
-        return out
+        """The configuration as results record it (flat; algorithm options at the top)."""
+        return flatten(self)
 
 
 def validate_sweep(cfg: SweepConfig, decl=None) -> None:
     """Checks that need no MPI (with ``decl``, also those of the collective: op, in place,
     nonblocking forms). Raises UsageError with a one-line message."""
-    check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, cfg.dtype)
-    sweep.check_iterations(cfg.iters, cfg.warmup)
-    sweep.check_duration(lower_bound_s(cfg), cfg.max_time, "this sweep")
-    if cfg.op in INTEGER_OPS and numpy_dtype(cfg.dtype).kind not in "iu":
+    check(cfg)
+    cfg.sizes.check(cfg.np_dtype.itemsize, cfg.dtype)
+    outline.check_duration(lower_bound_s(cfg), cfg.run.max_time, "this sweep")
+    if cfg.op in INTEGER_OPS and cfg.np_dtype.kind not in "iu":
         raise UsageError(f"--op {cfg.op} is not defined for {cfg.dtype} (MPI defines the "
                          "bitwise ops for integer types only)")
-    if cfg.root < 0:
-        raise UsageError(f"--root must be >= 0, not {cfg.root}")
-    if cfg.compute_ratio < 0 or not cfg.progress_us > 0:
-        raise UsageError("--compute-ratio must be >= 0 and --progress-us > 0")
-    if cfg.dtype == "bfloat16" and cfg.device == "gpu":
+    if cfg.dtype == "bfloat16" and cfg.device.device == "gpu":
         raise UsageError("--dtype bfloat16 is host-only (CuPy has no bfloat16)")
+    given = [f for f, on in (("--compute-ratio", cfg.overlap.compute_ratio != 1.0),
+                             ("--progress-us", cfg.overlap.progress_us != 50.0)) if on]
+    if given and not cfg.overlap.nonblocking:
+        raise UsageError(f"{' and '.join(given)} go(es) with --nonblocking")
     if decl is None:
         return
     if cfg.in_place and not decl.in_place:
         raise UsageError(f"{decl.name} has no in-place form")
-    if cfg.nonblocking:
+    if cfg.overlap.nonblocking:
         lacking = [a for a in cfg.algos if decl.registry.spec(a).start is None]
         if lacking:
             raise UsageError(f"--nonblocking: {', '.join(lacking)} declare(s) no nonblocking "
@@ -125,42 +138,48 @@ def validate_sweep(cfg: SweepConfig, decl=None) -> None:
 
 def lower_bound_s(cfg: SweepConfig) -> float:
     """An optimistic duration of the sweep (s): every size and algorithm's timed and warm-up
-    iterations at :func:`~distbench.benchmarks.sweep.call_lower_bound` each (with the
+    iterations at :func:`~distbench.benchmarks.outline.call_lower_bound` each (with the
     adaptive default, at most ``BUDGET_S`` of timed calls); with ``--nonblocking`` the overlap
     measurement's computation and overlapped calls too."""
     total = 0.0
-    for nbytes in cfg.sizes():
-        t = sweep.call_lower_bound(nbytes)
+    for nbytes in cfg.sizes.sweep():
+        t = outline.call_lower_bound(nbytes)
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
-        iters = cfg.iters if cfg.iters is not None else adaptive_iters(
+        iters = cfg.iterations.iters if cfg.iterations.iters is not None else adaptive_iters(
             t, default, BUDGET_S, CAPPED_MIN_ITERS)
-        warm = cfg.warmup if cfg.warmup is not None else max(1, min(100, iters // 10))
+        its = cfg.iterations
+        warm = its.warmup if its.warmup is not None else max(1, min(100, iters // 10))
         total += (len(cfg.algos) + 1) * (iters + warm) * t
-    ratio = cfg.compute_ratio if cfg.nonblocking else 0.0
+    ratio = cfg.overlap.compute_ratio if cfg.overlap.nonblocking else 0.0
     return total * (1 + ratio + max(1.0, ratio)) if ratio > 0 else total
 
 
-def validate_mpi(decl, cfg: SweepConfig, comm) -> None:
+def validate_mpi(decl, cfg: SweepConfig, comm) -> int:
     """Checks that need the communicator (same verdict on all ranks of a node): the root, the
     exactness of the check at this rank count, the device, the algorithm options against the
-    rank count, and the memory of the largest size."""
+    rank count, and the memory of the largest size. Returns this rank's memory estimate in
+    bytes (recorded in the environment).
+
+    Raises:
+        UsageError: any of them fails."""
     p = comm.Get_size()
     if decl.rooted and cfg.root >= p:
         raise UsageError(f"--root {cfg.root} is outside the communicator ({p} ranks: 0..{p - 1})")
-    if cfg.check and decl.reduction and not exact_ranks(cfg.op, numpy_dtype(cfg.dtype), p):
+    if cfg.check and decl.reduction and not exact_ranks(cfg.op, cfg.np_dtype, p):
         raise UsageError(f"--op {cfg.op} over {p} ranks is not exact in {cfg.dtype}: the check "
                          "would fail; use --no-check or a wider dtype")
-    if cfg.device == "gpu" and (cfg.in_place or cfg.nonblocking or needs_words(cfg.dtype)):
-        if get_backend("gpu", cfg.gpu_aware, comm).gpu_aware is False:
+    if cfg.device.device == "gpu" and (cfg.in_place or cfg.overlap.nonblocking
+                                       or needs_words(cfg.dtype)):
+        if get_backend("gpu", cfg.device.gpu_aware, comm).gpu_aware is False:
             raise UsageError("--in-place, --nonblocking and dtypes without an MPI type need a "
                              "GPU-aware MPI with --device gpu (--gpu-aware yes)")
-    check_algorithm_options_size(decl.registry.options(), cfg.options, p)
+    decl.registry.check_size(cfg.options, p)
     # this rank's own estimate (no collective here: a rank whose earlier check failed does not
     # get this far; the CLI gathers every rank's verdict)
     per_rank = memory_estimate(decl, cfg, p, comm.Get_rank())
-    cfg.memory_estimate = per_rank  # recorded in the environment (not a field: not config)
-    sweep.check_device_and_memory(comm, cfg.device, per_rank,
-                            f"a {fmt_bytes(cfg.max_bytes)} sweep")
+    outline.check_device_and_memory(comm, cfg.device.device, per_rank,
+                                    f"a {fmt_bytes(cfg.sizes.max_bytes)} sweep")
+    return per_rank
 
 
 SCIPY_STATS_RSS = 67 << 20  # what `import scipy.stats` adds to a process's RSS (measured here,
@@ -173,13 +192,13 @@ def memory_estimate(decl, cfg: SweepConfig, p: int, rank: int) -> int:
     now (VmRSS: interpreter, NumPy, MPI, distbench) + send + recv + the largest scratch (a
     whole vector) + the check's tiled reference, and on rank 0 scipy.stats' import if it is
     yet to come (the intervals)."""
-    itemsize = numpy_dtype(cfg.dtype).itemsize
-    send, recv = decl.buffers(cfg.max_bytes // itemsize, p, rank, min(cfg.root, p - 1))
+    itemsize = cfg.np_dtype.itemsize
+    send, recv = decl.buffers(cfg.sizes.max_bytes // itemsize, p, rank, min(cfg.root, p - 1))
     send, recv = max(send, 0), max(recv, 0)
     now = proc_field("/proc/self/status", "VmRSS:")
     base = int(now.split()[0]) * 1024 if now else 64 << 20
     scipy = SCIPY_STATS_RSS if rank == 0 and "scipy.stats" not in sys.modules else 0
-    return (base + (send + 2 * recv) * itemsize + min(cfg.max_bytes, CHUNK * itemsize)
+    return (base + (send + 2 * recv) * itemsize + min(cfg.sizes.max_bytes, CHUNK * itemsize)
             + scipy)
 
 
@@ -194,10 +213,10 @@ def _iteration_plan(cfg, comm, fns, nbytes, sync, label, share_s=None, checked=F
     """
     per_call = {}
     for n, f in fns.items():
-        watchdog.enter(f"{label(n)} (estimate)", 2 * sweep.call_lower_bound(nbytes))
+        watchdog.enter(f"{label(n)} (estimate)", 2 * outline.call_lower_bound(nbytes))
         per_call[n] = estimate_seconds(comm, f, calls=1 if checked else 2, sync=sync)
-    if cfg.iters is not None:
-        iters = dict.fromkeys(fns, cfg.iters)
+    if cfg.iterations.iters is not None:
+        iters = dict.fromkeys(fns, cfg.iterations.iters)
     else:
         default = DEFAULT_ITERS[0] if nbytes <= SMALL_BYTES else DEFAULT_ITERS[1]
         minimum = MIN_ITERS
@@ -206,8 +225,8 @@ def _iteration_plan(cfg, comm, fns, nbytes, sync, label, share_s=None, checked=F
             minimum = max(CAPPED_MIN_ITERS, int(MIN_ITERS * share_s / need))
         minimum = comm.allreduce(minimum, op=mpi().MIN)
         iters = {n: adaptive_iters(per_call[n], default, BUDGET_S, minimum) for n in fns}
-    if cfg.warmup is not None:
-        warm = dict.fromkeys(fns, cfg.warmup)
+    if cfg.iterations.warmup is not None:
+        warm = dict.fromkeys(fns, cfg.iterations.warmup)
     else:
         warm = {n: max(1, min(100, it // 10)) for n, it in iters.items()}
     return iters, warm, per_call
@@ -231,7 +250,7 @@ class Case:
 def _case(decl, cfg, run, comm, forms, count) -> Case:
     """Allocate and fill one size's buffers and bind every algorithm's call to them."""
     rank, p, xp = run.rank, run.size, run.xp
-    dtype = numpy_dtype(cfg.dtype)
+    dtype = cfg.np_dtype
     n_send, n_recv = decl.buffers(count, p, rank, cfg.root, cfg.in_place)
     send_in, recv_in = decl.inputs(count, p, rank, cfg.root, cfg.op, cfg.in_place)
     send = xp.empty(n_send, dtype=dtype)
@@ -248,7 +267,7 @@ def _case(decl, cfg, run, comm, forms, count) -> Case:
                                              (arg, recv)), rank, cfg.root, op)
                    for n, f in forms.items()}
     calls = {n: (lambda start=s: start().Wait()) for n, s in bound_calls.items()}
-    case = (Case(count, send, recv, send_in, recv_in, calls, bound_calls) if cfg.nonblocking
+    case = (Case(count, send, recv, send_in, recv_in, calls, bound_calls) if cfg.overlap.nonblocking
             else Case(count, send, recv, send_in, recv_in, bound_calls, {}))
     if not cfg.check:  # the check resets recv before each call itself
         _reset(case)
@@ -279,7 +298,7 @@ def _check_all(decl, cfg, comm, case: Case, sync, label, nbytes) -> dict:
     wrong = {}
     for n, call in case.calls.items():
         # the call, a fill and two compares: a few passes over the buffers
-        watchdog.enter(f"{label(n)} (check)", 8 * sweep.call_lower_bound(nbytes))
+        watchdog.enter(f"{label(n)} (check)", 8 * outline.call_lower_bound(nbytes))
         _reset(case)
         call()
         if sync is not None:
@@ -303,15 +322,15 @@ def _reset(case: Case) -> None:
 
 
 def _measure(cfg, run, comm, case: Case, nbytes, label, deadline, sizes_left=1):
-    """Time every call interleaved under the watchdog (:func:`~distbench.benchmarks.sweep.
+    """Time every call interleaved under the watchdog (:func:`~distbench.benchmarks.outline.
     time_all`); with --nonblocking also their overlap. Returns (timed, warm, overlap records by
     name, and rank 0's :class:`~distbench.analysis.cost.CostParams` measured by the references
     of :mod:`distbench.benchmarks.bound`). ``sizes_left``: this size and the ones after it
     (they share the time to ``deadline``)."""
     share = (max(0.0, deadline - time.monotonic()) / sizes_left
-             if cfg.max_time < DEFAULT_MAX_TIME else None)
+             if cfg.run.max_time < DEFAULT_MAX_TIME else None)
     # the machine's own rates on these buffers, interleaved with the algorithms (bound.py)
-    refs, ref_bytes = bound.reference_calls(typed_comm(run.wcomm, numpy_dtype(cfg.dtype)),
+    refs, ref_bytes = bound.reference_calls(typed_comm(run.wcomm, cfg.np_dtype),
                                             (case.send, case.recv), mpi_op(cfg.op))
     calls = {**case.calls, **refs}
     iters, warm, per_call = _iteration_plan(cfg, comm, calls, nbytes, run.sync, label,
@@ -319,44 +338,45 @@ def _measure(cfg, run, comm, case: Case, nbytes, label, deadline, sizes_left=1):
     # In place the repeated calls reduce their own output: sums may overflow to inf (and so
     # may the reduce reference's repeated sums).
     with np.errstate(over="ignore", invalid="ignore"):
-        timed = sweep.time_all(comm, calls, iters, warm, label, per_call, run.sync,
-                         cfg.target_ci, deadline)
+        timed = outline.time_all(comm, calls, iters, warm, label, per_call, run.sync,
+                         cfg.iterations.target_ci, deadline)
         params = bound.parameters(timed.stats, ref_bytes) if run.root else None
         extra = {}
-        if cfg.nonblocking:
+        if cfg.overlap.nonblocking:
             pure = comm.bcast({n: timed.stats[n]["p50_us"] * 1e-6 for n in case.starts}
                               if run.root else None, root=0)
 
             def on_block(key, n):  # the computation, or start + computation + wait
                 watchdog.enter(f"{label(key[0])} ({key[1]})",
-                               n * (1 + cfg.compute_ratio) * 2 * per_call[key[0]])
+                               n * (1 + cfg.overlap.compute_ratio) * 2 * per_call[key[0]])
 
             its = {n: timed.iters[n] for n in case.starts}
             extra = overlap.measure(comm, case.starts, pure, its, warm,
-                                    cfg.compute_ratio, cfg.progress_us * 1e-6, run.sync,
+                                    cfg.overlap.compute_ratio, cfg.overlap.progress_us * 1e-6,
+                                    run.sync,
                                     on_block)
             watchdog.idle()
     return timed, warm, extra, params
 
 
-def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
+def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str], memory: int | None = None) -> int:
     """Run the sweep of collective ``decl`` on every rank; returns the exit code (1 if any
-    result was wrong)."""
-    backend = get_backend(cfg.device, cfg.gpu_aware, comm)
-    run = sweep.Run(comm, decl.name, cfg.record(), argv, backend, cfg.output, cfg.run_dir,
-                    extra_env={"memory_estimate_bytes": getattr(cfg, "memory_estimate", None)})
-    deadline = time.monotonic() + cfg.max_time
-    wcomm = typed_comm(run.wcomm, numpy_dtype(cfg.dtype))
+    result was wrong). ``memory``: :func:`validate_mpi`'s estimate, recorded."""
+    backend = get_backend(cfg.device.device, cfg.device.gpu_aware, comm)
+    run = outline.Run(comm, decl.name, cfg.record(), argv, backend, cfg.run,
+                      extra_env={"memory_estimate_bytes": memory})
+    deadline = time.monotonic() + cfg.run.max_time
+    wcomm = typed_comm(run.wcomm, cfg.np_dtype)
     registry = decl.registry
     names = [decl.baseline] + [a for a in cfg.algos if a != decl.baseline]
-    bind = registry.bind_start if cfg.nonblocking else registry.bind
+    bind = registry.bind_start if cfg.overlap.nonblocking else registry.bind
     forms = {n: bind(n, **cfg.options) for n in names}
     opts = {n: registry.bound_options(n, cfg.options) for n in names}
-    itemsize = numpy_dtype(cfg.dtype).itemsize
+    itemsize = cfg.np_dtype.itemsize
     any_wrong = 0
     records_all = []
-    sizes = cfg.sizes()
-    with run.progress(len(sizes) * len(names), decl.name, cfg.quiet) as adv:
+    sizes = cfg.sizes.sweep()
+    with run.progress(len(sizes) * len(names), decl.name) as adv:
         for i, nbytes in enumerate(sizes):
             count = decl.count(nbytes, itemsize, run.size)
             size = fmt_bytes(count * itemsize)
@@ -364,7 +384,7 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
             def label(n, size=size):
                 return f"{decl.name} {n} at {size}"
 
-            watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * sweep.call_lower_bound(nbytes))
+            watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * outline.call_lower_bound(nbytes))
             case = _case(decl, cfg, run, wcomm, forms, count)
             wrong = _check_all(decl, cfg, comm, case, run.sync, label, nbytes)
             timed, warm, extra, params = _measure(cfg, run, comm, case, nbytes, label, deadline,
@@ -381,7 +401,7 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str]) -> int:
             del case
             release_caches()
     rows, sections = _rows(records_all)
-    run.emit(cfg.json, cfg.quiet, _title(decl, cfg, run.size), collective_columns(cfg.nonblocking),
+    run.emit(_title(decl, cfg, run.size), collective_columns(cfg.overlap.nonblocking),
              rows, _caption(decl, cfg, run, records_all), sections)
     if any_wrong:
         if run.root:
@@ -403,7 +423,7 @@ def _rows(records: list[dict]):
 
 def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
             extra, params) -> dict:
-    nbytes = count * numpy_dtype(cfg.dtype).itemsize
+    nbytes = count * cfg.np_dtype.itemsize
     st = timed.stats[name]
     factor = decl.bus_factor(run.size)
     bw = algbw(nbytes, st["t_max_us"] * 1e-6)
@@ -421,12 +441,13 @@ def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
         "ranks_per_node": cfg.options.get("ranks_per_node"), "options": options,
         "source": decl.registry.source(name),
         "op": cfg.op if decl.reduction else None, "root": cfg.root if decl.rooted else None,
-        "in_place": cfg.in_place, "nonblocking": cfg.nonblocking, **extra,
-        **bound.bound_fields(decl.name, name, options, params, nbytes, run.size, st["p50_us"]),
+        "in_place": cfg.in_place, "nonblocking": cfg.overlap.nonblocking, **extra,
+        **bound.bound_fields(decl.registry.spec(name), options, params, nbytes, run.size,
+                             st["p50_us"]),
         **bound.reference_fields(params),
     }
-    if cfg.target_ci is not None:
-        rec["target_ci_pct"], rec["target_ci_met"] = cfg.target_ci, timed.target_met
+    if cfg.iterations.target_ci is not None:
+        rec["target_ci_pct"], rec["target_ci_met"] = cfg.iterations.target_ci, timed.target_met
     return rec
 
 
@@ -434,7 +455,7 @@ def _title(decl, cfg, ranks: int) -> str:
     parts = [decl.title, f"{ranks} ranks", cfg.dtype]
     parts += [f"op {cfg.op}"] if decl.reduction else []
     parts += [f"root {cfg.root}"] if decl.rooted else []
-    parts += ["in place"] * cfg.in_place + ["nonblocking"] * cfg.nonblocking
+    parts += ["in place"] * cfg.in_place + ["nonblocking"] * cfg.overlap.nonblocking
     return ", ".join(parts)
 
 
@@ -447,13 +468,14 @@ def _caption(decl, cfg, run, records) -> str:
     if decl.count_multiple(run.size) > 1:
         notes.append(f"counts rounded down to a multiple of {decl.count_multiple(run.size)} "
                      "elements")
-    if needs_words(numpy_dtype(cfg.dtype)):
+    if needs_words(cfg.np_dtype):
         notes.append(f"{cfg.dtype} has no MPI datatype here: buffers travel as 16-bit words "
                      f"and {decl.call}'s reductions use a user-defined MPI op")
-    if cfg.nonblocking:
+    if cfg.overlap.nonblocking:
         notes.append(f"nonblocking: {decl.nonblocking_call} and the hand-written schedules; "
-                     f"pure = start+wait, compute = {cfg.compute_ratio:g} x pure of NumPy work "
-                     f"with Test() every {cfg.progress_us:g} us in total = start+compute+wait; "
+                     f"pure = start+wait, compute = {cfg.overlap.compute_ratio:g} x pure of NumPy "
+                     f"work with Test() every {cfg.overlap.progress_us:g} us in total = "
+                     "start+compute+wait; "
                      "overlap = 100 max(0, 1 - (total - compute) / pure)")
     return (env_line(run.env) + f"\nx native = t_max(native) / t_max(algorithm), measured "
             f"interleaved; busbw = algbw * {decl.bus_formula}{extra}; {'; '.join(notes)}\n"

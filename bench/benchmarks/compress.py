@@ -30,101 +30,83 @@ Metrics per method (records; the table shows most of them):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 
-import click
 import numpy as np
 
 from distbench import watchdog
 from distbench.algorithms.compression import COMPRESSORS
-from distbench.algorithms.compression.base import check_density
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
+from distbench.algorithms.compression.spec import COMPRESSION, Compression
 from distbench.analysis.tables import COMPRESS_COLUMNS, STATS_CAPTION, compress_row
-from distbench.benchmarks import sweep
+from distbench.benchmarks import outline
 from distbench.buffers import release_caches
 from distbench.collectives import ALLREDUCE, get_allreduce
-from distbench.command import (
-    Job,
-    RunOptions,
-    apply,
-    check_size_range,
-    compressor_options,
-    csv_list,
-    device_options,
-    iteration_options,
-    output_options,
-    seed_option,
-    size_options,
-    size_sweep,
-    target_ci_option,
-    watch_options,
-)
+from distbench.command import Device, Iterations, Job, RunOptions, Sizes, seed_arg
 from distbench.console import fmt_bytes
+from distbench.declared import Names, arg, check, flatten, group
+from distbench.errors import UsageError
 from distbench.metrics import GB, summarize
+from distbench.options import declared_command
 from distbench.results import env_line
-from distbench.runtime import UsageError, get_backend, mpi
+from distbench.runtime import get_backend, mpi
 from distbench.timing import adaptive_iters, estimate_seconds
 
 DENSE = ("native", "ring")  # dense baselines, when registered
 BUDGET_S = 0.6  # timed seconds per (size, method) when -n is not given
 
 
-@dataclass
-class CompressConfig(RunOptions):
-    """Parsed options of ``distbench compress`` (sizes in bytes of a float32 gradient)."""
+@dataclass(kw_only=True)
+class CompressConfig:
+    """The options of ``distbench compress`` (sizes in bytes of a float32 gradient)."""
 
-    methods: list = field(default_factory=list)
-    density: float = 0.01
-    bits: int = 8
-    bucket_size: int = 512
-    error_feedback: bool | None = None
-    min_bytes: int = 1 << 20
-    max_bytes: int = 100 << 20
-    factor: int = 10
-    steps: int = 6
-    iters: int | None = None
-    warmup: int = 0
-    allreduce: str = "native"
-    seed: int = 0
-    device: str = "cpu"
-    gpu_aware: str = "auto"
-    target_ci: float | None = None
+    methods: list = arg(["all"], "Comma-separated compressors (registered compression "
+                        "methods, plug-ins included) or all.", type=Names(allow_all=True),
+                        flags=("--method",), group=COMPRESSION)
+    compression: Compression = group(Compression, skip=("method",))
+    sizes: Sizes = group(Sizes, min_bytes=1 << 20, max_bytes=100 << 20, factor=10, help={
+        "min_bytes": "Smallest gradient, in BYTES of float32 (elements = bytes / 4; K, M, G "
+                     "suffixes are powers of 1024).",
+        "max_bytes": "Largest gradient in bytes (100M = 25 Mi float32, about ResNet-50's)."})
+    gradients: int = arg(6, "Gradients in the sequence per size (for the error columns).",
+                         low=1, high=1 << 20, deprecated=("--steps",))
+    iterations: Iterations = group(Iterations, warmup=0, help={
+        "iters": "Timed iterations per size and method [default: 20, capped to ~0.6 s, at "
+                 "least 3].",
+        "warmup": "Extra untimed iterations per size and method before the timed ones (the "
+                  "error steps and a first call of each dense AllReduce already warm up)."})
+    allreduce: str = arg("native", "Registered AllReduce for summable payloads.")
+    seed: int = seed_arg("Seed of the gradient sequence and the compressors.")
+    device: Device = group(Device)
+    run: RunOptions = group(RunOptions)
 
-    def sizes(self) -> list[int]:
-        return size_sweep(self.min_bytes, self.max_bytes, self.factor)
+    def sizes_swept(self) -> list[int]:
+        return self.sizes.sweep()
 
     def lower_bound_s(self) -> float:
         """An optimistic duration (s): per size, the error steps and the timed and warm-up
         exchanges of every method and baseline, each at least one pass over the gradient."""
         total = 0.0
-        for nbytes in self.sizes():
-            t = sweep.call_lower_bound(nbytes)
-            iters = self.iters if self.iters is not None else adaptive_iters(t, 20, BUDGET_S,
-                                                                             minimum=3)
+        its = self.iterations
+        for nbytes in self.sizes.sweep():
+            t = outline.call_lower_bound(nbytes)
+            iters = its.iters if its.iters is not None else adaptive_iters(t, 20, BUDGET_S,
+                                                                           minimum=3)
             calls = len(self.methods) + len(DENSE) + 1
-            total += t * (self.steps * len(self.methods) + calls * (iters + self.warmup))
+            total += t * (self.gradients * len(self.methods) + calls * (iters + its.warmup))
         return total
 
 
 def validate(cfg: CompressConfig) -> None:
     """Checks that need no MPI. Raises UsageError with a one-line message."""
-    COMPRESSORS.require(cfg.methods, "--method")
-    check_density(cfg.density)
-    if cfg.bits not in (2, 4, 8):
-        raise UsageError(f"--bits must be 2, 4 or 8, not {cfg.bits}")
-    if cfg.bucket_size < 1:
-        raise UsageError(f"--bucket-size must be >= 1, not {cfg.bucket_size}")
+    check(cfg)
+    cfg.compression.check(cfg.methods, "--method")
     ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
-    check_size_range(cfg.min_bytes, cfg.max_bytes, cfg.factor, "float32")
-    if cfg.max_bytes // 4 >= 1 << 31:
+    cfg.sizes.check(4, "float32")
+    if cfg.sizes.max_bytes // 4 >= 1 << 31:
         raise UsageError("gradients of 2**31 elements or more need int64 indices")
-    if cfg.steps < 1:
-        raise UsageError(f"--steps must be >= 1, not {cfg.steps}")
-    if cfg.seed < 0:
-        raise UsageError(f"--seed must be >= 0, not {cfg.seed}")
-    sweep.check_iterations(cfg.iters, cfg.warmup)
-    sweep.check_duration(cfg.lower_bound_s(), cfg.max_time, "this compression sweep")
+    outline.check_duration(cfg.lower_bound_s(), cfg.run.max_time, "this compression sweep")
 
 
 def validate_mpi(cfg: CompressConfig, comm) -> None:
@@ -133,10 +115,10 @@ def validate_mpi(cfg: CompressConfig, comm) -> None:
     # 8 shared float32 vectors (sequence state, mean, reference, output, scratch) plus, per
     # method, the running error sum, the error-feedback memory and its p buffer, and the
     # gathered payloads of up to 4 ranks at 8 bits.
-    per_rank = cfg.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
-    sweep.check_device_and_memory(comm, cfg.device, per_rank,
-                            f"a {fmt_bytes(cfg.max_bytes)} gradient with "
-                            f"{len(cfg.methods)} methods")
+    per_rank = cfg.sizes.max_bytes * (8 + 4 * len(cfg.methods)) + (128 << 20)
+    outline.check_device_and_memory(comm, cfg.device.device, per_rank,
+                                    f"a {fmt_bytes(cfg.sizes.max_bytes)} gradient with "
+                                    f"{len(cfg.methods)} methods")
 
 
 def _norm(xp, v) -> float:
@@ -145,31 +127,30 @@ def _norm(xp, v) -> float:
 
 def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
     """Run the benchmark on every rank; returns the exit code."""
-    run = sweep.Run(comm, "compress", asdict(cfg), argv,
-                    get_backend(cfg.device, cfg.gpu_aware, comm), cfg.output)
+    run = outline.Run(comm, "compress", flatten(cfg), argv,
+                      get_backend(cfg.device.device, cfg.device.gpu_aware, comm), cfg.run)
     xp, wcomm, sync, rank, p, root = run.xp, run.wcomm, run.sync, run.rank, run.size, run.root
     env, writer = run.env, run.writer
-    deadline = time.monotonic() + cfg.max_time
+    deadline = time.monotonic() + cfg.run.max_time
     dense = [a for a in DENSE if a in ALLREDUCE]
-    sizes = cfg.sizes()
+    sizes = cfg.sizes.sweep()
     rows, sections = [], []
-    with run.progress(len(sizes) * (cfg.steps + 1), "compress", cfg.quiet) as adv:
+    with run.progress(len(sizes) * (cfg.gradients + 1), "compress") as adv:
         for nbytes in sizes:
             d = nbytes // 4
             seq = GradientSequence(xp, d, cfg.seed, rank)
             grad, mean, out = (xp.empty(d, dtype=np.float32) for _ in range(3))
-            exchanges = {m: compressed_exchange(wcomm, m, cfg.density, cfg.bits,
-                                                cfg.error_feedback, cfg.seed, cfg.allreduce,
-                                                cfg.bucket_size) for m in cfg.methods}
+            exchanges = {m: compressed_exchange(wcomm, cfg.compression.of(m), cfg.seed,
+                                                cfg.allreduce) for m in cfg.methods}
             drift = {m: xp.zeros(d, dtype=np.float32) for m in cfg.methods}
             step_err = {m: [] for m in cfg.methods}
             sum_err = {m: [] for m in cfg.methods}
             spent = dict.fromkeys(cfg.methods, 0.0)
             norms = []
             size = fmt_bytes(nbytes)
-            for step in range(cfg.steps):
+            for step in range(cfg.gradients):
                 watchdog.enter(f"compress at {size} (error step {step + 1})",
-                               (len(exchanges) + 2) * 20 * sweep.call_lower_bound(nbytes))
+                               (len(exchanges) + 2) * 20 * outline.call_lower_bound(nbytes))
                 seq.next(grad)
                 wcomm.Allreduce(grad, mean)
                 xp.divide(mean, p, out=mean)
@@ -192,16 +173,16 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             phases = {m: [] for m in cfg.methods}
             fns.update({m: _recorder(ex, grad, out, phases[m]) for m, ex in exchanges.items()})
             fns["copy"] = _bind_copy(xp, grad, out)
-            watchdog.enter(f"compress at {size} (estimate)", 20 * sweep.call_lower_bound(nbytes))
+            watchdog.enter(f"compress at {size} (estimate)", 20 * outline.call_lower_bound(nbytes))
             est = {n: estimate_seconds(comm, f, 1, sync) for n, f in fns.items()
                    if n not in exchanges}
-            est.update({m: comm.allreduce(spent[m] / cfg.steps, op=mpi().MAX)
+            est.update({m: comm.allreduce(spent[m] / cfg.gradients, op=mpi().MAX)
                         for m in exchanges})
-            iters = {n: cfg.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
+            iters = {n: cfg.iterations.iters or adaptive_iters(t, 20, BUDGET_S, minimum=3)
                      for n, t in est.items()}
-            timed = sweep.time_all(comm, fns, iters, dict.fromkeys(fns, cfg.warmup),
+            timed = outline.time_all(comm, fns, iters, dict.fromkeys(fns, cfg.iterations.warmup),
                              lambda n, size=size: f"compress {n} at {size}", est, sync,
-                             cfg.target_ci, deadline)
+                             cfg.iterations.target_ci, deadline)
             split = {m: {k: summarize(comm, np.array(
                 [ph[k] for ph in phases[m][-timed.iters[m]:]]))
                 for k in ("compress", "exchange", "decompress")} for m in exchanges}
@@ -214,7 +195,7 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
                 writer.append(recs)
             del seq, grad, mean, out, exchanges, fns
             release_caches()
-    run.emit(cfg.json, cfg.quiet, f"Gradient compression, {p} ranks, float32, mean over ranks",
+    run.emit(f"Gradient compression, {p} ranks, float32, mean over ranks",
              COMPRESS_COLUMNS, rows, _caption(cfg, env, writer), sections)
     return 0
 
@@ -272,8 +253,7 @@ def _records(cfg, env, nbytes, p, dense, exchanges, timed, split, step_err, sum_
         recs.append({
             **common, "method": comp.describe(), "compressor": m,
             "source": COMPRESSORS.source(m),
-            "error_feedback": ex.error_feedback, "density": cfg.density
-            if m in ("topk", "randk") else None, "bits": cfg.bits if m == "qsgd" else None,
+            "error_feedback": ex.error_feedback, **cfg.compression.takes(m),
             "iters": iters[m], **{k: v for k, v in st.items() if k != "iters"},
             **{f"{k}_us": ph[k]["t_avg_us"] for k in ph},
             **{f"{k}_us_ci": ph[k]["t_avg_us_ci"] for k in ph},
@@ -295,7 +275,7 @@ def _caption(cfg, env, writer) -> str:
         f"{env_line(env)}\nwire B/rank: payload bytes a rank contributes; ratio = dense / wire "
         f"bytes. Times: mean over ranks (compress, exchange, decompress incl. summing the p "
         f"payloads) and t_max of the whole exchange; x native / x ring = dense t_max / t_max "
-        f"(> 1: faster), measured interleaved.\nerr/step: mean over {cfg.steps} steps of "
+        f"(> 1: faster), measured interleaved.\nerr/step: mean over {cfg.gradients} steps of "
         f"||mean_hat - mean|| / ||mean||; drift: ||sum_t (mean_hat - mean)|| after the last "
         f"step, in units of the average ||mean|| (bounded with error feedback, +EF; growing "
         f"without it for biased methods).\nbreak-even: (dense "
@@ -304,48 +284,18 @@ def _caption(cfg, env, writer) -> str:
         f"{STATS_CAPTION}\nresults: {writer.path}")
 
 
-COMPRESS_OPTIONS = [
-    click.option("--method", "methods", default="all", show_default=True,
-                 help="Comma-separated compressors (none, fp16, qsgd, sign, topk, randk, and "
-                      "plug-ins) or all."),
-    *compressor_options(),
-    click.option("--bucket-size", type=int, default=512, show_default=True,
-                 help="Elements per qsgd bucket (one float32 norm each)."),
-    *size_options("1M", "100M", 10, "Smallest gradient, in BYTES of float32 (elements = bytes "
-                  "/ 4; K, M, G suffixes are powers of 1024).", "Largest gradient in bytes "
-                  "(100M = 25 Mi float32, about ResNet-50's)."),
-    click.option("--steps", type=int, default=6, show_default=True,
-                 help="Gradients in the sequence per size (for the error columns)."),
-    *iteration_options("Timed iterations per size and method [default: 20, capped to ~0.6 "
-                       "s, at least 3].", "Extra untimed iterations per size and method before "
-                       "the timed ones (the error steps and a first call of each dense "
-                       "AllReduce already warm up).", warmup_default=0),
-    click.option("--allreduce", default="native", show_default=True,
-                 help="Registered AllReduce for summable payloads (none, fp16, randk)."),
-    seed_option("Seed of the gradient sequence and the compressors."),
-    *device_options(),
-    *watch_options("operation (an error step or a block of timed exchanges)"),
-    target_ci_option(),
-    *output_options("compress"),
-]
-
-
-def _compress(methods, density, bits, error_feedback, bucket_size, min_bytes, max_bytes,
-              factor, steps, iters, warmup, allreduce, seed, device, gpu_aware, timeout,
-              max_time, target_ci, output, as_json, quiet):
-    """Gradient compression: bytes saved, time spent and error made by each compressor,
-    against the dense AllReduce (native and ring), and its break-even link bandwidth."""
-    names = COMPRESSORS.require(["all"] if methods.strip() == "all" else csv_list(methods),
-                                "--method")
-    cfg = CompressConfig(
-        methods=names, density=density, bits=bits, bucket_size=bucket_size,
-        error_feedback=error_feedback, min_bytes=min_bytes, max_bytes=max_bytes, factor=factor,
-        steps=steps, iters=iters, warmup=warmup, allreduce=allreduce, seed=seed, device=device,
-        gpu_aware=gpu_aware, timeout=timeout, max_time=max_time, target_ci=target_ci,
-        output=output, json=as_json, quiet=quiet)
+def _compress(cfg: CompressConfig) -> Job:
+    names = COMPRESSORS.require(cfg.methods, "--method")
+    cfg = replace(cfg, methods=names)
     validate(cfg)
-    return Job("compress", asdict(cfg), lambda comm, argv: run(cfg, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, comm), timeout=timeout, output=output)
+    return Job("compress", flatten(cfg), lambda comm, argv, _: run(cfg, comm, argv), cfg.run,
+               validate=lambda comm: validate_mpi(cfg, comm))
 
 
-compress_command = click.command("compress")(apply(_compress, COMPRESS_OPTIONS))
+compress_command = declared_command(
+    "compress", CompressConfig, _compress,
+    doc="""Gradient compression: bytes saved, time spent and error made by each compressor,
+    against the dense AllReduce (native and ring), and its break-even link bandwidth.""",
+    examples=["mpirun -n 4 distbench compress", "mpirun -n 4 distbench compress --method "
+              "topk,qsgd -b 1M -e 16M",
+              "mpirun -n 2 distbench compress --method sign --no-error-feedback"])

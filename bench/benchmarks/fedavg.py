@@ -12,16 +12,13 @@ algorithms and the MPI protocol live in :mod:`distbench.algorithms.federated`.
 
 from __future__ import annotations
 
-import dataclasses
-from types import SimpleNamespace
+from dataclasses import dataclass, replace
 
-import click
 import numpy as np
 
-from distbench import command
+from distbench import watchdog
 from distbench.algorithms.federated import (
     ALGORITHMS,
-    OPTIONS,
     PARTITIONS,
     FedConfig,
     FedDiverged,
@@ -30,7 +27,7 @@ from distbench.algorithms.federated import (
     make_partition,
     run_federated,
 )
-from distbench.algorithms.sgd import Problem
+from distbench.algorithms.sgd import Problem, ProblemSpec, Targets
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset
 from distbench.analysis.tables import (
     FED_ROUND_COLUMNS,
@@ -40,72 +37,103 @@ from distbench.analysis.tables import (
     fed_series,
     fed_summary_row,
 )
-from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, ensure_dataset, rate_interval, reached
-from distbench.benchmarks.sweep import Run, check_duration
-from distbench.command import Job, algorithm_options, csv_list, with_options
-from distbench.console import print_table
+from distbench.benchmarks.outline import Run, check_duration
+from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, rate_interval, shared_dataset
+from distbench.command import Job, RunOptions
+from distbench.declared import Names, arg, check, flatten, group, options_from
+from distbench.errors import UsageError
+from distbench.options import declared_command
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, mpi
+from distbench.runtime import get_backend, mpi
 
-# The round loop's options, in the order --help shows them.
-ROUND_OPTIONS, CLIENT_OPTIONS, DP_OPTIONS = ({n: OPTIONS[n] for n in names} for names in (
-    ("rounds", "clients", "fraction", "local_epochs", "local_batch", "lr"),
-    ("slow_fraction", "dropout"), ("dp_clip", "dp_noise", "eval_every")))
+PARTITION, ALGORITHM = "Partition", "Algorithm options"
 _TABLE_ROWS = 12  # rows per algorithm in the live table (every row is in the results)
 
 
-def fed_config(cfg) -> FedConfig:
-    """The :class:`FedConfig` of the parsed options ``cfg``."""
-    return FedConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(FedConfig)})
+@dataclass(kw_only=True)
+class FedBenchConfig:
+    """The options of ``distbench fedavg``: the algorithms and their declared options, the
+    round loop's options (:class:`~distbench.algorithms.federated.FedConfig`), the partition
+    and its options, the problem, the targets and the run options."""
+
+    algorithms: list = arg(["fedavg"], "Comma list of registered federated algorithms (or "
+                           "all), run one after another from the same model on the same "
+                           "client samples.", type=Names(allow_all=True),
+                           flags=("--algorithm",))
+    federation: FedConfig = group(FedConfig)
+    strategy_options: dict = options_from(ALGORITHMS.options, ALGORITHM)
+    partition: str = arg("iid", "How the data is split among clients, a registered partition "
+                         "(iid, dirichlet, shards, size-skew).", group=PARTITION)
+    partition_options: dict = options_from(PARTITIONS.options, PARTITION)
+    problem: ProblemSpec = group(ProblemSpec)
+    targets: Targets = group(Targets, help={
+        "target_loss": "Report rounds, bytes and time until the training loss is <= this.",
+        "target_acc": "Report rounds, bytes and time until the test accuracy is >= this."})
+    run: RunOptions = group(RunOptions)
 
 
-def validate(cfg) -> None:
+def validate(cfg: FedBenchConfig) -> None:
     """Checks that need neither MPI nor the data. Raises UsageError (one line)."""
-    cfg.algorithms = ALGORITHMS.require(cfg.algorithms, "--algorithm")
+    check(cfg)
     PARTITIONS.require([cfg.partition], "--partition", allow_all=False)
-    options = vars(cfg)
-    command.check_algorithm_options(ALGORITHMS.options(), options)
-    command.check_algorithm_options(PARTITIONS.options(), options)
-    fcfg = fed_config(cfg)
-    fcfg.check(any(ALGORITHMS[n].scaffold for n in cfg.algorithms))
-    command.check_training_options(cfg)
-    check_duration(_local_steps(cfg, fcfg, 1) * STEP_LOWER_BOUND_S, cfg.max_time,
+    for name in cfg.algorithms:
+        cfg.federation.check(ALGORITHMS[name])
+    _check_idle(ALGORITHMS, cfg.algorithms, cfg.strategy_options, "--algorithm")
+    _check_idle(PARTITIONS, [cfg.partition], cfg.partition_options, "--partition")
+    check_duration(_local_steps(cfg, 1) * STEP_LOWER_BOUND_S, cfg.run.max_time,
                    "this federated run")
 
 
-def _local_steps(cfg, fcfg: FedConfig, mean_steps: float) -> float:
+def _check_idle(registry, names: list[str], given: dict, flag: str) -> None:
+    """An option of ``registry`` given (other than its default) that none of ``names`` takes
+    does nothing: an error naming it."""
+    registry.check(given)
+    declared = registry.options()
+    taken = {o.name for n in names for o in registry.spec(n).options}
+    idle = [declared[k].flag for k, v in given.items()
+            if k in declared and v != declared[k].default and k not in taken]
+    if idle:
+        raise UsageError(f"{', '.join(idle)} do(es) nothing with {flag} {','.join(names)}")
+
+
+def _local_steps(cfg: FedBenchConfig, mean_steps: float) -> float:
     """Local steps of the whole run when a client takes ``mean_steps`` per epoch: the bound
     of --max-time (FedSGD: one per client and round)."""
-    per_client = sum(1 if ALGORITHMS[n].full_batch else cfg.local_epochs * mean_steps
-                     for n in cfg.algorithms)
-    return cfg.rounds * fcfg.sampled() * per_client
+    f = cfg.federation
+    per_client = 0.0
+    for n in cfg.algorithms:
+        epochs, batch = ALGORITHMS.create(n, **cfg.strategy_options).work(f.local_epochs,
+                                                                          f.local_batch)
+        per_client += epochs * (mean_steps if batch else 1)
+    return f.rounds * f.sampled() * per_client
 
 
-def validate_mpi(cfg, data: dict, comm) -> None:
-    """Checks that need the data or the communicator (the partition is made here, on every
-    rank alike, and kept for the run)."""
-    dataset = ensure_dataset(cfg, data, comm)
+def validate_mpi(cfg: FedBenchConfig, comm, read=None):
+    """Checks that need the data or the communicator; returns (dataset, partition), made here
+    on every rank alike and kept for the run."""
+    f = cfg.federation
+    dataset = shared_dataset(cfg.problem.dataset, f.seed, comm, read)
     tag_ub = comm.Get_attr(mpi().TAG_UB)
-    if tag_ub is not None and cfg.clients - 1 > tag_ub:
-        raise UsageError(f"--clients {cfg.clients}: client ids are MPI tags, and this MPI's "
+    if tag_ub is not None and f.clients - 1 > tag_ub:
+        raise UsageError(f"--clients {f.clients}: client ids are MPI tags, and this MPI's "
                          f"tags stop at {tag_ub}")
-    parts = data["parts"] = make_partition(
-        cfg.partition, dataset.y_train, cfg.clients, cfg.seed,
-        **{k: getattr(cfg, k) for k in PARTITIONS.options()})
-    B = cfg.local_batch
+    parts = make_partition(cfg.partition, dataset.y_train, f.clients, f.seed,
+                           **cfg.partition_options)
+    B = f.local_batch
     per_epoch = np.mean([-(-p.size // B) if 0 < B < p.size else 1 for p in parts])
-    check_duration(_local_steps(cfg, fed_config(cfg), per_epoch) * STEP_LOWER_BOUND_S,
-                   cfg.max_time, "this federated run")
+    check_duration(_local_steps(cfg, per_epoch) * STEP_LOWER_BOUND_S, cfg.run.max_time,
+                   "this federated run")
+    return dataset, parts
 
 
-def summary(rows: list[dict], result, cfg, algo) -> dict:
+def summary(rows: list[dict], result, targets: Targets, strategy) -> dict:
     """The summary row of one algorithm (final values, totals, rounds/bytes/time to target)."""
     last = rows[-1]
-    hit = next((r for r in rows if reached(r, cfg)), None)
+    hit = next((r for r in rows if targets.reached(r)), None)
     rate_ci = rate_interval(rows, "round")
     return {
-        "kind": "summary", "algorithm": algo.name, "series": last["series"],
-        "options": algo.options(), "rounds": result.rounds,
+        "kind": "summary", "algorithm": strategy.name, "series": last["series"],
+        "options": strategy.options(), "rounds": result.rounds,
         "final_loss": last["train_loss"], "final_gap": last["gap"],
         "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
         "bytes_up": last["bytes_up"], "bytes_down": last["bytes_down"],
@@ -128,144 +156,138 @@ def partition_records(parts, counts, size: int) -> list[dict]:
             for k, p in enumerate(parts)]
 
 
-def run(cfg, data: dict, comm, argv: list[str]) -> int:
+def run(cfg: FedBenchConfig, prepared, comm, argv: list[str]) -> int:
     """Run every algorithm on every rank of ``comm``; rank 0 writes files and prints tables
     (one BLAS thread per rank by default, as ``distbench sgd``)."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # heavy, and only a run needs it
 
-    with threadpool_limits(limits=cfg.blas_threads, user_api="blas"):
-        return _run(cfg, data, comm, argv)
+    with threadpool_limits(limits=cfg.problem.blas_threads, user_api="blas"):
+        return _run(cfg, *prepared, comm, argv)
 
 
-def _run(cfg, data: dict, comm, argv: list[str]) -> int:
-    dataset = ensure_dataset(cfg, data, comm)
-    if data.get("parts") is None:
-        validate_mpi(cfg, data, comm)
-    parts = data["parts"]
+def _base(cfg: FedBenchConfig, dataset, problem, size: int) -> dict:
+    f = cfg.federation
+    return {"benchmark": "fedavg", "dataset": dataset.name, "model": cfg.problem.model,
+            "params": problem.model.n_params, "ranks": size, "clients": f.clients,
+            "fraction": f.fraction, "local_epochs": f.local_epochs,
+            "local_batch": f.local_batch, "lr": f.lr, "partition": cfg.partition,
+            "compress": f.compression.method, "dp_clip": f.dp_clip, "dp_noise": f.dp_noise,
+            "dropout": f.dropout, "slow_fraction": f.slow_fraction,
+            "dtype": cfg.problem.dtype}
+
+
+def _run(cfg: FedBenchConfig, dataset, parts, comm, argv: list[str]) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
-    root = rank == 0
-    problem = Problem(dataset, cfg.model, cfg.l2, cfg.width, cfg.dtype, np, with_optimum=root)
+    spec = cfg.problem
+    problem = Problem(dataset, spec.model, spec.l2, spec.width, spec.dtype, np,
+                      with_optimum=rank == 0)
     counts = label_counts(dataset.y_train, parts, dataset.n_classes)
-    base = {"benchmark": "fedavg", "dataset": dataset.name, "model": cfg.model,
-            "params": problem.model.n_params, "ranks": size, "clients": cfg.clients,
-            "fraction": cfg.fraction, "local_epochs": cfg.local_epochs,
-            "local_batch": cfg.local_batch, "lr": cfg.lr, "partition": cfg.partition,
-            "compress": cfg.compress, "dp_clip": cfg.dp_clip, "dp_noise": cfg.dp_noise,
-            "dropout": cfg.dropout, "slow_fraction": cfg.slow_fraction, "dtype": cfg.dtype}
+    base = _base(cfg, dataset, problem, size)
     extra = {"dataset": dataset.name, "n_train": dataset.n_train,
              "n_test": int(dataset.X_test.shape[0]), "f_star": problem.f_star,
              "f_star_note": problem.f_star_note}
-    run = Run(comm, "fedavg", vars(cfg), argv, get_backend("cpu"), cfg.output,
+    run = Run(comm, "fedavg", flatten(cfg), argv, get_backend("cpu"), cfg.run,
               extra_env=extra)
-    writer = run.writer
-    writer.append(partition_records(parts, counts, size))
+    run.writer.append(partition_records(parts, counts, size))
     clients = make_clients(problem, parts, rank, size)
-    fcfg = fed_config(cfg)
-    algo_options = {k: getattr(cfg, k) for k in ALGORITHMS.options()}
     summaries = []
     for name in cfg.algorithms:
-        algo = ALGORITHMS.create(name, **algo_options)
-        tag = {"kind": "eval", **base, "algorithm": name, "options": algo.options(),
+        strategy = ALGORITHMS.create(name, **cfg.strategy_options)
+        tag = {"kind": "eval", **base, "algorithm": name, "options": strategy.options(),
                "source": ALGORITHMS.source(name)}
         tag["series"] = fed_series(tag)
         rows: list = []
-        pending: list = []
-        with run.progress(cfg.rounds, f"fedavg {tag['series']}", cfg.quiet) as advance:
-
-            def on_eval(rec, tag=tag, rows=rows, pending=pending, advance=advance):
-                full = {**tag, **rec}
-                advance(rec["round"] - (rows[-1]["round"] if rows else 0))
-                rows.append(full)
-                pending.append(full)
-                if len(pending) >= 25:  # the files are rewritten in batches, not per round
-                    writer.append(pending)
-                    pending.clear()
-
-            try:
-                result = run_federated(comm, problem, parts, algo, fcfg, on_eval, clients)
-            except FedDiverged as exc:  # raised on every rank alike: no Abort needed
-                return _diverged(exc, run, {**tag, "kind": "summary"}, rows, pending)
-        if not root:
+        try:
+            result = _train(run, problem, parts, strategy, cfg, clients, tag, rows)
+        except FedDiverged as exc:  # raised on every rank alike: no Abort needed
+            return _diverged(exc, run, {**tag, "kind": "summary"}, rows)
+        if not run.root:
             continue
-        s = {**base, **summary(rows, result, cfg, algo)}
+        s = {**base, **summary(rows, result, cfg.targets, strategy)}
         summaries.append(s)
-        writer.append([*pending, s])
-        if not cfg.quiet:
-            print_table(f"{tag['series']}: {dataset.name}, {cfg.model}, {cfg.clients} "
-                        f"clients ({cfg.partition}), {size} ranks", FED_ROUND_COLUMNS,
-                        [fed_round_row(r) for r in abridge(rows, _TABLE_ROWS)],
-                        stderr=cfg.json)
-    run.emit(cfg.json, cfg.quiet, f"Federated summary: {dataset.name}, {cfg.model}, "
-             f"{cfg.clients} clients ({cfg.partition}), {size} ranks", FED_SUMMARY_COLUMNS,
+        run.writer.append([s])
+        run.table(f"{tag['series']}: {dataset.name}, {spec.model}, {cfg.federation.clients} "
+                  f"clients ({cfg.partition}), {size} ranks", FED_ROUND_COLUMNS,
+                  [fed_round_row(r) for r in abridge(rows, _TABLE_ROWS)])
+    run.emit(f"Federated summary: {dataset.name}, {spec.model}, {cfg.federation.clients} "
+             f"clients ({cfg.partition}), {size} ranks", FED_SUMMARY_COLUMNS,
              [fed_summary_row(s) for s in summaries],
-             _caption(cfg, run.env, writer, problem, dataset, parts, counts) if root else "")
+             _caption(cfg, run.env, run.writer, problem, dataset, parts, counts)
+             if run.root else "")
     return 0
 
 
-def _diverged(exc: FedDiverged, run, tag: dict, rows: list, pending: list) -> int:
-    """End the run on a divergence: the rounds not yet written, a summary saying where, the
-    results marked incomplete, one line; exit code 1."""
+def _train(run: Run, problem, parts, strategy, cfg: FedBenchConfig, clients, tag: dict,
+           rows: list):
+    """One algorithm's rounds, its evaluation rows written in batches as they come (rank 0;
+    every one of them before the run ends, or fails)."""
+    pending: list = []
+    with run.progress(cfg.federation.rounds, f"fedavg {tag['series']}") as advance:
+        def on_eval(rec):
+            full = {**tag, **rec}
+            advance(rec["round"] - (rows[-1]["round"] if rows else 0))
+            rows.append(full)
+            pending.append(full)
+            if len(pending) >= 25:  # the files are rewritten in batches, not per round
+                run.writer.append(pending)
+                pending.clear()
+
+        try:
+            return run_federated(run.comm, problem, parts, strategy, cfg.federation, on_eval,
+                                 clients, watchdog.enter)
+        finally:
+            if pending:
+                run.writer.append(pending)
+
+
+def _diverged(exc: FedDiverged, run, tag: dict, rows: list) -> int:
+    """End the run on a divergence: a summary saying where, the results marked incomplete,
+    the records on stdout with ``--json``, one line; exit code 1."""
     if run.root:
         last = rows[-1] if rows else {}
-        run.writer.append([*pending, {**tag, "diverged_at_round": exc.step,
-                                      "final_loss": last.get("train_loss"),
-                                      "final_test_acc": last.get("test_acc")}])
-        run.writer.mark_incomplete(str(exc))
-        eprint(f"Error: {exc}; results: {run.writer.path}")
+        run.writer.append([{**tag, "diverged_at_round": exc.step,
+                            "final_loss": last.get("train_loss"),
+                            "final_test_acc": last.get("test_acc")}])
+    run.fail(str(exc))
     return 1
 
 
-def _caption(cfg, env, writer, problem, dataset, parts, counts) -> str:
+def _caption(cfg: FedBenchConfig, env, writer, problem, dataset, parts, counts) -> str:
+    f = cfg.federation
     sizes = np.array([p.size for p in parts])
     labels = (counts > 0).sum(axis=1)
-    per_round = fed_config(cfg).sampled()
-    target = ", ".join(t for t in (
-        f"train loss <= {cfg.target_loss:g}" if cfg.target_loss is not None else "",
-        f"test acc >= {cfg.target_acc:g}" if cfg.target_acc is not None else "") if t)
     fstar = f"{problem.f_star:.6f}" if problem.f_star is not None else "-"
-    dp = (f"; DP: clip {cfg.dp_clip:g}, noise z = {cfg.dp_noise:g}"
-          if cfg.dp_clip is not None else "")
+    dp = (f"; DP: clip {f.dp_clip:g}, noise z = {f.dp_noise:g}"
+          if f.dp_clip is not None else "")
     return (f"{env_line(env)}\n{dataset.name}: {dataset.n_train} train / "
             f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
             f"f* = {fstar}; partition {cfg.partition}: {sizes.min()}-{int(np.median(sizes))}-"
             f"{sizes.max()} samples (min-median-max), {labels.mean():.1f} labels per client\n"
-            f"{per_round} of {cfg.clients} clients per round, E = {cfg.local_epochs}, "
-            f"B = {cfg.local_batch}, lr {cfg.lr:g}, uploads {cfg.compress}{dp}; up/down: "
-            f"cumulative bytes through MPI (down: the model to every sampled client, up: "
-            f"every answering client's update); wall time excludes evaluation\n"
-            f"target: {target or 'none (--target-loss/--target-acc)'}; results: {writer.path}")
+            f"{f.sampled()} of {f.clients} clients per round (ceil(C M)), E = "
+            f"{f.local_epochs}, B = {f.local_batch}, lr {f.lr:g}, uploads "
+            f"{f.compression.method}{dp}; up/down: cumulative bytes through MPI (down: the "
+            f"model to every sampled client, up: every answering client's update); wall time "
+            f"excludes evaluation\n"
+            f"target: {cfg.targets.text() or 'none (--target-loss/--target-acc)'}; "
+            f"results: {writer.path}")
 
 
-@click.command("fedavg")
-@click.option("--algorithm", "algorithms", default="fedavg", show_default=True,
-              help="Comma list of fedsgd, fedavg, fedprox, fedavgm, fedadam, scaffold (or all), "
-                   "run one after another from the same model on the same client samples.")
-@with_options(algorithm_options(ROUND_OPTIONS))
-@click.option("--partition", default="iid", show_default=True,
-              help="How the data is split among clients: iid, dirichlet (--alpha), shards "
-                   "(--classes-per-client), size-skew (--power).")
-@with_options(algorithm_options(PARTITIONS.options()))
-@with_options(algorithm_options(ALGORITHMS.options()))
-@with_options(algorithm_options(CLIENT_OPTIONS))
-@click.option("--compress", default="none", show_default=True,
-              help="Compressor of the clients' uploads (none, fp16, qsgd, sign, topk, randk).")
-@with_options(command.compressor_options(
-    "Kept fraction for topk/randk.",
-    "Residual memory per client [default: on for sign/topk/randk, off otherwise]."))
-@with_options(algorithm_options(DP_OPTIONS))
-@with_options(command.problem_options())
-@with_options(command.training_options("rounds, bytes and time"))
-@command.seed_option("Seed of every random choice (partition, samples, local batches, noise).")
-@with_options(command.watch_options("evaluation interval (the rounds between two evaluations)"))
-@with_options(command.output_options("fedavg", json_help="Print the records as JSON on stdout "
-                             "(tables go to stderr).", quiet_help="No tables, no progress bar."))
-def fedavg_command(algorithms, as_json, **options):
-    """Federated learning with many simulated clients: FedSGD, FedAvg, FedProx, FedAvgM,
-    FedAdam and SCAFFOLD under client sampling, non-IID data, dropouts and compressed or
-    private uploads; accuracy per round and per byte."""
-    cfg = SimpleNamespace(algorithms=csv_list(algorithms), json=as_json, **options)
+def _fedavg(cfg: FedBenchConfig) -> Job:
+    cfg = replace(cfg, algorithms=ALGORITHMS.require(cfg.algorithms, "--algorithm"))
     validate(cfg)
-    data = {"dataset": None if cfg.dataset in BUILTIN else load_dataset(cfg.dataset, cfg.seed)}
-    return Job("fedavg", vars(cfg), lambda comm, argv: run(cfg, data, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, data, comm), timeout=cfg.timeout,
-               output=cfg.output)
+    read = (None if cfg.problem.dataset in BUILTIN else  # a user's file: every rank checks it
+            load_dataset(cfg.problem.dataset, cfg.federation.seed))
+    return Job("fedavg", flatten(cfg), lambda comm, argv, prepared: run(cfg, prepared, comm,
+                                                                         argv),
+               cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
+
+
+fedavg_command = declared_command(
+    "fedavg", FedBenchConfig, _fedavg,
+    doc="""Federated learning with many simulated clients: FedSGD, FedAvg, FedProx, FedAvgM,
+    FedAdam, SCAFFOLD and FedDyn under client sampling, non-IID data, dropouts and compressed
+    or private uploads; accuracy per round and per byte.""",
+    examples=["mpirun -n 4 distbench fedavg --algorithm fedsgd,fedavg --rounds 30",
+              "mpirun -n 4 distbench fedavg --algorithm fedavg,scaffold,feddyn --partition "
+              "dirichlet --alpha 0.1",
+              "mpirun -n 4 distbench fedavg --compress qsgd --dropout 0.2"])

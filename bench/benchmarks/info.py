@@ -11,15 +11,27 @@ with the point-to-point ``Sendrecv`` bandwidth around the ring, every rank sendi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-import click
 import numpy as np
 
+from distbench.benchmarks.collective import DTYPES
 from distbench.benchmarks.overhead import measure
-from distbench.command import Job, device_options, thread_level_option, with_options
+from distbench.collectives import collective_names, get_collective
+from distbench.collectives.words import mpi_type
+from distbench.command import Device, Job, RunOptions
 from distbench.console import console, fmt_num, make_table
+from distbench.declared import arg, flatten, group
+from distbench.errors import UsageError
+from distbench.options import declared_command
 from distbench.results import environment
-from distbench.runtime import UsageError, get_backend, mpix_query_cuda_support
+from distbench.runtime import (
+    array_module,
+    get_backend,
+    mpi,
+    mpix_query_cuda_support,
+    numpy_dtype,
+)
 
 REF_BYTES = 64 << 20
 
@@ -52,8 +64,6 @@ def p2p_bandwidth(comm, nbytes: int = REF_BYTES, repeats: int = 7) -> float:
     """``Sendrecv`` of ``nbytes`` to rank + 1 from rank - 1, every rank at once, barrier-
     separated; the slowest rank's best of ``repeats``, as ``nbytes / t`` in GB/s (collective;
     every rank gets the same value)."""
-    from distbench.runtime import mpi
-
     MPI = mpi()
     n = nbytes // 4
     a = np.ones(n, dtype=np.float32)
@@ -90,11 +100,6 @@ def gpu_status(device: str, gpu_aware: str, comm) -> dict:
 def collective_rows() -> list[tuple[str, str]]:
     """One row per collective (its library calls and its algorithms, plug-ins marked) and one
     per ``--dtype`` (the MPI datatype mpi4py uses, or how the benchmark does without one)."""
-    from distbench.benchmarks.collective import DTYPES
-    from distbench.collectives import collective_names, get_collective
-    from distbench.collectives.words import mpi_type
-    from distbench.runtime import numpy_dtype
-
     rows = []
     for name in collective_names():
         decl = get_collective(name)
@@ -146,22 +151,34 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
 
 
 def _min():
-    from distbench.runtime import mpi
-
     return mpi().MIN
 
 
-@click.command("info")
-@click.option("--overhead", is_flag=True,
-              help="Also time MPI_Allreduce of 8 B through the harness and through a bare "
-                   "mpi4py loop, alternating in blocks, and print the difference of the "
-                   "medians (the harness's cost per call; run with mpirun -n 2).")
-@with_options(device_options())
-@thread_level_option()
-def info_command(overhead, device, gpu_aware):
-    """MPI library, versions, ranks, hosts, GPU status, the collectives and their algorithms,
+@dataclass(kw_only=True)
+class InfoConfig:
+    """The options of ``distbench info``."""
+
+    overhead: bool = arg(False, "Also time MPI_Allreduce of 8 B through the harness and through "
+                         "a bare mpi4py loop, alternating in blocks, and print the difference "
+                         "of the medians (the harness's cost per call; run with mpirun -n 2).")
+    device: Device = group(Device)
+    run: RunOptions = group(RunOptions, skip=("max_time", "output", "run_dir", "json", "quiet"),
+                            output=None)
+
+
+def _info(cfg: InfoConfig) -> Job:
+    if cfg.device.gpu_aware != "auto" and cfg.device.device != "gpu":
+        raise UsageError("--gpu-aware goes with --device gpu")
+    array_module(cfg.device.device)  # --device gpu: CuPy and a CUDA device, or one line
+    return Job("info", flatten(cfg), lambda comm, argv, _: run_info(
+        comm, cfg.device.device, cfg.device.gpu_aware, argv, cfg.overhead), cfg.run)
+
+
+info_command = declared_command(
+    "info", InfoConfig, _info,
+    doc="""MPI library, versions, ranks, hosts, GPU status, the collectives and their algorithms,
     the MPI datatype of each --dtype, and this host's memcpy and np.add bandwidth on one core
     alone and on every rank at once, with the point-to-point bandwidth (the physical reference
-    for the benchmark tables)."""
-    return Job("info", {"device": device, "gpu_aware": gpu_aware, "overhead": overhead},
-               lambda comm, argv: run_info(comm, device, gpu_aware, argv, overhead))
+    for the benchmark tables).""",
+    examples=["mpirun -n 2 distbench info", "mpirun -n 2 distbench info --overhead",
+              "mpirun -n 2 distbench info --device gpu"])

@@ -20,17 +20,17 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-import click
 import numpy as np
 
 from distbench import watchdog
 from distbench.algorithms.parallel.layout import Layout
-from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.pipeline import bubble_fraction
+from distbench.algorithms.parallel.shape import ModelShape, StepOptions
 from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
+from distbench.algorithms.parallel.transformer import Transformer
 from distbench.analysis.tables import (
     PARALLEL_COLUMNS,
     PARALLEL_MEMORY_COLUMNS,
@@ -38,54 +38,53 @@ from distbench.analysis.tables import (
     parallel_row,
     seconds_per_sequence,
 )
-from distbench.benchmarks.sweep import Run, check_duration, mem_available
+from distbench.benchmarks.outline import Run, check_duration, mem_available
 from distbench.collectives import get_collective
-from distbench.command import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    Job,
-    Number,
-    RunOptions,
-    csv_list,
-    float_list,
-    output_options,
-    step_model,
-    step_options,
-    watch_options,
-    with_options,
-    zero_stages,
-)
+from distbench.command import Job, RunOptions
 from distbench.console import fmt_bytes, fmt_params, print_table
+from distbench.declared import arg, check, flatten, group
+from distbench.errors import UsageError, eprint
 from distbench.metrics import interval
+from distbench.options import declared_command
 from distbench.results import env_line
-from distbench.runtime import UsageError, eprint, get_backend, local_rank_and_size, mpi
+from distbench.runtime import get_backend, local_rank_and_size, mpi
+
+STEP = "Step"
 
 
-@dataclass
-class ParallelConfig(RunOptions):
-    """Parsed options of ``distbench parallel``."""
+@dataclass(kw_only=True)
+class ParallelConfig:
+    """The options of ``distbench parallel``: the model and batch
+    (:class:`~distbench.algorithms.parallel.shape.ModelShape`), the configurations swept
+    (:class:`~distbench.algorithms.parallel.shape.StepOptions`), the collectives' algorithms,
+    the steps timed and the run options."""
 
-    model: dict = field(default_factory=dict)   # Transformer's fields
-    global_batch: int | None = None             # B: m = B / (D b) per layout
-    layouts: list | None = None                 # "DxTxP" texts; None: --dp/--tp/--pp
-    dp: int | None = None
-    tp: int = 1
-    pp: int = 1
-    zero: list = field(default_factory=lambda: [0])
-    bucket_mb: list = field(default_factory=lambda: [25.0])
-    overlap: bool = True
-    sweep_overlap: bool = False                 # each configuration with overlap on and off
-    rounds: int = 1                             # the configuration list, round-robin
-    schedule: str = "1f1b"
-    dp_algo: str = "native"
-    tp_algo: str = "native"
-    compute: str = "device"
-    tflops: float = 100.0
-    ranks_per_node: int | None = None
-    steps: int = 5
-    warmup_steps: int = 1
-    memory_only: bool = False
-    ranks: int | None = None
+    shape: ModelShape = group(ModelShape)
+    step: StepOptions = group(StepOptions)
+    dp_algo: str = arg("native", "Algorithm of the data-parallel AllReduce / reduce-scatter / "
+                       "allgather.", group=STEP)
+    tp_algo: str = arg("native", "Algorithm of the tensor group's AllReduce.", group=STEP)
+    ranks_per_node: int | None = arg(None, "Ranks of a node, for the tensor groups [default: "
+                                     "the real nodes].", type=int, low=1, high=1 << 20,
+                                     group=STEP)
+    sweep_overlap: bool = arg(False, "Every configuration twice, with overlap on and off "
+                              "(instead of --overlap/--no-overlap).", group=STEP)
+    rounds: int = arg(1, "Run the list of configurations this many times round-robin, --iters "
+                      "steps each time, so that the ones compared are measured interleaved; "
+                      "a record pools its steps over the rounds.", low=1, high=1 << 20,
+                      group=STEP)
+    compute: str = arg("device", "device: each layer takes FLOPs / --tflops of wall time "
+                       "without the host CPU; host: NumPy matmuls of the layer's shape.",
+                       choices=("device", "host"), group=STEP)
+    iters: int = arg(5, "Timed steps per configuration.", low=1, high=1 << 20,
+                     flags=("-n", "--iters"), deprecated=("--steps",), group=STEP)
+    warmup: int = arg(1, "Untimed warm-up steps per configuration.", low=0, high=1 << 20,
+                      flags=("-w", "--warmup"), deprecated=("--warmup-steps",), group=STEP)
+    memory_only: bool = arg(False, "Only the memory per rank (any model and rank count; no "
+                            "MPI).", group=STEP)
+    ranks: int | None = arg(None, "With --memory-only: the rank count [default: D x T x P].",
+                            type=int, low=1, high=1 << 40, group=STEP)
+    run: RunOptions = group(RunOptions)
 
     def transformer(self, lay: Layout | None = None) -> Transformer:
         """The model; for a layout with --global-batch, with that layout's m = B / (D b).
@@ -93,13 +92,13 @@ class ParallelConfig(RunOptions):
         Raises:
             UsageError: D b does not divide --global-batch.
         """
-        t = Transformer.of(self.model)
-        return t if lay is None else t.with_global_batch(lay.dp, self.global_batch)
+        t = self.shape.transformer()
+        return t if lay is None else t.with_global_batch(lay.dp, self.shape.global_batch)
 
     @property
     def overlaps(self) -> list[bool]:
         """The overlap settings each configuration runs with (both with --sweep-overlap)."""
-        return [True, False] if self.sweep_overlap else [self.overlap]
+        return [True, False] if self.sweep_overlap else [self.step.overlap]
 
     def layout_list(self, ranks: int, per_node: int | None = None) -> list[Layout]:
         """The layouts to run on ``ranks`` ranks (--layouts, or --dp x --tp x --pp);
@@ -109,7 +108,7 @@ class ParallelConfig(RunOptions):
         Raises:
             UsageError: ``all`` and no layout fits.
         """
-        if self.layouts == ["all"]:
+        if self.step.layouts == ["all"]:
             out = []
             for tp in range(1, ranks + 1):
                 for pp in range(1, ranks // tp + 1):
@@ -124,17 +123,20 @@ class ParallelConfig(RunOptions):
                 raise UsageError(f"--layouts all: no D x T x P layout of {ranks} ranks fits "
                                  "the model")
             return out
-        if self.layouts:
-            return [Layout.parse(t) for t in self.layouts]
-        dp = self.dp if self.dp is not None else max(1, ranks // (self.tp * self.pp))
-        return [Layout(dp, self.tp, self.pp)]
+        if self.step.layouts:
+            return [Layout.parse(t) for t in self.step.layouts]
+        st = self.step
+        dp = st.dp if st.dp is not None else max(1, ranks // (st.tp * st.pp))
+        return [Layout(dp, st.tp, st.pp)]
 
 
 def validate(cfg: ParallelConfig) -> None:
     """Checks that need no MPI. Raises UsageError."""
+    check(cfg)
+    cfg.step.check()
     cfg.transformer().check()
     registries = {"allreduce": ["tp_algo", "dp_algo"], "reduce-scatter": [], "allgather": []}
-    if any(z > 0 for z in cfg.zero) or cfg.dp_algo != "native":
+    if any(z > 0 for z in cfg.step.zero) or cfg.dp_algo != "native":
         registries["reduce-scatter"].append("dp_algo")
         registries["allgather"].append("dp_algo")
     for collective, keys in registries.items():
@@ -143,26 +145,26 @@ def validate(cfg: ParallelConfig) -> None:
                 [getattr(cfg, key)], f"--{key.replace('_', '-')} ({collective})",
                 allow_all=False)
     if cfg.memory_only:
-        ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
+        ranks = cfg.ranks or math.prod((cfg.step.dp or 1, cfg.step.tp, cfg.step.pp))
         for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
             _check_layout(cfg, lay, cfg.ranks or lay.ranks, cfg.ranks_per_node)
     else:  # at least the compute of every step, spread over the ranks of the layouts
         # with --global-batch: the whole batch's FLOPs (D = 1, m = B / b) over the ranks
         t = cfg.transformer(Layout(1, 1, 1))
-        lays = [] if cfg.layouts == ["all"] else [Layout.parse(x) for x in cfg.layouts or []]
-        ranks = max([lay.ranks for lay in lays] or [(cfg.dp or 1) * cfg.tp * cfg.pp])
-        configs = (len(cfg.zero) * len(cfg.bucket_mb) * max(1, len(lays)) * cfg.rounds
+        st = cfg.step
+        lays = [] if st.layouts == ["all"] else [Layout.parse(x) for x in st.layouts or []]
+        ranks = max([lay.ranks for lay in lays] or [(st.dp or 1) * st.tp * st.pp])
+        configs = (len(st.zero) * len(st.bucket_mb) * max(1, len(lays)) * cfg.rounds
                    * len(cfg.overlaps))
-        seconds = t.step_flops() / (cfg.tflops * 1e12) / ranks if cfg.compute == "device" \
+        seconds = t.step_flops() / (cfg.step.tflops * 1e12) / ranks if cfg.compute == "device" \
             else 0.0
-        check_duration(configs * (cfg.steps + cfg.warmup_steps) * seconds, cfg.max_time,
+        check_duration(configs * (cfg.iters + cfg.warmup) * seconds, cfg.run.max_time,
                        "this sweep of steps")
 
 
 def _check_layout(cfg: ParallelConfig, lay: Layout, ranks: int, per_node: int | None) -> None:
     t = cfg.transformer(lay)
-    lay.check(ranks, None if t.params_total is not None else t.heads, t.layers, per_node,
-              t.micro_batches, cfg.schedule)
+    lay.check(ranks, t.heads, t.layers, per_node, t.micro_batches, cfg.step.pp_schedule)
 
 
 def per_node(cfg: ParallelConfig, comm) -> int:
@@ -180,8 +182,9 @@ def validate_mpi(cfg: ParallelConfig, comm) -> None:
         _check_layout(cfg, lay, comm.Get_size(), k)
     # the buffers of the largest configuration on any rank of this node, before allocating
     rank = comm.Get_rank()
-    need = max(host_bytes(RankPlan.of(cfg.transformer(lay), lay, rank, z, cfg.schedule), b)
-               for lay in lays for z in cfg.zero for b in cfg.bucket_mb)
+    st = cfg.step
+    need = max(host_bytes(RankPlan.of(cfg.transformer(lay), lay, rank, z, st.pp_schedule), b)
+               for lay in lays for z in st.zero for b in st.bucket_mb)
     _, local = local_rank_and_size(comm)
     node = comm.allreduce(need, op=mpi().MAX) * local
     avail = mem_available()
@@ -195,12 +198,13 @@ def validate_mpi(cfg: ParallelConfig, comm) -> None:
 
 def memory_records(cfg: ParallelConfig) -> list[dict]:
     """The memory arithmetic of every (layout, ZeRO stage), no MPI: the largest rank's."""
-    ranks = cfg.ranks or math.prod((cfg.dp or 1, cfg.tp, cfg.pp))
+    ranks = cfg.ranks or math.prod((cfg.step.dp or 1, cfg.step.tp, cfg.step.pp))
     out = []
     for lay in cfg.layout_list(ranks):
         model = cfg.transformer(lay)
-        for z in cfg.zero:
-            plans = [RankPlan.of(model, lay, r, z, cfg.schedule) for r in _stage_heads(lay)]
+        for z in cfg.step.zero:
+            plans = [RankPlan.of(model, lay, r, z, cfg.step.pp_schedule)
+                     for r in _stage_heads(lay)]
             worst = max(plans, key=lambda p: p.memory().total)
             mem = worst.memory()
             out.append({"benchmark": "parallel", "kind": "memory", "layout": str(lay),
@@ -220,10 +224,10 @@ def _stage_heads(lay: Layout) -> list[int]:
 
 def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
     recs = memory_records(cfg)
-    if cfg.json:
+    if cfg.run.json:
         json.dump(recs, sys.stdout, indent=1)
         sys.stdout.write("\n")
-    if not cfg.quiet:
+    if not cfg.run.quiet:
         model = cfg.transformer()
         print_table(f"Memory per rank: {fmt_params(model.params)} parameters, "
                     f"{model.param_bytes}-byte parameters and gradients, Adam (K = 12)",
@@ -232,7 +236,7 @@ def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
                     " + K Psi/N_d, B Psi + (B + K) Psi/N_d, (2B + K) Psi/N_d with B bytes per "
                     "parameter; activations: Korthikanti et al. 2022, eq. 2, times the "
                     "micro-batches a stage holds (1F1B: P - s; GPipe: m); the largest rank",
-                    stderr=cfg.json)
+                    stderr=cfg.run.json)
     return 0
 
 
@@ -241,19 +245,18 @@ def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:
 def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
     """Run every configuration on every rank; rank 0 writes the records and the table."""
     model = cfg.transformer()
-    run_ = Run(comm, "parallel", _recorded(cfg), argv, get_backend("cpu", "no", comm),
-               cfg.output)
+    run_ = Run(comm, "parallel", _recorded(cfg), argv, get_backend("cpu", "no", comm), cfg.run)
     rank, size = comm.Get_rank(), comm.Get_size()
     records = []
     configs = [(lay, z, b, o) for lay in cfg.layout_list(size, per_node(cfg, comm))
-               for z in cfg.zero for b in cfg.bucket_mb for o in cfg.overlaps]
+               for z in cfg.step.zero for b in cfg.step.bucket_mb for o in cfg.overlaps]
     pooled: list[list] = [[] for _ in configs]
-    with run_.progress(len(configs) * cfg.rounds, "parallel", cfg.quiet) as adv:
+    with run_.progress(len(configs) * cfg.rounds, "parallel") as adv:
         for r in range(cfg.rounds):
             for i, (lay, zero, bucket, overlap) in enumerate(configs):
-                plan = RankPlan.of(cfg.transformer(lay), lay, rank, zero, cfg.schedule)
-                step_cfg = StepConfig(bucket, overlap, cfg.compute, cfg.tflops, cfg.dp_algo,
-                                      cfg.tp_algo)
+                plan = RankPlan.of(cfg.transformer(lay), lay, rank, zero, cfg.step.pp_schedule)
+                step_cfg = StepConfig(bucket, overlap, cfg.compute, cfg.step.tflops,
+                                      cfg.dp_algo, cfg.tp_algo)
                 pooled[i].append(_measure(comm, cfg, plan, step_cfg))
                 adv(1, f"parallel {lay} ZeRO-{zero} {bucket:g} MiB"
                        + " no overlap" * (not overlap))
@@ -262,8 +265,9 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
                     if rank == 0:
                         records.append(rec)
                         run_.writer.append([rec])
+                # the rounds so far of every configuration, kept as they end (marked partial)
     ranked = sorted(records, key=seconds_per_sequence)
-    run_.emit(cfg.json, cfg.quiet, f"Training step of a {fmt_params(model.params)}-parameter "
+    run_.emit(f"Training step of a {fmt_params(model.params)}-parameter "
               f"GPT on {size} ranks, ranked by time per sequence", PARALLEL_COLUMNS,
               [parallel_row(r, i + 1) for i, r in enumerate(ranked)],
               _caption(cfg, run_, model) if rank == 0 else "")
@@ -281,13 +285,13 @@ def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
     label = f"parallel {plan.layout} ZeRO-{plan.zero} {step_cfg.bucket_mb:g} MiB step"
     watchdog.enter(f"{label} (set-up)")
     step = Step(comm, plan, step_cfg)
-    estimate = plan.compute_seconds(cfg.tflops) if cfg.compute == "device" else None
+    estimate = plan.compute_seconds(cfg.step.tflops) if cfg.compute == "device" else None
     times = []
-    for k in range(cfg.warmup_steps + cfg.steps):
+    for k in range(cfg.warmup + cfg.iters):
         watchdog.enter(f"{label} {k + 1}", estimate)
         comm.Barrier()
         t = step.run()
-        if k >= cfg.warmup_steps:
+        if k >= cfg.warmup:
             times.append(t)
     watchdog.idle()
     step.free()
@@ -350,20 +354,21 @@ def _record(plan, step_cfg, allrows, allsent) -> dict:
 
 
 def _recorded(cfg: ParallelConfig) -> dict:
-    return asdict(cfg)
+    """The configuration as results record it (the model as a dict, as before)."""
+    return {**flatten(cfg), "model": cfg.shape.model()}
 
 
 def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
     shape = (f"{fmt_params(model.params)} parameters" if model.params_total is not None else
              f"L={model.layers} H={model.hidden} A={model.heads} S={model.seq} V={model.vocab}"
              f" ({fmt_params(model.params)} parameters)")
-    compute = (f"compute: a stand-in accelerator at {cfg.tflops:g} TFLOP/s" if cfg.compute ==
+    compute = (f"compute: a stand-in accelerator at {cfg.step.tflops:g} TFLOP/s" if cfg.compute ==
                "device" else "compute: NumPy matmuls of each layer's shape")
-    batch = (f"b={model.micro_batch}, global batch B={cfg.global_batch} (m = B / (D b))"
-             if cfg.global_batch else f"b={model.micro_batch}, m={model.micro_batches}")
+    batch = (f"b={model.micro_batch}, global batch B={cfg.shape.global_batch} (m = B / (D b))"
+             if cfg.shape.global_batch else f"b={model.micro_batch}, m={model.micro_batches}")
     return (f"{env_line(run_.env)}\n{shape}; {batch}; "
-            f"{model.param_bytes}-byte parameters; {cfg.schedule}; overlap "
-            f"{'on and off' if cfg.sweep_overlap else 'on' if cfg.overlap else 'off'}; "
+            f"{model.param_bytes}-byte parameters; {cfg.step.pp_schedule}; overlap "
+            f"{'on and off' if cfg.sweep_overlap else 'on' if cfg.step.overlap else 'off'}; "
             f"dp {cfg.dp_algo}, tp {cfg.tp_algo}; {compute}"
             "\nstep: the slowest rank's, median of the steps (± its 95 % interval); comm: the"
             " most time a rank spent communicating or with exchanges in flight; exposed ="
@@ -375,65 +380,21 @@ def _caption(cfg: ParallelConfig, run_, model: Transformer) -> str:
 
 # ----------------------------------------------------------------------------- the command
 
-PARALLEL_OPTIONS = [
-    click.option("--dp-algo", default="native", show_default=True,
-                 help="Algorithm of the data-parallel AllReduce / reduce-scatter / allgather."),
-    click.option("--tp-algo", default="native", show_default=True,
-                 help="Algorithm of the tensor group's AllReduce."),
-    click.option("--ranks-per-node", type=POSITIVE_INT, default=None,
-                 help="Ranks of a node, for the tensor groups [default: the real nodes]."),
-    click.option("--sweep-overlap", is_flag=True,
-                 help="Every configuration twice, with overlap on and off (instead of "
-                      "--overlap/--no-overlap)."),
-    click.option("--rounds", type=POSITIVE_INT, default=1, show_default=True,
-                 help="Run the list of configurations this many times round-robin, --steps "
-                      "each time, so that the ones compared are measured interleaved; a "
-                      "record pools its steps over the rounds."),
-]
-
-RUN_OPTIONS = [
-    click.option("--compute", type=click.Choice(["device", "host"]), default="device",
-                 show_default=True, help="device: each layer takes FLOPs / --tflops of wall "
-                 "time without the host CPU; host: NumPy matmuls of the layer's shape."),
-    click.option("--steps", type=POSITIVE_INT, default=5, show_default=True,
-                 help="Timed steps per configuration."),
-    click.option("--warmup-steps", type=NON_NEGATIVE_INT, default=1, show_default=True),
-    click.option("--memory-only", is_flag=True,
-                 help="Only the memory per rank (any model and rank count; no MPI)."),
-    click.option("--ranks", type=Number(1, integer=True), default=None,
-                 help="With --memory-only: the rank count [default: D x T x P]."),
-]
-
-
-@click.command("parallel")
-@with_options(step_options())
-@with_options(PARALLEL_OPTIONS)
-@with_options(RUN_OPTIONS)
-@with_options(watch_options("step"))
-@with_options(output_options("parallel"))
-def parallel_command(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, global_batch,
-                     params,
-                     param_bytes, dp, tp, pp, layouts, zero, bucket_mb, overlap, schedule,
-                     tflops, dp_algo, tp_algo, ranks_per_node, sweep_overlap, rounds, compute,
-                     steps, warmup_steps,
-                     memory_only, ranks, timeout, max_time, output, as_json, quiet):
-    """The communication of a training step under data, ZeRO, tensor and pipeline
-    parallelism: step time, exposed communication, bytes per class, memory per rank."""
-    model = step_model(layers, hidden, heads, seq, vocab, micro_batch, micro_batches, params,
-                       param_bytes)
-    stages = zero_stages(zero)
-    cfg = ParallelConfig(
-        model=model, global_batch=global_batch,
-        layouts=csv_list(layouts) if layouts else None, dp=dp, tp=tp, pp=pp,
-        zero=stages, bucket_mb=float_list(bucket_mb, "--bucket-mb"), overlap=overlap,
-        sweep_overlap=sweep_overlap, rounds=rounds, schedule=schedule, dp_algo=dp_algo,
-        tp_algo=tp_algo, compute=compute, tflops=tflops,
-        ranks_per_node=ranks_per_node, steps=steps, warmup_steps=warmup_steps,
-        memory_only=memory_only, ranks=ranks, timeout=timeout, max_time=max_time,
-        output=output, json=as_json, quiet=quiet)
+def _parallel(cfg: ParallelConfig) -> Job:
     validate(cfg)
-    if memory_only:
-        return Job("parallel", _recorded(cfg), lambda c, a: run_memory(cfg, c, a),
+    if cfg.memory_only:
+        return Job("parallel", _recorded(cfg), lambda c, a, _: run_memory(cfg, c, a),
                    needs_mpi=False)
-    return Job("parallel", _recorded(cfg), lambda c, a: run(cfg, c, a),
-               validate=lambda c: validate_mpi(cfg, c), timeout=timeout, output=output)
+    return Job("parallel", _recorded(cfg), lambda c, a, _: run(cfg, c, a), cfg.run,
+               validate=lambda c: validate_mpi(cfg, c))
+
+
+parallel_command = declared_command(
+    "parallel", ParallelConfig, _parallel,
+    doc="""The communication of a training step under data, ZeRO, tensor and pipeline
+    parallelism: step time, exposed communication, bytes per class, memory per rank.""",
+    examples=["mpirun -n 4 distbench parallel --layouts all --zero 0,1,3",
+              "mpirun -n 4 distbench parallel --layouts 4x1x1,2x2x1 --bucket-mb 1,25 "
+              "--sweep-overlap --rounds 3",
+              "distbench parallel --memory-only --params 175e9 --layouts 1024x1x1,16x8x8 "
+              "--zero 0,3 --ranks 1024"])

@@ -11,90 +11,56 @@ summary table. The training algorithms live in :mod:`distbench.algorithms.sgd`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 
-import click
 import numpy as np
 
-from distbench.algorithms.compression import COMPRESSORS, make_compressor
+from distbench import watchdog
 from distbench.algorithms.sgd import (
     MODES,
     Diverged,
     Problem,
+    ProblemSpec,
     SGDConfig,
+    Targets,
     run_sgd,
-    steps_for_epochs,
 )
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset, shard_bounds
-from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.analysis.tables import (
     SGD_EVAL_COLUMNS,
     SGD_SUMMARY_COLUMNS,
     sgd_eval_row,
     sgd_summary_row,
 )
-from distbench.benchmarks.sweep import Run, check_duration
+from distbench.benchmarks.outline import Run, check_duration
 from distbench.collectives import ALLREDUCE
-from distbench.command import (
-    POSITIVE,
-    Job,
-    RunOptions,
-    check_training_options,
-    compressor_options,
-    device_options,
-    output_options,
-    problem_options,
-    seed_option,
-    training_options,
-    watch_options,
-    with_options,
-)
-from distbench.console import print_table
+from distbench.command import Device, Job, RunOptions
+from distbench.declared import Names, arg, check, flatten, group
+from distbench.errors import UsageError
 from distbench.metrics import interval
+from distbench.options import declared_command
 from distbench.results import env_line
-from distbench.runtime import UsageError, array_module, eprint, get_backend, root_computes
+from distbench.runtime import array_module, get_backend, root_computes
 
 STEP_LOWER_BOUND_S = 5e-6  # an optimistic time of one SGD update (s), for --max-time
 
 
-@dataclass
-class SGDBenchConfig(RunOptions):
-    """Parsed options of ``distbench sgd`` (see the command's help)."""
+@dataclass(kw_only=True)
+class SGDBenchConfig:
+    """The options of ``distbench sgd``: the modes, the problem, the training spec (one
+    :class:`~distbench.algorithms.sgd.SGDConfig` for every mode), the targets, the device
+    and the run options."""
 
-    modes: list | None = None  # None: sync,local,async (sync,local on one rank)
-    model: str = "softmax"
-    width: int = 64
-    l2: float | None = None
-    dataset: str = "digits"
-    partition: str = "iid"
-    epochs: float | None = None
-    steps: int | None = None
-    batch_size: int = 32
-    lr: float = 0.1
-    schedule: str = "constant"
-    decay_factor: float = 0.1
-    decay_every: int | None = None
-    t0: float | None = None
-    scale_lr: bool = False
-    warmup: int = 0
-    local_steps: int = 4
-    allreduce: str = "native"
-    compress: str = "none"
-    density: float = 0.01
-    bits: int = 8
-    error_feedback: bool | None = None
-    max_staleness: int | None = None
-    staleness_policy: str = "drop"
-    staleness_lr: bool = False
-    straggler: dict = field(default_factory=dict)
-    eval_every: int | None = None
-    target_loss: float | None = None
-    target_acc: float | None = None
-    dtype: str = "float32"
-    blas_threads: int = 1
-    device: str = "cpu"
-    gpu_aware: str = "auto"
-    seed: int = 0
+    modes: list | None = arg(None, "Comma list of sync, local, async, run one after another "
+                             "on the same data and seed [default: sync,local,async; sync,local "
+                             "on one rank].", type=Names(), flags=("--mode",))
+    problem: ProblemSpec = group(ProblemSpec)
+    training: SGDConfig = group(SGDConfig)
+    straggler: tuple = arg((), "That rank sleeps MS milliseconds per step (repeatable).",
+                           multiple=True, metavar="RANK:MS", group="Training")
+    targets: Targets = group(Targets)
+    device: Device = group(Device)
+    run: RunOptions = group(RunOptions)
 
 
 def parse_straggler(values) -> dict:
@@ -119,32 +85,39 @@ def parse_straggler(values) -> dict:
 
 
 def validate(cfg: SGDBenchConfig) -> None:
-    """Checks that need neither MPI nor the data. Raises UsageError.
-
-    Options that default to a derived value (``--eval-every``, ``--decay-every``, ``--t0``)
-    given as 0 are refused rather than silently replaced; numbers are finite (the option
-    types refuse nan and inf)."""
-    if cfg.modes is not None and not cfg.modes:
-        raise UsageError("--mode needs at least one of " + ", ".join(MODES))
-    if cfg.epochs is not None and cfg.steps is not None:
-        raise UsageError("give --epochs or --steps, not both")
-    for flag, value in (("--batch-size", cfg.batch_size), ("--eval-every", cfg.eval_every),
-                        ("--decay-every", cfg.decay_every), ("--steps", cfg.steps)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be >= 1, not {value}")
-    if cfg.seed < 0:
-        raise UsageError(f"--seed must be >= 0, not {cfg.seed}")
-    for mode in cfg.modes or ["sync"]:  # mode names, steps, batch, H, schedule, staleness
-        mode_cfg(cfg, mode, 2, cfg.batch_size).check_options()
-    ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
-    check_training_options(cfg)
-    if cfg.device != "cpu":
-        array_module(cfg.device)  # CuPy and a CUDA device, or a one-line usage error
-    COMPRESSORS.require([cfg.compress], "--compress", allow_all=False)
-    make_compressor(cfg.compress, density=cfg.density, bits=cfg.bits)
-    updates = cfg.steps if cfg.steps is not None else 0  # epochs: bounded once data is known
-    check_duration(len(cfg.modes or MODES) * updates * STEP_LOWER_BOUND_S, cfg.max_time,
+    """Checks that need neither MPI nor the data. Raises UsageError (one line)."""
+    check(cfg)
+    for mode in cfg.modes or ["sync"]:
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r} for --mode (choose {', '.join(MODES)})")
+        replace(cfg.training, mode=mode).check_options()
+    modes = cfg.modes or list(MODES)
+    _check_idle(cfg, modes)
+    ALLREDUCE.require([cfg.training.allreduce], "--allreduce", allow_all=False)
+    cfg.training.compression.check()
+    if cfg.device.device != "cpu":
+        array_module(cfg.device.device)  # CuPy and a CUDA device, or a one-line usage error
+    updates = cfg.training.steps if cfg.training.steps is not None else 0  # epochs: later
+    check_duration(len(modes) * updates * STEP_LOWER_BOUND_S, cfg.run.max_time,
                    "this SGD run")
+
+
+def _check_idle(cfg: SGDBenchConfig, modes: list[str]) -> None:
+    """Options given for a mode that is not run are an error (they would do nothing)."""
+    t, default = cfg.training, SGDConfig()
+    idle = []
+    if "local" not in modes and t.local_steps != default.local_steps:
+        idle.append("--local-steps (local mode)")
+    if "async" not in modes:
+        idle += [f"{flag} (async mode)" for flag, on in (
+            ("--max-staleness", t.max_staleness is not None),
+            ("--staleness-policy", t.policy != default.policy),
+            ("--staleness-lr", t.staleness_lr)) if on]
+    if modes == ["async"] and t.compression.active:
+        idle.append("--compress (sync and local modes)")
+    if idle:
+        raise UsageError(f"{', '.join(idle)} given, but --mode {','.join(modes)} does not run "
+                         "it")
 
 
 def modes_for(cfg: SGDBenchConfig, size: int) -> list[str]:
@@ -153,64 +126,36 @@ def modes_for(cfg: SGDBenchConfig, size: int) -> list[str]:
     return ["sync", "local", "async"] if size > 1 else ["sync", "local"]
 
 
-def ensure_dataset(cfg: SGDBenchConfig, data: dict, comm):
-    """The dataset: a user's file was read (and checked) by every rank while parsing; a
-    bundled set is read by rank 0 alone and broadcast (one scikit-learn import per job, not
-    per rank). Collective."""
-    if data.get("dataset") is None:
-        data["dataset"] = root_computes(comm, lambda: load_dataset(cfg.dataset, cfg.seed))
-    return data["dataset"]
+def shared_dataset(name: str, seed: int, comm, read=None):
+    """The dataset: ``read`` when a user's file was already read (and checked) by every rank
+    while parsing; a bundled set is read by rank 0 alone and broadcast (one scikit-learn
+    import per job, not per rank). Collective."""
+    if read is not None:
+        return read
+    return root_computes(comm, lambda: load_dataset(name, seed))
 
 
-def validate_mpi(cfg: SGDBenchConfig, data: dict, comm) -> None:
-    """Checks against the rank count (async needs 2 ranks, straggler ranks, shard sizes)."""
-    dataset = ensure_dataset(cfg, data, comm)
+def validate_mpi(cfg: SGDBenchConfig, comm, read=None):
+    """Checks against the rank count (async needs 2 ranks, straggler ranks, shard sizes);
+    returns the dataset (read once, for the run; ``read``: a user's file read while
+    parsing)."""
+    dataset = shared_dataset(cfg.problem.dataset, cfg.training.seed, comm, read)
     size = comm.Get_size()
     updates = 0
     for mode in modes_for(cfg, size):
-        mcfg = mode_cfg(cfg, mode, size, dataset.n_train)
+        mcfg = cfg.training.for_mode(mode, size, dataset.n_train)
         mcfg.validate(size)
         updates += mcfg.steps
         workers = mcfg.workers(size)
         smallest = int(np.diff(shard_bounds(dataset.n_train, workers)).min())
-        if smallest < cfg.batch_size:
-            raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {smallest} training "
+        if smallest < mcfg.batch_size:
+            raise UsageError(f"--batch-size {mcfg.batch_size} exceeds the {smallest} training "
                              f"samples of a worker's shard in {mode} mode ({workers} workers)")
-    check_duration(updates * STEP_LOWER_BOUND_S, cfg.max_time, "this SGD run")
-
-
-def mode_cfg(cfg: SGDBenchConfig, mode: str, size: int, n_train: int):
-    """The :class:`~distbench.algorithms.sgd.SGDConfig` of one mode."""
-    per_update = 1 if mode == "async" else size
-    if cfg.steps is not None:
-        steps = cfg.steps
-    else:
-        steps = steps_for_epochs(cfg.epochs if cfg.epochs is not None else 20.0, n_train,
-                                 cfg.batch_size, per_update)
-    per_epoch = max(1, n_train // (cfg.batch_size * per_update))
-    schedule = LRSchedule(cfg.lr, cfg.schedule, cfg.decay_factor,
-                          cfg.decay_every or max(1, steps // 3), cfg.t0 or float(per_epoch),
-                          1.0, cfg.warmup)
-    return SGDConfig(
-        mode=mode, steps=steps, batch_size=cfg.batch_size, schedule=schedule,
-        scale_lr=cfg.scale_lr, local_steps=cfg.local_steps, allreduce=cfg.allreduce,
-        compress="none" if mode == "async" else cfg.compress, density=cfg.density,
-        bits=cfg.bits, error_feedback=cfg.error_feedback, straggler=dict(cfg.straggler),
-        eval_every=cfg.eval_every or max(1, math.ceil(steps / 20)),
-        max_staleness=cfg.max_staleness, policy=cfg.staleness_policy,
-        staleness_lr=cfg.staleness_lr, partition=cfg.partition, seed=cfg.seed)
+    check_duration(updates * STEP_LOWER_BOUND_S, cfg.run.max_time, "this SGD run")
+    return dataset
 
 
 # --------------------------------------------------------------------------- output
-
-def reached(rec: dict, cfg: SGDBenchConfig) -> bool:
-    """Whether an evaluation row meets the targets given (all of them)."""
-    if cfg.target_loss is None and cfg.target_acc is None:
-        return False
-    ok_loss = cfg.target_loss is None or rec["train_loss"] <= cfg.target_loss
-    ok_acc = cfg.target_acc is None or rec["test_acc"] >= cfg.target_acc
-    return ok_loss and ok_acc
-
 
 def rate_interval(records: list[dict], unit: str = "step") -> list[float] | None:
     """95 % interval of the updates (the records' ``unit``: ``step``, or ``round`` for fedavg)
@@ -227,11 +172,11 @@ def rate_interval(records: list[dict], unit: str = "step") -> list[float] | None
     return [float(low), float(high)]
 
 
-def summary(records: list[dict], result, cfg: SGDBenchConfig, mode_config) -> dict:
+def summary(records: list[dict], result, targets: Targets, mode_config) -> dict:
     """The summary row of one mode (final values, totals, time and bytes to the target)."""
     last = records[-1]
     rate_ci = rate_interval(records)
-    hit = next((r for r in records if reached(r, cfg)), None)
+    hit = next((r for r in records if targets.reached(r)), None)
     comm_s = result.times.get("comm", 0.0)
     return {
         "kind": "summary", "benchmark": "sgd", "mode": last["mode"],
@@ -256,7 +201,7 @@ def summary(records: list[dict], result, cfg: SGDBenchConfig, mode_config) -> di
 
 # --------------------------------------------------------------------------- the run
 
-def run(cfg: SGDBenchConfig, data: dict, comm, argv: list[str]) -> int:
+def run(cfg: SGDBenchConfig, dataset, comm, argv: list[str]) -> int:
     """Run every mode on every rank of ``comm``; rank 0 writes files and prints tables.
 
     The BLAS runs ``--blas-threads`` threads per rank (default 1, the MPI convention): idle
@@ -264,165 +209,112 @@ def run(cfg: SGDBenchConfig, data: dict, comm, argv: list[str]) -> int:
     evaluation), and with several ranks per node they would steal the cores of the ranks
     still computing.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # heavy, and only a run needs it
 
-    with threadpool_limits(limits=cfg.blas_threads, user_api="blas"):
-        return _run(cfg, data, comm, argv)
+    with threadpool_limits(limits=cfg.problem.blas_threads, user_api="blas"):
+        return _run(cfg, dataset, comm, argv)
 
 
-def _run(cfg: SGDBenchConfig, data: dict, comm, argv: list[str]) -> int:
-    dataset = ensure_dataset(cfg, data, comm)
-    backend = get_backend(cfg.device, cfg.gpu_aware, comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    root = rank == 0
-    problem = Problem(dataset, cfg.model, cfg.l2, cfg.width, cfg.dtype, backend.xp,
-                      with_optimum=root)
-    base = {"benchmark": "sgd", "dataset": dataset.name, "model": cfg.model,
-            "params": problem.model.n_params, "ranks": size, "batch_size": cfg.batch_size,
-            "allreduce": cfg.allreduce, "dtype": cfg.dtype, "partition": cfg.partition}
+def _run(cfg: SGDBenchConfig, dataset, comm, argv: list[str]) -> int:
+    backend = get_backend(cfg.device.device, cfg.device.gpu_aware, comm)
+    size, spec, t = comm.Get_size(), cfg.problem, cfg.training
+    problem = Problem(dataset, spec.model, spec.l2, spec.width, spec.dtype, backend.xp,
+                      with_optimum=comm.Get_rank() == 0)
+    base = {"benchmark": "sgd", "dataset": dataset.name, "model": spec.model,
+            "params": problem.model.n_params, "ranks": size, "batch_size": t.batch_size,
+            "allreduce": t.allreduce, "dtype": spec.dtype, "partition": t.partition}
     extra = {"dataset": dataset.name, "n_train": dataset.n_train,
              "n_test": int(dataset.X_test.shape[0]), "f_star": problem.f_star,
              "f_star_note": problem.f_star_note}
-    run = Run(comm, "sgd", _recorded(cfg), argv, backend, cfg.output, extra_env=extra)
-    wcomm, writer = run.wcomm, run.writer
-    show = root and not cfg.quiet
+    run = Run(comm, "sgd", _recorded(cfg), argv, backend, cfg.run, extra_env=extra)
     summaries = []
     for mode in modes_for(cfg, size):
-        mcfg = mode_cfg(cfg, mode, size, dataset.n_train)
-        tag = {"kind": "eval", **base, "compress": mcfg.compress,
-               "local_steps": mcfg.local_steps if mode == "local" else None}
+        mcfg = t.for_mode(mode, size, dataset.n_train)
         rows: list = []
-        with run.progress(mcfg.steps, f"sgd {mode}", cfg.quiet) as advance:
-            done = [0]
-
-            def on_eval(rec, tag=tag, rows=rows, advance=advance, done=done):
-                full = {**tag, **rec}
-                rows.append(full)
-                writer.append([full])
-                advance(rec["step"] - done[0])
-                done[0] = rec["step"]
-
-            try:
-                result = run_sgd(wcomm, problem, mcfg, on_eval)
-            except Diverged as exc:  # raised on every rank alike: no Abort needed
-                return _diverged(exc, run, base, rows, mcfg)
-        if not root:
+        try:
+            result = _train(run, problem, mcfg, base, rows)
+        except Diverged as exc:  # raised on every rank alike: no Abort needed
+            return _diverged(exc, run, base, rows, mcfg)
+        if not run.root:
             continue
-        s = {**base, **summary(rows, result, cfg, mcfg), "compress": mcfg.compress}
+        s = {**base, **summary(rows, result, cfg.targets, mcfg),
+             "compress": mcfg.compression.method}
         summaries.append(s)
-        writer.append([s])
-        if show:
-            print_table(f"SGD {mode}: {dataset.name}, {cfg.model}, {size} ranks",
-                        SGD_EVAL_COLUMNS, [sgd_eval_row(r) for r in rows], stderr=cfg.json)
-    run.emit(cfg.json, cfg.quiet, f"SGD summary: {dataset.name}, {cfg.model}, {size} ranks",
+        run.writer.append([s])
+        run.table(f"SGD {mode}: {dataset.name}, {spec.model}, {size} ranks", SGD_EVAL_COLUMNS,
+                  [sgd_eval_row(r) for r in rows])
+    run.emit(f"SGD summary: {dataset.name}, {spec.model}, {size} ranks",
              SGD_SUMMARY_COLUMNS, [sgd_summary_row(s) for s in summaries],
-             _caption(cfg, run.env, writer, problem, dataset) if root else "")
+             _caption(cfg, run.env, run.writer, problem, dataset) if run.root else "")
     return 0
+
+
+def _train(run: Run, problem: Problem, mcfg: SGDConfig, base: dict, rows: list):
+    """One mode's training with its evaluation rows written as they come (rank 0) and the
+    watchdog's interval started at each evaluation."""
+    tag = {"kind": "eval", **base, "compress": mcfg.compression.method,
+           "local_steps": mcfg.local_steps if mcfg.mode == "local" else None}
+    with run.progress(mcfg.steps, f"sgd {mcfg.mode}") as advance:
+        def on_eval(rec):
+            full = {**tag, **rec}
+            advance(rec["step"] - (rows[-1]["step"] if rows else 0))
+            rows.append(full)
+            run.writer.append([full])
+
+        return run_sgd(run.wcomm, problem, mcfg, on_eval, watchdog.enter)
 
 
 def _diverged(exc: Diverged, run, base: dict, rows: list, mcfg) -> int:
     """End the run on a divergence: a summary record of the mode saying where, the results
-    marked incomplete, one line; exit code 1."""
+    marked incomplete, the records on stdout with ``--json``, one line; exit code 1."""
     if run.root:
         last = rows[-1] if rows else {}
         run.writer.append([{**base, "kind": "summary", "mode": exc.mode, "steps": exc.step,
-                            "diverged_at_step": exc.step, "compress": mcfg.compress,
+                            "diverged_at_step": exc.step, "compress": mcfg.compression.method,
                             "final_loss": last.get("train_loss"),
                             "final_test_acc": last.get("test_acc")}])
-        run.writer.mark_incomplete(str(exc))
-        eprint(f"Error: {exc}; results: {run.writer.path}")
+        run.fail(str(exc))
     return 1
 
 
 def _recorded(cfg: SGDBenchConfig) -> dict:
     """The configuration as results record it (straggler ranks as strings: JSON keys)."""
-    config = asdict(cfg)
-    config["straggler"] = {str(k): v for k, v in cfg.straggler.items()}
+    config = flatten(cfg)
+    config["straggler"] = {str(k): v for k, v in cfg.training.straggler.items()}
     return config
 
 
 def _caption(cfg, env, writer, problem, dataset) -> str:
-    target = ", ".join(t for t in (
-        f"train loss <= {cfg.target_loss:g}" if cfg.target_loss is not None else "",
-        f"test acc >= {cfg.target_acc:g}" if cfg.target_acc is not None else "") if t)
+    t = cfg.training
     fstar = f"{problem.f_star:.6f}" if problem.f_star is not None else (
         f"unknown ({problem.f_star_note})" if problem.f_star_note else "- (not convex)")
     return (f"{env_line(env)}\n{dataset.name}: {dataset.n_train} train / "
-               f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
-               f"f* = {fstar}; batch {cfg.batch_size}/worker, lr {cfg.lr:g} "
-               f"({cfg.schedule}{', x p in sync/local' if cfg.scale_lr else ''}), "
-               f"allreduce {cfg.allreduce}, compress {cfg.compress} (sync, local)\n"
-               f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
-               f"evaluation; comm % = rank 0's share of it in the exchange (async: the server "
-               f"waiting for gradients)\n"
-               f"target: {target or 'none (--target-loss/--target-acc)'}; "
-               f"results: {writer.path}")
+            f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
+            f"f* = {fstar}; batch {t.batch_size}/worker, lr {t.schedule.lr:g} "
+            f"({t.schedule.schedule}{', x p in sync/local' if t.scale_lr else ''}), "
+            f"allreduce {t.allreduce}, compress {t.compression.method} (sync, local)\n"
+            f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
+            f"evaluation; comm % = rank 0's share of it in the exchange (async: the server "
+            f"waiting for gradients)\n"
+            f"target: {cfg.targets.text() or 'none (--target-loss/--target-acc)'}; "
+            f"results: {writer.path}")
 
 
 # --------------------------------------------------------------------------- command line
 
-@click.command("sgd")
-@click.option("--mode", "modes", default=None,
-              help="Comma list of sync, local, async, run one after another on the same data "
-                   "and seed [default: sync,local,async; sync,local on one rank].")
-@with_options(problem_options())
-@click.option("--partition", type=click.Choice(["iid", "label"]), default="iid",
-              show_default=True, help="Shard the training set i.i.d. or sorted by label.")
-@click.option("--epochs", type=POSITIVE, default=None,
-              help="Passes over the training set per mode [default: 20].")
-@click.option("--steps", type=int, default=None,
-              help="Parameter updates per mode (instead of --epochs): sync steps, local steps "
-                   "per rank, or updates applied by the async server.")
-@click.option("--batch-size", type=int, default=32, show_default=True,
-              help="Minibatch size per worker.")
-@click.option("--lr", type=POSITIVE, default=0.1, show_default=True, help="Base learning rate.")
-@click.option("--schedule", type=click.Choice(["constant", "step", "inverse"]),
-              default="constant", show_default=True,
-              help="constant; step: x decay-factor every decay-every steps; inverse: "
-                   "lr t0/(t0+t).")
-@click.option("--decay-factor", type=POSITIVE, default=0.1, show_default=True)
-@click.option("--decay-every", type=int, default=None, help="[default: steps/3]")
-@click.option("--t0", type=POSITIVE, default=None,
-              help="1/t time constant in steps [default: 1 epoch].")
-@click.option("--scale-lr/--no-scale-lr", default=False, show_default=True,
-              help="Linear scaling: lr x workers averaged per update (Goyal et al. 2017).")
-@click.option("--warmup", type=int, default=0, show_default=True,
-              help="Linear warm-up steps (Goyal et al. 2017).")
-@click.option("--local-steps", type=int, default=4, show_default=True,
-              help="H: local steps between averages (local mode).")
-@click.option("--allreduce", default="native", show_default=True,
-              help="Registered AllReduce for the exchange.")
-@click.option("--compress", default="none", show_default=True,
-              help="Compressor for sync gradients / local model deltas (none, fp16, qsgd, "
-                   "sign, topk, randk).")
-@with_options(compressor_options(
-    "Kept fraction for topk/randk.",
-    "Residual memory [default: on for sign/topk/randk, off otherwise]."))
-@click.option("--max-staleness", type=int, default=None,
-              help="Async: bound S on tau = version now - version read.")
-@click.option("--staleness-policy", type=click.Choice(["drop", "block"]), default="drop",
-              show_default=True, help="Async: drop gradients staler than S, or block "
-                                      "workers so none is.")
-@click.option("--staleness-lr/--no-staleness-lr", default=False, show_default=True,
-              help="Async: step lr/tau for a gradient of staleness tau.")
-@click.option("--straggler", multiple=True, metavar="RANK:MS",
-              help="That rank sleeps MS milliseconds per step (repeatable).")
-@click.option("--eval-every", type=int, default=None,
-              help="Evaluate every N updates [default: about 20 rows per mode].")
-@with_options(training_options())
-@seed_option()
-@with_options(watch_options("evaluation interval (the steps between two evaluations)"))
-@with_options([*device_options(), *output_options(
-    "sgd", json_help="Print the records as JSON on stdout (tables go to stderr).",
-    quiet_help="No tables, no progress bar.")])
-def sgd_command(modes, straggler, as_json, **options):
-    """Synchronous, local and asynchronous SGD on real data: convergence per step, per byte
-    and per second, for AllReduce algorithms, compressors and stragglers."""
-    mode_list = None if modes is None else [m.strip() for m in modes.split(",") if m.strip()]
-    cfg = SGDBenchConfig(modes=mode_list, straggler=parse_straggler(straggler),
-                         json=as_json, **options)
+def _sgd(cfg: SGDBenchConfig) -> Job:
+    cfg = replace(cfg, training=replace(cfg.training, straggler=parse_straggler(cfg.straggler)))
     validate(cfg)
-    data = {"dataset": None if cfg.dataset in BUILTIN else load_dataset(cfg.dataset, cfg.seed)}
-    return Job("sgd", _recorded(cfg), lambda comm, argv: run(cfg, data, comm, argv),
-               validate=lambda comm: validate_mpi(cfg, data, comm), timeout=cfg.timeout,
-               output=cfg.output)
+    read = (None if cfg.problem.dataset in BUILTIN else  # a user's file: every rank checks it
+            load_dataset(cfg.problem.dataset, cfg.training.seed))
+    return Job("sgd", _recorded(cfg), lambda comm, argv, dataset: run(cfg, dataset, comm, argv),
+               cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
+
+
+sgd_command = declared_command(
+    "sgd", SGDBenchConfig, _sgd,
+    doc="""Synchronous, local and asynchronous SGD on real data: convergence per step, per byte
+    and per second, for AllReduce algorithms, compressors and stragglers.""",
+    examples=["mpirun -n 4 distbench sgd", "mpirun -n 4 distbench sgd --mode sync,local "
+              "--local-steps 8 --compress topk",
+              "mpirun -n 4 distbench sgd --model mlp --target-acc 0.9 --straggler 1:5"])

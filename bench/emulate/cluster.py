@@ -52,7 +52,7 @@ from distbench.emulate.network import (
     parse_subnet,
     tbf_burst_bytes,
 )
-from distbench.runtime import DistbenchError, UsageError, eprint
+from distbench.errors import DistbenchError, UsageError, eprint
 
 ENV_VAR = "DISTBENCH_EMULATED"
 _STOP_GRACE_S = 5.0

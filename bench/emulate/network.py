@@ -44,7 +44,8 @@ import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from distbench.runtime import DistbenchError, UsageError, proc_field
+from distbench.errors import DistbenchError, UsageError
+from distbench.runtime import proc_field
 
 STATE_ROOT = Path("/run/distbench-emulate")
 NETNS_DIR = Path("/run/netns")

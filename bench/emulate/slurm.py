@@ -68,7 +68,7 @@ from distbench.emulate.network import (
     parse_subnet,
     signals_deferred,
 )
-from distbench.runtime import DistbenchError, UsageError, eprint
+from distbench.errors import DistbenchError, UsageError, eprint
 
 LAUNCHES = ("srun", "salloc", "batch")
 DEFAULT_TIME_LIMIT_S = 1800

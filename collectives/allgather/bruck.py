@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, lg_ceil, lock_step
-from distbench.collectives.kernels import copy_into, gather_input
+from distbench.collectives.coefficients import broadcast, lg_ceil, lock_step
+from distbench.collectives.inputs import copy_into, gather_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4252  # "BR"

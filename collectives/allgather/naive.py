@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, through_root
-from distbench.collectives.kernels import in_place, place_own
+from distbench.collectives.coefficients import broadcast, through_root
+from distbench.collectives.inputs import place_own
+from distbench.collectives.ops import in_place
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4E47  # "NG"

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, fold, halving_levels
-from distbench.collectives.kernels import in_place, place_own, pow2_floor
+from distbench.collectives.coefficients import broadcast, fold, halving_levels
+from distbench.collectives.inputs import place_own, pow2_floor
+from distbench.collectives.ops import in_place
 from distbench.collectives.patterns import (
     doubling,
     doubling_bytes,

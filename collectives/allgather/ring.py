@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import cached_bounds, in_place, place_own
+from distbench.collectives.coefficients import broadcast, lock_step
+from distbench.collectives.inputs import cached_bounds, place_own
+from distbench.collectives.ops import in_place
 from distbench.collectives.patterns import ring_allgather
 from distbench.collectives.schedule import kernels
 

@@ -37,12 +37,14 @@ import numpy as np
 from distbench.buffers import register_cache, workspace
 from distbench.collectives.allreduce.tree import bytes_sent as tree_bytes
 from distbench.collectives.allreduce.tree import node_tree
-from distbench.collectives.costs import broadcast
-from distbench.collectives.kernels import copy_into, in_place_sentinel, reduce_input
+from distbench.collectives.coefficients import broadcast
+from distbench.collectives.inputs import copy_into, reduce_input
+from distbench.collectives.ops import in_place_sentinel
 from distbench.collectives.patterns import binomial_bcast, binomial_reduce
 from distbench.collectives.schedule import kernels
+from distbench.errors import UsageError
 from distbench.registry import Option
-from distbench.runtime import UsageError, mpi
+from distbench.runtime import mpi
 
 TAG = 0x4849  # "HI"
 
@@ -132,6 +134,8 @@ def _check_divides(k: int, ranks: int) -> None:
     if ranks % k:
         raise UsageError(f"--ranks-per-node {k} does not divide the {ranks} ranks")
 
+
+EQUAL_NODES = True  # the cost formula needs k ranks on every node
 
 OPTIONS = (
     Option("ranks_per_node", int, None, "Group K consecutive ranks into one node for "

@@ -2,7 +2,7 @@
 (Rabenseifner's algorithm, MPICH's long-message AllReduce).
 
 On p' = 2^k ranks the vector is cut into p' near-equal blocks (:func:`~distbench.collectives.
-kernels.block_bounds`; blocks of size 0 when the count is below p'). Reduce-scatter: in the step
+inputs.block_bounds`; blocks of size 0 when the count is below p'). Reduce-scatter: in the step
 with distance d = p'/2, p'/4, ..., 1, rank q exchanges with q XOR d; each keeps the half of its
 current block range that contains its own block q, sends the other half and adds the half it
 receives. After lg p' steps rank q holds the full reduction of block q. The allgather reverses
@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.collectives import patterns
-from distbench.collectives.costs import broadcast, fold, halving_levels
-from distbench.collectives.kernels import cached_bounds, pow2_floor, reduce_input
+from distbench.collectives.coefficients import broadcast, fold, halving_levels
+from distbench.collectives.inputs import cached_bounds, pow2_floor, reduce_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x5241  # "RA"

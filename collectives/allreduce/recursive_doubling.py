@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, fold, lg_ceil, lg_floor, split_steps
-from distbench.collectives.kernels import pow2_floor, reduce_input
+from distbench.collectives.coefficients import broadcast, fold, lg_ceil, lg_floor, split_steps
+from distbench.collectives.inputs import pow2_floor, reduce_input
 from distbench.collectives.patterns import fold_in, fold_out, real_rank
 from distbench.collectives.schedule import PURE, Local, kernels
 

@@ -1,6 +1,6 @@
 """``ring``: reduce-scatter then allgather around a ring of p ranks (Patarasuk & Yuan 2009).
 
-The vector is cut into p near-equal contiguous blocks (:func:`~distbench.collectives.kernels.
+The vector is cut into p near-equal contiguous blocks (:func:`~distbench.collectives.inputs.
 block_bounds`). Rank r sends to r+1 and receives from r-1 (mod p). In reduce-scatter step
 s = 0..p-2 it forwards its partial sum of block (r-s) and adds its own part of the block (r-s-1)
 it receives; afterwards it holds the full reduction of block (r+1), in ``recvbuf``
@@ -19,9 +19,10 @@ reduction reads ``sendbuf``, partial sums go to a one-block scratch buffer, rece
 a segment-sized one. In place (``sendbuf = MPI.IN_PLACE``) the same steps read ``recvbuf``.
 
 Segmentation: inside one node the reduce-scatter sends each block in segments of
-:data:`SEGMENT_BYTES`, as Open MPI's ``ompi_coll_base_allreduce_intra_ring_segmented`` does,
-which adds ``(p-1)(ceil(b / SEGMENT_BYTES) - 1) alpha`` (b the largest block in bytes) and
-changes no byte count. A communicator that spans nodes sends whole blocks: over TCP a chain of
+:data:`~distbench.collectives.patterns.SEGMENT_BYTES`, as Open MPI's
+``ompi_coll_base_allreduce_intra_ring_segmented`` does, which adds
+``(p-1)(ceil(b / SEGMENT_BYTES) - 1) alpha`` (b the largest block in bytes) and changes no byte
+count. A communicator that spans nodes sends whole blocks: over TCP a chain of
 blocking 1 MiB exchanges runs at about half the link rate (measured on ``distbench emulate``
 links), while one message per step streams at the full rate.
 """
@@ -30,16 +31,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import block_bounds, cached_bounds, reduce_input
-from distbench.collectives.patterns import (  # noqa: F401 (SEGMENT_BYTES, spans_nodes: API)
-    _SPANS_NODES,
-    SEGMENT_BYTES,
+from distbench.collectives.coefficients import broadcast, lock_step
+from distbench.collectives.inputs import block_bounds, cached_bounds, reduce_input
+from distbench.collectives.patterns import (
     ring_allgather,
     ring_reduce_scatter,
     ring_segment,
     ring_segments_alpha,
-    spans_nodes,
 )
 from distbench.collectives.schedule import kernels
 

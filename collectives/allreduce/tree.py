@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lg_ceil, one, tree_levels
-from distbench.collectives.kernels import reduce_input
+from distbench.collectives.coefficients import broadcast, lg_ceil, one, tree_levels
+from distbench.collectives.inputs import reduce_input
 from distbench.collectives.patterns import binomial_bcast, binomial_children, binomial_reduce
 from distbench.collectives.schedule import kernels
 

@@ -25,8 +25,8 @@ import functools
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, lg_ceil, lock_step
-from distbench.collectives.kernels import copy_into, exchange_input
+from distbench.collectives.coefficients import broadcast, lg_ceil, lock_step
+from distbench.collectives.inputs import copy_into, exchange_input
 from distbench.collectives.schedule import kernels
 from distbench.runtime import namespace_of
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, through_root
-from distbench.collectives.kernels import exchange_input
+from distbench.collectives.coefficients import broadcast, through_root
+from distbench.collectives.inputs import exchange_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4E41  # "NA"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import exchange_input
+from distbench.collectives.coefficients import broadcast, lock_step
+from distbench.collectives.inputs import exchange_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x5041  # "PA"

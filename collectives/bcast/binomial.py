@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, one, tree_levels
+from distbench.collectives.coefficients import broadcast, one, tree_levels
 from distbench.collectives.patterns import binomial_bcast, binomial_children
 from distbench.collectives.schedule import kernels
 

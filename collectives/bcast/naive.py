@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, through_root
+from distbench.collectives.coefficients import broadcast, through_root
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4E42  # "NB"

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lock_step
+from distbench.collectives.coefficients import broadcast, lock_step
 from distbench.collectives.schedule import kernels
+from distbench.errors import UsageError
 from distbench.registry import Option
-from distbench.runtime import UsageError
 
 TAG = 0x5049  # "PI"
 SEGMENT_BYTES = 1 << 17

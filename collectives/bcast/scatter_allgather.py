@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lg_ceil, lock_step
-from distbench.collectives.kernels import cached_bounds
+from distbench.collectives.coefficients import broadcast, lg_ceil, lock_step
+from distbench.collectives.inputs import cached_bounds
 from distbench.collectives.patterns import (
     binomial_scatter,
     ring_allgather,

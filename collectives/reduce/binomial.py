@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, lg_ceil, one, tree_levels
-from distbench.collectives.kernels import copy_into, root_input
+from distbench.collectives.coefficients import broadcast, lg_ceil, one, tree_levels
+from distbench.collectives.inputs import copy_into, root_input
 from distbench.collectives.patterns import binomial_reduce
 from distbench.collectives.schedule import kernels
 

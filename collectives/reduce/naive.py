@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, through_root
-from distbench.collectives.kernels import root_input
+from distbench.collectives.coefficients import broadcast, through_root
+from distbench.collectives.inputs import root_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x4E44  # "ND"

@@ -10,7 +10,7 @@ Bytes sent per rank: inside the library, not visible to a wrapper.
 
 from __future__ import annotations
 
-from distbench.collectives.kernels import library_algorithm
+from distbench.collectives.library import library_algorithm
 
 CANDIDATES = ("binomial", "rabenseifner")
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, fold, halving_levels
-from distbench.collectives.kernels import cached_bounds, pow2_floor, root_input
+from distbench.collectives.coefficients import broadcast, fold, halving_levels
+from distbench.collectives.inputs import cached_bounds, pow2_floor, root_input
 from distbench.collectives.patterns import (
     binomial_gather,
     fold_in,

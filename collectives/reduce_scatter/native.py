@@ -9,7 +9,7 @@ Bytes sent per rank: inside the library, not visible to a wrapper.
 
 from __future__ import annotations
 
-from distbench.collectives.kernels import library_algorithm
+from distbench.collectives.library import library_algorithm
 
 CANDIDATES = ("recursive_halving", "pairwise", "ring")
 

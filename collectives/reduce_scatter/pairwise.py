@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import copy_into, in_place, scatter_input
+from distbench.collectives.coefficients import broadcast, lock_step
+from distbench.collectives.inputs import copy_into, scatter_input
+from distbench.collectives.ops import in_place
 from distbench.collectives.schedule import kernels
 
 TAG = 0x5057  # "PW"

@@ -32,8 +32,8 @@ import numpy as np
 
 from distbench.buffers import workspace
 from distbench.collectives import patterns
-from distbench.collectives.costs import broadcast, fold, halving_levels
-from distbench.collectives.kernels import copy_into, pow2_floor, scatter_input
+from distbench.collectives.coefficients import broadcast, fold, halving_levels
+from distbench.collectives.inputs import copy_into, pow2_floor, scatter_input
 from distbench.collectives.schedule import kernels
 
 TAG = 0x5248  # "RH"

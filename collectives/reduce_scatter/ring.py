@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distbench.collectives.costs import broadcast, lock_step
-from distbench.collectives.kernels import cached_bounds, scatter_input
+from distbench.collectives.coefficients import broadcast, lock_step
+from distbench.collectives.inputs import cached_bounds, scatter_input
 from distbench.collectives.patterns import ring_reduce_scatter, ring_segment, ring_segments_alpha
 from distbench.collectives.schedule import kernels
 

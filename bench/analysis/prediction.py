@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 
 import click
 import numpy as np
 
-from distbench.analysis.cost import CostParams, algorithms, best_and_crossovers, gbps, predict
+from distbench.algorithms.parallel.shape import ModelShape, StepOptions
+from distbench.analysis.cost import CostParams, best_and_crossovers, costed, gbps, predict
 from distbench.analysis.fit import fit_cost_model, model_check, points
-from distbench.analysis.step_model import check_against, run_step_model
+from distbench.analysis.step_prediction import check_against, run_step_model
 from distbench.analysis.tables import (
     CHECK_SUMMARY_COLUMNS,
     COST_COLUMNS,
@@ -26,21 +27,12 @@ from distbench.analysis.tables import (
     cost_rows,
 )
 from distbench.collectives import collective_names, get_collective
-from distbench.command import (
-    NON_NEGATIVE,
-    POSITIVE,
-    Job,
-    apply,
-    check_algorithm_options,
-    check_size_range,
-    csv_list,
-    size_options,
-    size_sweep,
-    step_options,
-)
+from distbench.command import Job, Sizes, size_sweep
 from distbench.console import fmt_bytes, fmt_num, print_table
+from distbench.declared import Names, Numbers, arg, check, flatten, group
+from distbench.errors import UsageError
+from distbench.options import click_option, declared_command
 from distbench.results import find_docs
-from distbench.runtime import UsageError
 
 DEFAULTS = {"alpha": 2.0, "beta_gbps": 12.5, "gamma_gbps": 5.0}
 DEFAULT_RANKS = (4, 1024, 1048576)
@@ -58,11 +50,12 @@ def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, si
     [(bytes, from, to)] among the algorithms other than the library's, records for --json).
     ``options`` are the algorithm options given (each algorithm gets those it takes)."""
     decl = get_collective(collective)
+    specs = costed(collective)
     curves = {}
     for a in algos:
         opts = decl.registry.bound_options(a, options)
-        curves[a] = (lambda x, a=a, o=opts: predict(a, params[a], x, p, ranks_per_node, o,
-                                                    collective))
+        curves[a] = (lambda x, a=a, o=opts: predict(specs[a], params[a], x, p, ranks_per_node,
+                                                    o))
     n = np.asarray(sizes_b, dtype=np.float64)
     times = np.array([curves[a](n) for a in algos])
     # with one parameter set the library's call is the minimum of its candidates by
@@ -121,7 +114,8 @@ def _fit(opts, algos, gamma):
                              f"{opts['measured']}")
     else:
         pts = points(docs, collective)
-        fits = {a: fit_cost_model(pts, a, gamma, collective) for a in algos
+        specs = costed(collective)
+        fits = {a: fit_cost_model(pts, specs[a], gamma) for a in algos
                 if len({q.nbytes for q in pts if q.algorithm == a}) >= 2}
     if not fits:
         raise UsageError(f"the --from runs have no {collective} records at two or more sizes "
@@ -136,7 +130,7 @@ def _ring_fit(paths: list[str], gamma: float | None, flag: str):
     if len({q.nbytes for q in pts if q.algorithm == "ring"}) < 2:
         raise UsageError(f"{flag} needs allreduce runs with the ring algorithm at two or more "
                          "sizes (e.g. distbench allreduce --algo ring)")
-    return fit_cost_model(pts, "ring", gamma).params
+    return fit_cost_model(pts, costed("allreduce")["ring"], gamma).params
 
 
 def _run_step(opts: dict) -> int:
@@ -188,7 +182,7 @@ def run_model(opts: dict) -> int:
     collective = opts["collective"]
     title = get_collective(collective).title
     baseline = get_collective(collective).baseline
-    algos = algorithms(collective) if opts["algos"] == ["all"] else opts["algos"]
+    algos = list(costed(collective)) if opts["algos"] == ["all"] else opts["algos"]
     params, caption = _params_from_options(opts, algos)
     gamma = None if opts["gamma_gbps"] is None else 1.0 / (opts["gamma_gbps"] * 1e9)
     out = {"fits": {}, "predictions": [], "fastest": [], "crossovers": [], "check": []}
@@ -224,7 +218,7 @@ def run_model(opts: dict) -> int:
     for p in ranks:
         k = _ranks_per_node(opts, p)
         cols, table, cross, recs = prediction_table(params, algos, p, grid, k,
-                                                    {"inner": opts["inner"]}, collective)
+                                                    opts["options"], collective)
         out["predictions"].extend(r for r in recs if "fastest" not in r)
         out["fastest"].extend(r for r in recs if "fastest" in r)
         out["crossovers"].extend({"ranks": p, "bytes": b, "below": lo, "above": hi}
@@ -266,104 +260,141 @@ def _ranks_per_node(opts, p: int) -> int | None:
 
 
 MAX_RANKS = 1 << 53  # rank counts are exact in the model's float64 arithmetic below this
+PARAMETERS, FIT, SCALE = "Machine parameters", "Fitted parameters", "Ranks and nodes"
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--ranks takes comma-separated integers, not {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise UsageError("--ranks must be integers >= 1")
-    if max(vals) >= MAX_RANKS:
-        raise UsageError(f"--ranks {max(vals)} is too large (the model takes rank counts "
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The options of ``distbench model``: the collective and algorithms, the parameters
+    (given, or fitted on runs), the rank counts and sizes; with ``--step`` a training step
+    (:class:`~distbench.algorithms.parallel.shape.ModelShape` and
+    :class:`~distbench.algorithms.parallel.shape.StepOptions`)."""
+
+    collective: str = arg("allreduce", "The collective whose algorithms to model.",
+                          choices=tuple(collective_names()))
+    algos: list = arg(["all"], "Comma-separated algorithms, or 'all' (those with a cost "
+                      "formula).", type=Names(allow_all=True), flags=("--algo",))
+    fit_runs: tuple = arg((), "Fit each algorithm's alpha, beta, gamma on these runs of the "
+                          "collective (repeat for several rank counts).", multiple=True,
+                          type=click.Path(exists=True), flags=("--from",), group=FIT)
+    measured: str | None = arg(None, "Compare the model fitted on --from with this run (e.g. "
+                               "fit on p = 2, 3, check p = 4).", type=click.Path(exists=True),
+                               group=FIT)
+    from_inter: tuple = arg((), "With --step: fit alpha', beta' between nodes on these "
+                            "allreduce runs (ring, one rank per node).", multiple=True,
+                            type=click.Path(exists=True), group=FIT)
+    alpha: float | None = arg(None, f"Latency per message in us [default: {DEFAULTS['alpha']}].",
+                              type=float, low=0, high=1e9, group=PARAMETERS)
+    beta_gbps: float | None = arg(None, "Link bandwidth 1/beta in GB/s [default: "
+                                  f"{DEFAULTS['beta_gbps']}].", type=float, low=0,
+                                  low_open=True, high=1e9, group=PARAMETERS)
+    gamma_gbps: float | None = arg(None, "Reduction speed 1/gamma in GB/s (bytes reduced per "
+                                   f"second) [default: {DEFAULTS['gamma_gbps']}; with --from: "
+                                   "fitted].", type=float, low=0, low_open=True, high=1e9,
+                                   group=PARAMETERS)
+    alpha_inter: float | None = arg(None, "Latency between nodes in us [default: --alpha].",
+                                    type=float, low=0, high=1e9, group=PARAMETERS)
+    beta_inter_gbps: float | None = arg(None, "Bandwidth between nodes in GB/s [default: "
+                                        "--beta-gbps].", type=float, low=0, low_open=True,
+                                        high=1e9, group=PARAMETERS)
+    ranks: list | None = arg(None, "Comma-separated rank counts p [default: 4,1024,1048576; "
+                             "with --measured: its p].", type=Numbers(int, 1, False),
+                             group=SCALE)
+    nodes: int | None = arg(None, "Nodes q (k = p/q per node).", type=int, low=1,
+                            high=MAX_RANKS, group=SCALE)
+    ranks_per_node: int | None = arg(None, "Ranks per node k [default: all ranks on one node].",
+                                     type=int, low=1, high=MAX_RANKS, group=SCALE)
+    sizes: Sizes = group(Sizes, max_bytes=128 << 20, factor=4)
+    json: bool = arg(False, "Print the fits, predictions, crossovers and check as JSON "
+                     "instead of tables.")
+    step: bool = arg(False, "Predict a training step of distbench parallel instead (the step "
+                     "options; --ranks with --tp/--pp gives D = p / (T P); --measured: a "
+                     "parallel run to check against).")
+    shape: ModelShape = group(ModelShape)
+    layout: StepOptions = group(StepOptions)
+    options: dict = field(default_factory=dict)  # the algorithms' declared options given
+
+
+def algorithm_options() -> dict:
+    """Every option the collectives' algorithms declare (``--inner``, ...), but those the
+    command has itself (``--ranks-per-node``): what ``model`` offers them generically."""
+    out: dict = {}
+    for name in collective_names():
+        for opt in get_collective(name).registry.options().values():
+            if opt.name != "ranks_per_node":
+                out.setdefault(opt.name, opt)
+    return out
+
+
+def _check(cfg: ModelConfig) -> None:
+    """The checks that need no file. Raises UsageError."""
+    check(cfg)
+    if cfg.ranks and max(cfg.ranks) >= MAX_RANKS:
+        raise UsageError(f"--ranks {max(cfg.ranks)} is too large (the model takes rank counts "
                          f"below 2**53)")
-    return vals
+    if cfg.measured and not cfg.fit_runs and not cfg.step:
+        raise UsageError("--measured needs --from RUN (the runs the model is fitted on)")
+    if cfg.from_inter and not cfg.step:
+        raise UsageError("--from-inter goes with --step")
+    if not cfg.step and (cfg.shape != ModelShape() or cfg.layout != StepOptions()):
+        raise UsageError("the model and layout options (--layers, --zero, --layouts, ...) go "
+                         "with --step")
+    if cfg.step:
+        cfg.layout.check()
+        cfg.shape.transformer().check()
+    cfg.sizes.check()
+    if cfg.nodes is not None and cfg.ranks_per_node is not None:
+        raise UsageError("give --nodes or --ranks-per-node, not both")
 
 
-MODEL_OPTIONS = [
-    click.option("--collective", type=click.Choice(collective_names()), default="allreduce",
-                 show_default=True, help="The collective whose algorithms to model."),
-    click.option("--from", "fit_runs", multiple=True, type=click.Path(exists=True),
-                 help="Fit each algorithm's alpha, beta, gamma on these runs of the collective "
-                 "(repeat for several rank counts)."),
-    click.option("--measured", type=click.Path(exists=True), default=None,
-                 help="Compare the model fitted on --from with this run (e.g. fit on p = 2, "
-                 "3, check p = 4)."),
-    click.option("--alpha", type=NON_NEGATIVE, default=None,
-                 help=f"Latency per message in us [default: {DEFAULTS['alpha']}]."),
-    click.option("--beta-gbps", type=POSITIVE, default=None,
-                 help=f"Link bandwidth 1/beta in GB/s [default: {DEFAULTS['beta_gbps']}]."),
-    click.option("--gamma-gbps", type=POSITIVE, default=None,
-                 help="Reduction speed 1/gamma in GB/s (bytes reduced per second) "
-                 f"[default: {DEFAULTS['gamma_gbps']}; with --from: fitted]."),
-    click.option("--alpha-inter", type=NON_NEGATIVE, default=None,
-                 help="Latency between nodes in us [default: --alpha]."),
-    click.option("--beta-inter-gbps", type=POSITIVE, default=None,
-                 help="Bandwidth between nodes in GB/s [default: --beta-gbps]."),
-    click.option("--ranks", "ranks", default=None,
-                 help="Comma-separated rank counts p [default: 4,1024,1048576; with "
-                 "--measured: its p]."),
-    click.option("--nodes", type=int, default=None, help="Nodes q (k = p/q per node)."),
-    click.option("--ranks-per-node", type=int, default=None,
-                 help="Ranks per node k [default: all ranks on one node]."),
-    click.option("--inner", default="ring", show_default=True,
-                 help="Leaders' algorithm of hierarchical (an algorithm with a cost formula)."),
-    click.option("--algo", "algos", default="all", show_default=True,
-                 help="Comma-separated algorithms, or 'all'."),
-    *size_options("8", "128M", 4, "Smallest message in bytes (K, M, G: powers of 1024).",
-                  "Largest message in bytes.",
-                  "Multiply the size by this integer (>= 2) at each row."),
-    click.option("--json", is_flag=True, help="Print the fits, predictions, crossovers "
-                 "and check as JSON instead of tables."),
-    click.option("--step", is_flag=True, help="Predict a training step of distbench "
-                 "parallel instead (the options below; --ranks with --tp/--pp gives D = p / "
-                 "(T P); --measured: a parallel run to check against)."),
-    click.option("--from-inter", multiple=True, type=click.Path(exists=True),
-                 help="With --step: fit alpha', beta' between nodes on these allreduce runs "
-                 "(ring, one rank per node)."),
-    *step_options(),
-]
+def _check_algorithms(cfg: ModelConfig) -> None:
+    """The algorithm names and the options given against the collective's costed
+    algorithms. Raises UsageError."""
+    specs = costed(cfg.collective)
+    for a in cfg.algos if cfg.algos != ["all"] else []:
+        if a not in specs:
+            raise UsageError(f"unknown algorithm {a!r} for --algo (choose from "
+                             f"{', '.join(specs)} or all: those with a cost formula)")
+    registry = get_collective(cfg.collective).registry
+    registry.check(cfg.options)
+    chosen = specs if cfg.algos == ["all"] else {a: specs[a] for a in cfg.algos}
+    defaults = algorithm_options()
+    taken = {o.name for s in chosen.values() for o in s.options}
+    idle = [defaults[k].flag for k, v in cfg.options.items()
+            if v is not None and v != defaults[k].default and k not in taken]
+    if idle:
+        raise UsageError(f"{', '.join(idle)} do(es) nothing for --collective {cfg.collective} "
+                         "with these algorithms")
+    inner = cfg.options.get("inner")
+    if inner is not None and "inner" in taken and inner not in specs:
+        raise UsageError(f"--inner {inner!r} has no cost formula (choose from "
+                         f"{', '.join(specs)})")
 
 
-def _model(**opts):
+def _model(cfg: ModelConfig, **options) -> Job:
     """Alpha-beta (Hockney) model: each algorithm's textbook time, the fastest per size and the
-    crossover sizes, for any rank count.
+    crossover sizes, for any rank count."""
+    cfg = replace(cfg, options={k: v for k, v in options.items() if v is not None})
+    _check(cfg)
+    if not cfg.step:
+        _check_algorithms(cfg)
+    opts = {**flatten(cfg), "fit_runs": list(cfg.fit_runs), "from_inter": list(cfg.from_inter),
+            "options": cfg.options, "model": cfg.shape.model()}
+    return Job("model", opts, lambda _comm, _argv, _: run_model(opts), needs_mpi=False)
+
+
+model_command = declared_command(
+    "model", ModelConfig, _model,
+    doc="""Alpha-beta (Hockney) model: each algorithm's textbook time, the fastest per size and
+    the crossover sizes, for any rank count.
 
     Parameters are given (--alpha, --beta-gbps, --gamma-gbps) or fitted on measured runs
     (--from RUN ...); --measured RUN checks the fitted model against a run at another p.
     Formulas: each algorithm's docstring (Thakur, Rabenseifner & Gropp 2005; Patarasuk & Yuan
-    2009; see distbench.analysis.cost).
-    """
-    opts["ranks"] = None if opts["ranks"] is None else _int_list(opts["ranks"])
-    if opts["measured"] and not opts["fit_runs"] and not opts["step"]:
-        raise UsageError("--measured needs --from RUN (the runs the model is fitted on)")
-    collective = opts["collective"]
-    known = algorithms(collective)
-    names = csv_list(opts["algos"])
-    if names != ["all"]:
-        for a in names or [""]:
-            if a not in known:
-                raise UsageError(f"unknown algorithm {a!r} for --algo (choose from "
-                                 f"{', '.join(known)} or all: those with a cost formula)")
-    opts["algos"] = names
-    declared = get_collective(collective).registry.options()
-    if "inner" in declared:  # the leaders' algorithm of a hierarchical algorithm
-        check_algorithm_options(declared, {"inner": opts["inner"]})
-        if opts["inner"] not in known:
-            raise UsageError(f"--inner {opts['inner']!r} has no cost formula (choose from "
-                             f"{', '.join(known)})")
-    opts["fit_runs"] = list(opts["fit_runs"])
-    opts["from_inter"] = list(opts["from_inter"])
-    if opts["from_inter"] and not opts["step"]:
-        raise UsageError("--from-inter goes with --step")
-    check_size_range(opts["min_bytes"], opts["max_bytes"], opts["factor"])
-    if opts["nodes"] is not None and opts["ranks_per_node"] is not None:
-        raise UsageError("give --nodes or --ranks-per-node, not both")
-    for key in ("nodes", "ranks_per_node"):
-        if opts[key] is not None and opts[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1")
-    return Job("model", dict(opts), lambda _comm, _argv: run_model(opts), needs_mpi=False)
-
-
-model_command = click.command("model")(apply(_model, MODEL_OPTIONS))
+    2009; see distbench.analysis.cost). With --step: a training step of distbench parallel.""",
+    examples=["distbench model --ranks 8,64,1024 --alpha 1.5 --beta-gbps 25",
+              "distbench model --from results/A-allreduce --from results/B-allreduce "
+              "--measured results/C-allreduce",
+              "distbench model --step --params 175e9 --layouts 1024x1x1,16x8x8 --zero 0,3"],
+    extra=[click_option(o if o.group else replace(o, group="Algorithm options"))
+           for o in algorithm_options().values()])

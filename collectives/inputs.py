@@ -1,11 +1,5 @@
-"""Pieces the hand-written collectives share: the reduction ufunc of an MPI op, the in-place
-sentinel, the checks and trivial cases of each collective's buffers, block partitions and
-copies (the cost formulas' shared parts are in :mod:`distbench.collectives.costs`).
-
-The reduction op of every kernel is an ``mpi4py.MPI.Op`` or None for ``MPI.SUM``: the common
-case needs no MPI lookup on the hot path, and no module imports mpi4py at import time. A kernel
-whose collective has an in-place form takes ``sendbuf = mpi4py.MPI.IN_PLACE`` for it, as MPI
-does (:func:`in_place`).
+"""The arguments of the hand-written collectives: each collective's buffer checks and trivial
+cases (one rank, no elements), block partitions and copies between arrays of either module.
 """
 
 from __future__ import annotations
@@ -15,58 +9,8 @@ import functools
 import numpy as np
 
 from distbench.buffers import workspace
-from distbench.runtime import mpi, namespace_of
-
-# --op names -> MPI op names; the bitwise ones are defined for integer types only (MPI-4.1,
-# section 6.9.2), like MPI's own.
-OPS = {"sum": "SUM", "prod": "PROD", "min": "MIN", "max": "MAX", "band": "BAND", "bor": "BOR",
-       "bxor": "BXOR"}
-INTEGER_OPS = ("band", "bor", "bxor")
-
-
-def mpi_op(name: str):
-    """The ``mpi4py.MPI.Op`` of an ``--op`` name; None for ``"sum"`` (the kernels' default).
-
-    Raises:
-        KeyError: not one of :data:`OPS`.
-    """
-    return None if name == "sum" else getattr(mpi(), OPS[name])
-
-
-@functools.cache
-def in_place_sentinel():
-    """``mpi4py.MPI.IN_PLACE``, looked up once."""
-    return mpi().IN_PLACE
-
-
-def in_place(sendbuf) -> bool:
-    """Whether a kernel was called in place (``sendbuf`` is ``MPI.IN_PLACE``)."""
-    return sendbuf is in_place_sentinel()
-
-
-def reduce_ufunc(op, xp):
-    """The elementwise ufunc of ``xp`` for MPI reduction ``op`` (None or SUM, PROD, MAX, MIN,
-    BAND, BOR, BXOR).
-
-    Called as ``fn(a, b, out=c)``. For a device module (CuPy) the returned function also waits
-    for the current stream: kernels are queued asynchronously, and a GPU-aware MPI call that
-    sends ``c`` right after would otherwise read it before the kernel has written it.
-
-    Raises:
-        ValueError: any other op (the hand-written algorithms reduce commutative predefined
-            ops only).
-    """
-    if op is None and xp is np:  # the common case first: every call
-        return np.add
-    MPI = mpi()
-    for key, name in ((MPI.SUM, "add"), (MPI.PROD, "multiply"), (MPI.MAX, "maximum"),
-                      (MPI.MIN, "minimum"), (MPI.BAND, "bitwise_and"), (MPI.BOR, "bitwise_or"),
-                      (MPI.BXOR, "bitwise_xor")):
-        if op is None and key == MPI.SUM or op == key:
-            fn = getattr(xp, name)
-            return fn if xp is np else _synchronized(fn, xp)
-    raise ValueError(f"unsupported reduction op {op!r}: use SUM, PROD, MAX, MIN, BAND, BOR or "
-                     "BXOR")
+from distbench.collectives.ops import in_place, reduce_ufunc
+from distbench.runtime import namespace_of
 
 
 def reduce_input(comm, sendbuf, recvbuf, op):
@@ -181,16 +125,6 @@ def exchange_input(comm, sendbuf, recvbuf, copy: bool = True):
     return src, m
 
 
-def _synchronized(fn, xp):
-    """``fn(a, b, out=c)`` followed by a wait for ``xp``'s current CUDA stream."""
-
-    def reduce_and_wait(a, b, out):
-        fn(a, b, out=out)
-        xp.cuda.get_current_stream().synchronize()
-
-    return reduce_and_wait
-
-
 def block_bounds(count: int, parts: int) -> np.ndarray:
     """Offsets of ``parts`` near-equal contiguous blocks of ``count`` elements.
 
@@ -206,6 +140,8 @@ def block_bounds(count: int, parts: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
+
+
 def cached_bounds(count: int, parts: int) -> tuple[int, ...]:
     """:func:`block_bounds` as a tuple of ints, memoized: a timed loop calls with the same
     (count, parts) every iteration, and building the NumPy array costs microseconds, as much as
@@ -223,55 +159,5 @@ def pow2_floor(p: int) -> int:
     return 1 << (p.bit_length() - 1)
 
 
-@functools.cache
-def sum_op():
-    """``mpi4py.MPI.SUM``, looked up once (the library calls' default op)."""
-    return mpi().SUM
-
-
-def library_algorithm(method: str, shape: str, package: str, candidates: tuple):
-    """``(kernel, start, cost)`` of an MPI library call, the baseline ``native`` entry of a
-    collective's registry.
-
-    Args:
-        method: the mpi4py method, e.g. ``"Allgather"``; ``start`` calls its nonblocking
-            form (``Iallgather``) and returns its ``MPI.Request``.
-        shape: the kernel's arguments: ``"buffers"`` ``(comm, sendbuf, recvbuf)``,
-            ``"reduction"`` ``(comm, sendbuf, recvbuf, op=None)``, ``"root"`` ``(comm, buf,
-            root=0)`` or ``"rooted reduction"`` ``(comm, sendbuf, recvbuf, op=None, root=0)``;
-            op None is SUM. Buffers go to the library as they are (``MPI.IN_PLACE`` too).
-        package: the collective's package, whose ``COLLECTIVE.registry`` holds ``candidates``.
-        candidates: the textbook algorithms the library is taken to select among: ``cost`` is
-            their coefficients stacked (the model takes the cheapest).
-    """
-    def make(name):
-        if shape == "buffers":
-            def call(comm, sendbuf, recvbuf):
-                return getattr(comm, name)(sendbuf, recvbuf)
-        elif shape == "reduction":
-            def call(comm, sendbuf, recvbuf, op=None):
-                if op is None:  # mpi4py's default op is SUM: one lookup less per call
-                    return getattr(comm, name)(sendbuf, recvbuf)
-                return getattr(comm, name)(sendbuf, recvbuf, op)
-        elif shape == "root":
-            def call(comm, buf, root: int = 0):
-                return getattr(comm, name)(buf, root)
-        else:
-            def call(comm, sendbuf, recvbuf, op=None, root: int = 0):
-                return getattr(comm, name)(sendbuf, recvbuf, op or sum_op(), root)
-        call.__name__ = call.__qualname__ = name.lower()
-        call.library_call = (name, shape)  # Collective.invoke binds the method itself
-        call.__doc__ = f"``comm.{name}`` of the MPI library (buffer API)."
-        return call
-
-    def cost(nbytes, ranks, ranks_per_node=None) -> np.ndarray:
-        import importlib
-
-        from distbench.collectives.costs import cheapest_of
-
-        registry = importlib.import_module(package).COLLECTIVE.registry
-        return cheapest_of(registry, candidates, nbytes, ranks, ranks_per_node)
-
-    cost.__doc__ = (f"The library is taken to pick the cheapest of {', '.join(candidates)} "
-                    "(their coefficients, stacked).")
-    return make(method), make("I" + method[0].lower() + method[1:]), cost
+__all__ = ["block_bounds", "cached_bounds", "copy_into", "exchange_input", "gather_input",
+           "place_own", "pow2_floor", "reduce_input", "root_input", "scatter_input"]

@@ -11,16 +11,18 @@ import pytest
 
 from distbench.analysis.cost import (
     CostParams,
-    algorithms,
     best_and_crossovers,
     coefficients,
+    costed,
     predict,
+    spec_of,
 )
 from distbench.analysis.fit import fit_cost_model, fit_line, hockney_fits, model_check, points
 from distbench.cli import main
 from distbench.results import load_run
 
-ALGORITHMS = algorithms()
+S = costed()  # name -> Algorithm spec of every AllReduce with a cost formula
+ALGORITHMS = list(S)
 
 DATA = Path(__file__).parent / "data"
 # Unit-free parameters make the hand computations readable: alpha = 1, beta = 0.01, gamma = 0.001.
@@ -50,26 +52,26 @@ P = CostParams(1.0, 0.01, 0.001)
     ("native", 1, 1, {}, 0.0),
 ])
 def test_formulas_against_hand_values(algo, n, p, kwargs, expected):
-    assert predict(algo, P, n, p, options=kwargs) == pytest.approx(expected, rel=1e-12)
+    assert predict(S[algo], P, n, p, options=kwargs) == pytest.approx(expected, rel=1e-12)
 
 
 def test_two_level_network_uses_inter_node_parameters():
     two = CostParams(1.0, 0.01, 0.001, alpha_inter=10.0, beta_inter=0.1)
     # leaders' ring on 2 nodes with alpha' = 10, beta' = 0.1: 20 + 10 + 0.05; node tree 8.2
-    assert predict("hierarchical", two, 100, 8, ranks_per_node=4) == pytest.approx(38.25)
+    assert predict(S["hierarchical"], two, 100, 8, ranks_per_node=4) == pytest.approx(38.25)
     # a flat ring across nodes runs at the slowest link: 14 alpha' + 2*7/8*100 beta' + gamma
-    assert predict("ring", two, 100, 8, ranks_per_node=4) == pytest.approx(140 + 17.5 + 0.0875)
+    assert predict(S["ring"], two, 100, 8, ranks_per_node=4) == pytest.approx(140 + 17.5 + 0.0875)
     # naive: the root gets 3 messages from its node and 4 from the other, each way
-    assert predict("naive", two, 100, 8, ranks_per_node=4) == pytest.approx(
+    assert predict(S["naive"], two, 100, 8, ranks_per_node=4) == pytest.approx(
         2 * 3 * (1 + 1) + 2 * 4 * (10 + 10) + 7 * 0.1)
     # Rabenseifner on 8 = 2 x 4: 1 step of 2 across nodes (n/2 each way), 2 inside (n/4, n/8)
-    c = coefficients("rabenseifner", 1024, 8, 4)
+    c = coefficients(S["rabenseifner"], 1024, 8, 4)
     np.testing.assert_allclose(c, [4, 2 * (256 + 128), 896, 2, 2 * 512])
 
 
 def test_ring_segments_add_latency_only():
     seg = 1 << 20
-    c = coefficients("ring", [2 * seg, 4 * seg, 4 * seg + 2], 2)
+    c = coefficients(S["ring"], [2 * seg, 4 * seg, 4 * seg + 2], 2)
     # blocks of 1, 2 and 2 MiB + 1 B: 0, 1 and 2 extra messages in the reduce-scatter
     np.testing.assert_allclose(c[0], [2, 3, 4])
     np.testing.assert_allclose(c[1], [2 * seg, 4 * seg, 4 * seg + 2])
@@ -77,22 +79,22 @@ def test_ring_segments_add_latency_only():
 
 def test_vectorized_to_a_million_ranks():
     p = np.array([2, 1 << 10, 1 << 20, 3 * (1 << 19)])
-    t = predict("recursive_doubling", P, 100, p)
+    t = predict(S["recursive_doubling"], P, 100, p)
     np.testing.assert_allclose(t, [2.1, 21.0, 42.0, (20 + 2) * 2 + 21 * 0.1])
-    grid = predict("ring", P, np.geomspace(8, 1 << 30, 64)[:, None], p[None, :])
+    grid = predict(S["ring"], P, np.geomspace(8, 1 << 30, 64)[:, None], p[None, :])
     assert grid.shape == (64, 4) and np.all(np.diff(grid, axis=0) >= 0)
 
 
 def test_hierarchical_on_one_node_is_its_node_tree():
     # k = p: the tree reduce and broadcast inside the node, no leaders' exchange
-    assert predict("hierarchical", P, 100, 8) == pytest.approx(2 * 3 * (1 + 1) + 3 * 0.1)
+    assert predict(S["hierarchical"], P, 100, 8) == pytest.approx(2 * 3 * (1 + 1) + 3 * 0.1)
 
 
 @pytest.mark.parametrize("bad", [
-    lambda: predict("hierarchical", P, 8, 6, ranks_per_node=4),
-    lambda: coefficients("native", 8, 4),
-    lambda: predict("ring", P, 8, 0),
-    lambda: predict("bogus", P, 8, 4),
+    lambda: predict(S["hierarchical"], P, 8, 6, ranks_per_node=4),
+    lambda: coefficients(S["native"], 8, 4),
+    lambda: predict(S["ring"], P, 8, 0),
+    lambda: spec_of("bogus"),
 ])
 def test_bad_model_input_raises(bad):
     with pytest.raises(ValueError):
@@ -119,7 +121,7 @@ def _synthetic(params, ranks, sizes):
         recs = [{"algorithm": a, "bytes": int(n), "ranks": p, "dtype": "float32",
                  "options": {"inner": "ring"} if a == "hierarchical" else {},
                  "ranks_per_node": None,
-                 "p50_us": float(predict(a, params, n, p, None,
+                 "p50_us": float(predict(S[a], params, n, p, None,
                                          {"inner": "ring"} if a == "hierarchical" else None))
                  * 1e6} for a in ALGORITHMS for n in sizes]
         docs.append({"benchmark": "allreduce", "environment": {"ranks_per_node": [p]},
@@ -147,7 +149,7 @@ def test_cost_fit_across_ranks_recovers_parameters_and_predicts_p4():
     assert max(abs(r.error) for r in rows) < 1e-3
     # a given gamma is kept, not fitted
     pts = points(docs[:2])
-    assert fit_cost_model(pts, "ring", gamma=true.gamma).params.beta == pytest.approx(
+    assert fit_cost_model(pts, S["ring"], gamma=true.gamma).params.beta == pytest.approx(
         true.beta, rel=1e-9)
 
 
@@ -171,7 +173,7 @@ def test_crossover_located_where_the_lines_cross():
     assert (lo, hi) == ("a", "b") and n == pytest.approx(8000, rel=1e-3)
     # recursive doubling -> Rabenseifner at p = 4: n = 2 alpha / (beta/2 + 5 gamma/4)
     par = CostParams.from_units(2.0, 12.5, 5.0)
-    cur = {a: (lambda x, a=a: predict(a, par, x, 4)) for a in ("recursive_doubling",
+    cur = {a: (lambda x, a=a: predict(S[a], par, x, 4)) for a in ("recursive_doubling",
                                                                   "rabenseifner")}
     [(n, lo, hi)] = best_and_crossovers(cur, 8, 1 << 26)
     assert lo == "recursive_doubling" and hi == "rabenseifner"

@@ -1,4 +1,4 @@
-"""The alpha-beta model of a training step (distbench.analysis.step_model): its volumes are
+"""The alpha-beta model of a training step (distbench.analysis.step_prediction): its volumes are
 the closed forms the measured step is checked against, the pipeline's bubble, overlap, the
 level each group runs at, and ``distbench model --step`` on the command line (serial)."""
 
@@ -12,12 +12,10 @@ from launch import serial, usage_error_line
 
 from distbench.algorithms.parallel.buckets import MIB, make_buckets
 from distbench.algorithms.parallel.layout import Layout
-from distbench.algorithms.parallel.model import Transformer
-from distbench.algorithms.parallel.pipeline import SCHEDULES
 from distbench.algorithms.parallel.traffic import RankPlan
+from distbench.algorithms.parallel.transformer import Transformer
 from distbench.analysis.cost import CostParams
-from distbench.analysis.step_model import allreduce_s, predict_step
-from distbench.command import STEP_SCHEDULES
+from distbench.analysis.step_prediction import allreduce_s, predict_step
 
 DATA = Path(__file__).resolve().parent / "data"
 MODEL = Transformer(layers=8, hidden=96, heads=8, seq=32, vocab=211, micro_batches=4)
@@ -97,10 +95,6 @@ def test_zero3_moves_one_and_a_half_times_data_parallelism_at_one_micro_batch():
          for s in range(4)]
     assert z[1] == pytest.approx(z[0]) and z[2] == pytest.approx(z[0])
     assert z[3] == pytest.approx(1.5 * z[0])
-
-
-def test_schedules_named_once():
-    assert STEP_SCHEDULES == SCHEDULES
 
 
 def test_model_step_command_ranks_layouts_per_rank_count():

@@ -36,11 +36,10 @@ import numpy as np
 
 from distbench.algorithms.parallel.buckets import MIB, make_buckets
 from distbench.algorithms.parallel.layout import Layout
-from distbench.algorithms.parallel.model import Transformer
 from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
+from distbench.algorithms.parallel.transformer import Transformer
 from distbench.analysis.cost import CostParams
-from distbench.command import csv_list, float_list, step_model, zero_stages
 from distbench.console import fmt_num, fmt_params, print_table
 from distbench.errors import UsageError
 
@@ -210,22 +209,52 @@ def step_row(pred: StepPrediction, place: int) -> list[str]:
             f"{pred.efficiency:.2f}", bubble]
 
 
-def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
-    """(ranks, layout) pairs: ``--layouts``, or D = p / (T P) for each ``--ranks`` p (D:
-    ``--dp`` when given).
+ALL_LAYOUTS_MAX = 1 << 20  # --layouts all enumerates the divisors of p: bounded to stay fast
+
+
+def divisors(p: int) -> list[int]:
+    """The divisors of ``p`` in increasing order (trial division up to sqrt p)."""
+    small, large, d = [], [], 1
+    while d * d <= p:
+        if p % d == 0:
+            small.append(d)
+            if d * d != p:
+                large.append(p // d)
+        d += 1
+    return small + large[::-1]
+
+
+def all_layouts(p: int) -> list[Layout]:
+    """Every D x T x P layout of ``p`` ranks, by T then P.
 
     Raises:
-        UsageError: no layout, or a rank count that T P does not divide.
+        UsageError: p above :data:`ALL_LAYOUTS_MAX` (the enumeration would not finish in a
+            second; name the layouts instead).
     """
-    if opts["layouts"] == "all":
+    if p > ALL_LAYOUTS_MAX:
+        raise UsageError(f"--layouts all enumerates the layouts of at most {ALL_LAYOUTS_MAX} "
+                         f"ranks, not {p}; give --layouts DxTxP,...")
+    return [Layout(p // (t * q), t, q) for t in divisors(p) for q in divisors(p // t)]
+
+
+def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
+    """(ranks, layout) pairs: ``--layouts`` (each of the ``--ranks`` given, if any), or
+    D = p / (T P) for each ``--ranks`` p (D: ``--dp`` when given).
+
+    Raises:
+        UsageError: no layout, a layout whose rank count is not among ``--ranks``, or a rank
+            count that T P does not divide.
+    """
+    if opts["layouts"] == ["all"]:
         if not opts["ranks"]:
             raise UsageError("--layouts all needs --ranks P,... (the layouts of each)")
-        return [(p, Layout(p // (t * q), t, q)) for p in opts["ranks"]
-                for t in range(1, p + 1) for q in range(1, p // t + 1) if p % (t * q) == 0]
+        return [(p, lay) for p in opts["ranks"] for lay in all_layouts(p)]
     if opts["layouts"]:
-        if opts["ranks"]:
-            raise UsageError("give --layouts or --ranks with --tp/--pp, not both")
-        lays = [Layout.parse(t) for t in csv_list(opts["layouts"])]
+        lays = [Layout.parse(t) for t in opts["layouts"]]
+        for lay in lays:
+            if opts["ranks"] and lay.ranks not in opts["ranks"]:
+                raise UsageError(f"layout {lay} has {lay.ranks} ranks, which --ranks "
+                                 f"{','.join(map(str, opts['ranks']))} does not name")
         return [(lay.ranks, lay) for lay in lays]
     tp, pp = opts["tp"], opts["pp"]
     if opts["dp"] is not None:
@@ -243,11 +272,9 @@ def step_layouts(opts: dict) -> list[tuple[int, Layout]]:
 def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
     """``distbench model --step``: every (layout, ZeRO stage, bucket cap) predicted and
     ranked by step time, one table per rank count; ``--json`` prints the records."""
-    base = Transformer.of(step_model(*(opts[k] for k in (
-        "layers", "hidden", "heads", "seq", "vocab", "micro_batch", "micro_batches", "params",
-        "param_bytes"))))
+    base = Transformer.of(opts["model"])
     base.check()
-    stages, buckets = zero_stages(opts["zero"]), float_list(opts["bucket_mb"], "--bucket-mb")
+    stages, buckets = opts["zero"], opts["bucket_mb"]
     per_p: dict[int, list[StepPrediction]] = {}
     for p, lay in step_layouts(opts):
         k = opts["ranks_per_node"] or (p // opts["nodes"] if opts["nodes"] else None)
@@ -255,17 +282,17 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
             raise UsageError(f"--nodes {opts['nodes']} does not divide {p} ranks")
         try:
             model = base.with_global_batch(lay.dp, opts["global_batch"])
-            lay.check(p, None if model.params_total is not None else model.heads, model.layers,
-                      k, model.micro_batches, opts["schedule"])
+            lay.check(p, model.heads, model.layers, k, model.micro_batches,
+                      opts["pp_schedule"])
         except UsageError:
-            if opts["layouts"] == "all":  # enumerated: keep those that fit
+            if opts["layouts"] == ["all"]:  # enumerated: keep those that fit
                 continue
             raise
         for z in stages:
             for b in buckets:
                 per_p.setdefault(p, []).append(predict_step(
                     model, lay, z, b, opts["overlap"], opts["tflops"], params, k,
-                    opts["schedule"]))
+                    opts["pp_schedule"]))
     if opts["json"]:
         out = [{"ranks": p, **asdict(x), "exposed_s": x.exposed_s, "efficiency": x.efficiency}
                for p, preds in per_p.items() for x in preds]
@@ -279,11 +306,11 @@ def run_step_model(opts: dict, params: CostParams, caption: str) -> int:
         print_table(f"Predicted training step of a {fmt_params(base.params)}-parameter GPT, "
                     f"p = {p:,} ({where}), ranked by time per sequence", STEP_COLUMNS,
                     [step_row(x, i + 1) for i, x in enumerate(ranked)],
-                    caption=f"{caption}; {opts['tflops']:g} TFLOP/s; {opts['schedule']}, "
+                    caption=f"{caption}; {opts['tflops']:g} TFLOP/s; {opts['pp_schedule']}, "
                     f"overlap {'on' if opts['overlap'] else 'off'}, rings on every group; "
                     "batch: sequences per step, D b m; "
                     "dp: the data group's exchanges, exposed: what runs past the backward "
-                    "(distbench.analysis.step_model)")
+                    "(distbench.analysis.step_prediction)")
     return 0
 
 

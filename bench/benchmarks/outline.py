@@ -1,7 +1,7 @@
-"""The outline every MPI benchmark shares: checks of the iteration counts and of the node's
-memory (the size sweep's are in :mod:`distbench.command`), and a :class:`Run` that opens the
-run (backend, environment, results folder) and emits its records as JSON and its table at the
-end.
+"""The outline every MPI benchmark shares: the bound on a run's duration, the check of the
+node's memory, the interleaved timing of calls with their intervals (:func:`time_all`), and a
+:class:`Run` that opens the run (backend, environment, results folder) and emits its records as
+JSON and its table at the end.
 """
 
 from __future__ import annotations
@@ -16,20 +16,13 @@ import numpy as np
 
 from distbench import watchdog
 from distbench.console import fmt_bytes, print_table, progress
+from distbench.errors import UsageError, eprint
 from distbench.metrics import gather, ratio_ci, round_means, round_spread, stats_from_matrix
-from distbench.results import RunWriter, environment
-from distbench.runtime import UsageError, array_module, local_rank_and_size, mpi, proc_field
+from distbench.results import RunWriter, environment, strict_record
+from distbench.runtime import array_module, local_rank_and_size, mpi, proc_field
 from distbench.timing import round_lengths, rounds_used, time_interleaved
 
 TARGET_CI_ROUNDS = 6   # --target-ci doubles the iterations at most this many times
-
-
-def check_iterations(iters: int | None, warmup: int | None) -> None:
-    """``-n`` >= 1 and ``-w`` >= 0 (None: the benchmark's default). Raises UsageError."""
-    if iters is not None and iters < 1:
-        raise UsageError(f"--iters must be >= 1, not {iters}")
-    if warmup is not None and warmup < 0:
-        raise UsageError(f"--warmup must be >= 0, not {warmup}")
 
 
 def check_duration(lower_bound_s: float, max_time: float | None, what: str) -> None:
@@ -171,33 +164,44 @@ class Run:
         config: the parsed options (recorded).
         argv: the command line (recorded).
         backend: :func:`distbench.runtime.get_backend`'s backend.
-        output: parent folder of the run folder (``--output``).
-        run_dir: write ``<benchmark>.json`` into this exact folder instead (``make bench``).
+        options: the run-wide options (:class:`distbench.command.RunOptions`): the results go
+            under ``options.output`` (into ``options.run_dir`` exactly, for ``make bench``);
+            ``json`` and ``quiet`` say what is printed.
         extra_env: more environment entries to record (dataset, f*, ...).
 
     Attributes: ``comm`` (MPI's), ``wcomm`` (the one buffers go through: a host-staging proxy
     on a GPU without GPU-aware MPI), ``xp``, ``rank``, ``size``, ``root`` (rank 0),
-    ``sync`` (stream synchronize on a GPU, else None), ``env``, ``writer``.
+    ``sync`` (stream synchronize on a GPU, else None), ``env``, ``writer``, ``options``.
     """
 
-    def __init__(self, comm, benchmark: str, config: dict, argv: list[str], backend,
-                 output: str, run_dir: str | None = None, extra_env: dict | None = None):
+    def __init__(self, comm, benchmark: str, config: dict, argv: list[str], backend, options,
+                 extra_env: dict | None = None):
         self.comm, self.backend, self.xp = comm, backend, backend.xp
+        self.options = options
         self.wcomm = backend.wrap_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == 0
         self.sync = backend.synchronize if backend.on_gpu else None
         self.env = environment(comm, backend, argv, extra=extra_env)
-        self.writer = RunWriter(comm, benchmark, run_dir or output, config, self.env,
-                                exact=run_dir is not None)
+        self.writer = RunWriter(comm, benchmark, options.folder, config, self.env,
+                                exact=options.run_dir is not None)
         watchdog.track(self.writer)
 
-    def progress(self, total: int, description: str, quiet: bool):
-        """A progress bar on rank 0's terminal (see :func:`distbench.console.progress`)."""
-        return progress(total, description, enabled=self.root and not quiet)
+    @property
+    def shows(self) -> bool:
+        """Whether this rank prints tables (rank 0 without ``--quiet``)."""
+        return self.root and not self.options.quiet
 
-    def emit(self, as_json: bool, quiet: bool, title: str, columns, rows, caption: str,
-             sections=()) -> None:
+    def progress(self, total: int, description: str):
+        """A progress bar on rank 0's terminal (see :func:`distbench.console.progress`)."""
+        return progress(total, description, enabled=self.shows)
+
+    def table(self, title: str, columns, rows, caption: str | None = None, **kw) -> None:
+        """A table on rank 0 (none with ``--quiet``; on stderr when stdout carries JSON)."""
+        if self.shows:
+            print_table(title, columns, rows, caption, stderr=self.options.json, **kw)
+
+    def emit(self, title: str, columns, rows, caption: str, sections=()) -> None:
         """The run is complete (the results say so); on rank 0: the records as JSON on stdout
         (``--json``), then the table (on stderr when stdout carries JSON; none with
         ``--quiet``)."""
@@ -205,13 +209,30 @@ class Run:
         self.writer.finish()
         if not self.root:
             return
-        if as_json:
-            json.dump(self.writer.records, sys.stdout, indent=1, default=str)
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        if not quiet:
-            print_table(title, columns, rows, caption, stderr=as_json, sections=sections)
+        if self.options.json:
+            print_records(self.writer.records)
+        self.table(title, columns, rows, caption, sections=sections)
 
 
-__all__ = ["check_iterations", "check_duration", "duration_text", "call_lower_bound",
-           "mem_available", "check_device_and_memory", "Timed", "time_all", "Run"]
+    def fail(self, reason: str) -> None:
+        """End a run that cannot finish (a divergence; every rank calls it alike): the results
+        marked incomplete with ``reason``, the records so far on stdout with ``--json``
+        (``complete: false`` in the file says why), one line on rank 0."""
+        watchdog.idle()
+        self.writer.mark_incomplete(reason)
+        if not self.root:
+            return
+        if self.options.json:
+            print_records(self.writer.records)
+        eprint(f"Error: {reason}; results: {self.writer.path}")
+
+
+def print_records(records: list[dict]) -> None:
+    """The records as JSON on stdout (rank 0's ``--json``), strict as the files are."""
+    json.dump([strict_record(r) for r in records], sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+__all__ = ["Run", "Timed", "call_lower_bound", "check_device_and_memory", "check_duration",
+           "duration_text", "mem_available", "print_records", "time_all"]

@@ -1,0 +1,94 @@
+"""The compression of an exchange as one spec: the method, error feedback, and the options the
+compressors declare (each compressor class lists its own in
+``OPTIONS``, :meth:`distbench.registry.Registry.options` gathers them), declared once
+(:mod:`distbench.declared`) for every command that compresses (``compress``, ``sgd``,
+``fedavg``). Adding a compressor option is one :class:`~distbench.registry.Option` in the
+compressor's module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from distbench.algorithms.compression import COMPRESSORS, make_compressor
+from distbench.algorithms.compression.error_feedback import with_error_feedback
+from distbench.declared import arg, options_from
+from distbench.errors import UsageError
+
+COMPRESSION = "Compression"
+
+
+def _declared() -> dict:
+    return COMPRESSORS.options()
+
+
+@dataclass(frozen=True)
+class Compression:
+    """What compresses an exchange.
+
+    Attributes:
+        method: a key of :data:`~distbench.algorithms.compression.COMPRESSORS`.
+        error_feedback: wrap the compressor in a residual memory (None: when it is biased).
+        options: the compressors' declared options given (name -> value); each compressor
+            takes those its constructor names.
+    """
+
+    method: str = arg("none", "Compressor of the exchanged vectors, a registered compression "
+                      "method (`distbench info` lists them, plug-ins included).",
+                      flags=("--compress",), group=COMPRESSION)
+    error_feedback: bool | None = arg(None, "Residual memory around the compressor (Stich et "
+                                      "al. 2018; Karimireddy et al. 2019) [default: on for the "
+                                      "biased ones].", type=bool, negatable=True,
+                                      group=COMPRESSION)
+    options: dict = options_from(_declared, COMPRESSION)
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is compressed (``none`` sends the vector as it is)."""
+        return self.method != "none"
+
+    def given(self) -> dict:
+        """The options whose value differs from the declared default."""
+        declared = _declared()
+        return {k: v for k, v in self.options.items()
+                if k in declared and v != declared[k].default}
+
+    def takes(self, method: str | None = None) -> dict:
+        """The options ``method`` (default: this spec's) declares, with this spec's values
+        (for records and tables)."""
+        spec = COMPRESSORS.spec(method or self.method)
+        return {o.name: self.options.get(o.name, o.default) for o in spec.options}
+
+    def check(self, methods: list[str] | None = None, flag: str = "--compress") -> None:
+        """The methods are registered (``methods``: several, e.g. ``compress --method``), the
+        options in range, and none given that no method takes.
+
+        Raises:
+            UsageError: one line naming the method or the option.
+        """
+        names = COMPRESSORS.require(methods or [self.method], flag, allow_all=False)
+        COMPRESSORS.check(self.options)
+        taken = {o for m in names for o in self.takes(m)}
+        idle = [k for k in self.given() if k not in taken]
+        if idle:
+            flags = ", ".join(_declared()[k].flag for k in idle)
+            raise UsageError(f"{flags} do(es) nothing with {flag} {','.join(names)} (no "
+                             "chosen compressor takes it)")
+
+    def build(self, seed: int = 0, rank: int = 0, method: str | None = None):
+        """A new compressor of ``method`` (default: this spec's), with error feedback as
+        configured: the same on every rank but for ``rank`` (QSGD's independent noise)."""
+        comp = make_compressor(method or self.method, seed=seed, rank=rank, **self.options)
+        return with_error_feedback(comp, self.error_feedback)
+
+    def of(self, method: str) -> Compression:
+        """This spec with another method."""
+        return replace(self, method=method)
+
+    def record(self) -> dict:
+        """The record's fields: ``compress``, ``error_feedback`` and the method's options."""
+        return {"compress": self.method, "error_feedback": self.error_feedback,
+                **self.takes()}
+
+
+__all__ = ["COMPRESSION", "Compression"]
