@@ -47,9 +47,16 @@ _REDUCE = {"sum": np.add, "prod": np.multiply, "min": np.minimum, "max": np.maxi
 
 
 def reduced_table(ranks: Iterable[int], op: str = "sum") -> np.ndarray:
-    """The elementwise reduction over ``ranks`` of their :func:`input_table` (int64, exact);
-    ``op`` one of sum, prod, min, max, band, bor, bxor."""
-    return _REDUCE[op].reduce(np.stack([input_table(r, op) for r in ranks]), axis=0)
+    """The elementwise reduction over ``ranks`` of their :func:`input_table`, exact: int64, or
+    Python integers (an object array) where a product's magnitude passes 2^62 (at about 1080
+    ranks: int64 would wrap); ``op`` one of sum, prod, min, max, band, bor, bxor."""
+    tables = np.stack([input_table(r, op) for r in ranks])
+    if op != "prod":
+        return _REDUCE[op].reduce(tables, axis=0)
+    exact = np.multiply.reduce(tables.astype(object), axis=0)  # Python ints never wrap
+    if max(abs(int(v)) for v in exact) < 1 << 62:
+        return exact.astype(np.int64)
+    return exact
 
 
 def largest_exact_integer(dtype) -> int:
@@ -71,9 +78,10 @@ def exact_ranks(op: str, dtype, ranks: int) -> bool:
     """Whether reducing ``ranks`` ranks' exact inputs with ``op`` stays exact in ``dtype`` in
     any order: every partial result is bounded by the sum (PROD: the product) of the
     magnitudes, which must not exceed :func:`largest_exact_integer`."""
-    mags = np.abs(np.stack([input_table(r, op) for r in range(ranks)]))
-    bound = mags.prod(axis=0).max() if op == "prod" else (
-        mags.sum(axis=0).max() if op == "sum" else mags.max())
+    mags = np.abs(np.stack([input_table(r, op) for r in range(ranks)])).astype(object)
+    # in Python integers: a product of 64 factors of 2 would wrap in int64 (about 1080 ranks)
+    bound = max(np.multiply.reduce(mags, axis=0)) if op == "prod" else (
+        max(np.add.reduce(mags, axis=0)) if op == "sum" else max(mags.max(axis=0)))
     return int(bound) <= largest_exact_integer(dtype)
 
 

@@ -33,6 +33,7 @@ import numpy
 
 from distbench import __version__
 from distbench.errors import DistbenchError, UsageError
+from distbench.files import read_json
 from distbench.runtime import proc_field, thread_levels
 
 SCHEMA = 2
@@ -372,6 +373,20 @@ class RunWriter:
             self.records.extend(strict_record(r) for r in records)
             self._write()
 
+    def put(self, index: int, record: dict) -> None:
+        """Record ``index`` (0-based; the next one appends) replaced by ``record``, as a record
+        that grows run after run is kept up to date (``parallel --rounds``); both files
+        rewritten atomically (no-op off rank 0)."""
+        if not self.is_root:
+            return
+        with self._lock:
+            rec = strict_record(record)
+            if index < len(self.records):
+                self.records[index] = rec
+            else:
+                self.records.append(rec)
+            self._write()
+
     def finish(self) -> None:
         """The run completed: ``complete: true`` (rank 0 writes)."""
         if self.is_root:
@@ -433,77 +448,130 @@ def normalize(doc: dict) -> dict:
     return doc
 
 
-NUMERIC_SUFFIXES = ("_us", "_gbps", "_s")
-NUMERIC_FIELDS = ("bytes", "count", "ranks", "iters", "step", "steps")
+NUMERIC_SUFFIXES = ("_us", "_gbps", "_s", "_bytes", "_pct", "_ratio")
+NUMERIC_FIELDS = ("bytes", "count", "ranks", "iters", "step", "steps", "round", "rounds",
+                  "warmup", "wrong", "zero", "dp", "tp", "pp", "bucket_mb", "params",
+                  "train_loss", "test_acc", "gap", "efficiency", "bubble", "client",
+                  "samples", "vs_native", "vs_ring", "epoch", "canary_us", "spikes")
+TEXT_FIELDS = ("benchmark", "algorithm", "method", "compressor", "mode", "kind", "layout",
+               "series", "dtype", "device", "op", "partition", "schedule", "dataset", "model",
+               "compress", "allreduce", "dp_algo", "tp_algo", "compute", "source")
+OBJECT_FIELDS = ("options", "non_finite")
+FLAG_FIELDS = ("in_place", "nonblocking", "overlap", "partial")
+LIST_FIELDS = ("label_counts", "step_error", "drift")  # and bytes_*per_rank: per rank
 
 
-def check_document(doc: dict) -> None:
-    """That ``doc`` has the shape every reader relies on: ``records`` a list of objects whose
-    numeric fields (``*_us``, ``*_gbps``, ``*_s``, bytes, count, ranks, ...) are numbers or
-    null, and an ``environment`` object if any.
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _field_problem(key: str, value) -> str | None:
+    """What is wrong with a record's field (None: nothing), by the field's name."""
+    if key.endswith("_ci"):
+        ok = value is None or (isinstance(value, list) and len(value) == 2
+                               and all(_number(v) for v in value))
+        return None if ok else "not null or a [low, high] pair of numbers"
+    if key in LIST_FIELDS or (key.startswith("bytes") and key.endswith("per_rank")):
+        ok = value is None or (isinstance(value, list) and all(_number(v) or isinstance(v, list)
+                                                               for v in value))
+        return None if ok else "not a list of numbers"
+    if key in NUMERIC_FIELDS or key.endswith(NUMERIC_SUFFIXES):
+        return None if _number(value) else "not a number"
+    if key in TEXT_FIELDS:
+        return None if value is None or isinstance(value, str) else "not text"
+    if key in OBJECT_FIELDS:
+        return None if value is None or isinstance(value, dict) else "not an object"
+    if key in FLAG_FIELDS:
+        return None if value is None or isinstance(value, bool) else "not true or false"
+    return None
+
+
+def check_document(doc, known: tuple | None = None) -> None:
+    """That ``doc`` has the shape every reader relies on: the document's ``schema`` (an integer
+    up to :data:`SCHEMA`), ``benchmark`` (one of ``known`` when given), ``complete`` (true or
+    false) and ``environment`` and ``config`` (objects); ``records`` a list of objects of that
+    benchmark whose fields have their types (numbers, texts, objects, flags, intervals,
+    lists: by the field's name).
 
     Raises:
-        ValueError: naming what is wrong (the readers turn it into a usage error).
+        ValueError: naming what is wrong and where (the readers turn it into a usage error).
     """
+    if not isinstance(doc, dict):
+        raise ValueError(f"the document is {type(doc).__name__}, not an object")
+    schema = doc.get("schema", 1)
+    if isinstance(schema, bool) or not isinstance(schema, int) or not 1 <= schema <= SCHEMA:
+        raise ValueError(f"'schema' is {schema!r}: this distbench reads schemas 1 to {SCHEMA}")
+    bench = doc.get("benchmark")
+    if bench is not None and not isinstance(bench, str):
+        raise ValueError(f"'benchmark' is {bench!r}, not a name")
+    if known is not None and bench is not None and bench not in known:
+        raise ValueError(f"'benchmark' is {bench!r}, not one of distbench's")
+    if "complete" in doc and not isinstance(doc["complete"], bool):
+        raise ValueError(f"'complete' is {doc['complete']!r}, not true or false")
+    for key in ("environment", "config"):
+        if not isinstance(doc.get(key, {}), dict):
+            raise ValueError(f"'{key}' is not an object")
     records = doc.get("records")
     if not isinstance(records, list):
         raise ValueError(f"'records' is {type(records).__name__}, not a list of records")
-    if not isinstance(doc.get("environment", {}), dict):
-        raise ValueError("'environment' is not an object")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise ValueError(f"record {i} is {type(rec).__name__}, not an object")
+        if bench is not None and rec.get("benchmark", bench) != bench:
+            raise ValueError(f"record {i} is a {rec['benchmark']!r} record in a {bench!r} run")
         for key, value in rec.items():
-            numeric = key in NUMERIC_FIELDS or key.endswith(NUMERIC_SUFFIXES)
-            if numeric and value is not None and (isinstance(value, bool) or
-                                                  not isinstance(value, (int, float))):
-                raise ValueError(f"record {i}: field {key!r} is {value!r}, not a number")
+            why = _field_problem(key, value)
+            if why:
+                raise ValueError(f"record {i}: field {key!r} is {value!r}, {why}")
 
 
-def load_run(path: str | os.PathLike) -> list[dict]:
+def load_run(path: str | os.PathLike, known: tuple | None = None) -> list[dict]:
     """Load the JSON document(s) of a run folder (or one JSON file), :func:`normalize` d.
 
-    Returns a list of documents (a suite folder holds one per benchmark).
+    Returns a list of documents (a suite folder holds one per benchmark). Every file is read
+    by :func:`distbench.files.read_json` (a regular file, size-capped, strict JSON of bounded
+    depth) and checked (:func:`check_document`; ``known``: the benchmark names allowed).
 
     Raises:
         FileNotFoundError: no results JSON at ``path``.
-        ValueError: a JSON file that is malformed, or not shaped like results
-            (:func:`check_document`).
+        UsageError: a file that cannot be read as JSON (one line naming it).
+        ValueError: a document not shaped like results (:func:`check_document`).
     """
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or not path.is_dir():
         files = [path]
     else:
         files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
     docs = []
     for f in files:
-        with open(f, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        doc = read_json(f)
         if isinstance(doc, dict) and "records" in doc:
-            check_document(doc)
+            check_document(doc, known)
             docs.append(normalize(doc))
     if not docs:
         raise FileNotFoundError(f"no distbench results (*.json with records) in {path}")
     return docs
 
 
-def find_docs(path) -> list[tuple[str, dict]]:
-    """(label, document) of every results document in ``path`` and its sub-folders.
+def find_docs(path, known: tuple | None = None) -> list[tuple[str, dict]]:
+    """(label, document) of every results document in ``path`` and its sub-folders
+    (``known``: the benchmark names allowed).
 
     The label is the sub-folder (``.`` for ``path`` itself).
 
     Raises:
-        UsageError: ``path`` does not exist, holds no results, or a JSON file that is not one.
+        UsageError: ``path`` does not exist, holds no results, or a JSON file that is not one
+            (one line naming the file and what is wrong).
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UsageError(f"{path} does not exist")
     folders = [path] if path.is_file() else [path, *sorted(
         {p.parent for p in path.rglob("*.json") if p.parent != path})]
     out = []
     for folder in folders:
         try:
-            docs = load_run(folder)
+            docs = load_run(folder, known)
         except FileNotFoundError:
             continue
         except ValueError as exc:

@@ -152,16 +152,21 @@ class Watchdog:
             self._limit = limit
             self._deadline = time.monotonic() + limit
 
-    def track(self, writer) -> None:
+    def track(self, writer, on_fail=None) -> None:
         """Mark ``writer`` (a :class:`~distbench.results.RunWriter`) incomplete when the run
-        ends early."""
-        self._markers.append(writer)
+        ends early, then call ``on_fail()`` once (``--json``: the records so far on stdout)."""
+        self._markers.append((writer, on_fail))
 
     def mark(self, reason: str) -> None:
         """Mark every tracked result incomplete with ``reason`` (any rank; files on rank 0)."""
-        for writer in list(self._markers):
+        for writer, on_fail in list(self._markers):
             with contextlib.suppress(Exception):  # a full disk must not hide the reason
                 writer.mark_incomplete(reason)
+            if on_fail is not None and writer.is_root and not writer.complete:
+                self._markers.remove((writer, on_fail))
+                self._markers.append((writer, None))  # once
+                with contextlib.suppress(Exception):
+                    on_fail()
 
     def report_failure(self, line: str) -> None:
         """This rank is failing with ``line``: rank 0 marks the results before the job ends
@@ -347,7 +352,7 @@ class Watchdog:
             if self._failure is not None:
                 os._exit(128 + data[0])
         if self.rank == 0:  # said first: mpirun's SIGKILL may follow within 0.25 s
-            paths = [str(w.path) for w in self._markers]
+            paths = [str(w.path) for w, _ in self._markers]
             tell(f"Error: {reason}" + (f"; the results measured so far are in {paths[-1]} "
                                        "(marked incomplete)" if paths else ""))
         self.mark(reason)
@@ -402,9 +407,15 @@ def idle() -> None:
         _CURRENT.idle()
 
 
-def track(writer) -> None:
+def current_mark(reason: str) -> None:
+    """Mark the tracked results incomplete with ``reason`` (see :meth:`Watchdog.mark`)."""
     if _CURRENT is not None:
-        _CURRENT.track(writer)
+        _CURRENT.mark(reason)
+
+
+def track(writer, on_fail=None) -> None:
+    if _CURRENT is not None:
+        _CURRENT.track(writer, on_fail)
 
 
 def report_failure(line: str) -> None:

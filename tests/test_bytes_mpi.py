@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checks import count_wrong
 
-from distbench.check import count_wrong, fill_exact
+from distbench.check import fill_exact
 from distbench.collectives import ALLREDUCE, get_allreduce
 from distbench.collectives.allreduce import hierarchical, naive, rabenseifner, ring, tree
 from distbench.collectives.allreduce import recursive_doubling as rd

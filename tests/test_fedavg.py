@@ -113,6 +113,32 @@ def test_fedavgm_with_momentum_0_and_rate_1_is_fedavg(problem, digits):
     assert np.abs(m9.theta - fedavg.theta).max() > 1e-4
 
 
+def test_both_dirichlet_forms_against_their_definitions(digits):
+    """hsu: q_k ~ Dir(A p), the labels' frequencies p; flwr: q_k ~ Dir(A 1). With a huge A a
+    client takes the mix its concentration's mean names: p under hsu, equal shares under flwr
+    (until the rare classes run out); on the digits at A = 0.1 flwr's clients hold more
+    labels than hsu's (Dir(A) is Dir(10 A/C), less concentrated)."""
+    from distbench.algorithms.federated.partitions import concentration
+
+    prior = np.array([0.8, 0.1, 0.1, 0.0])
+    np.testing.assert_allclose(concentration(2.0, prior, "hsu"), [1.6, 0.2, 0.2, 0.0])
+    np.testing.assert_allclose(concentration(2.0, prior, "flwr"), [2.0, 2.0, 2.0, 0.0])
+    labels = np.repeat([0, 1, 2], [2400, 300, 300])
+    for form, want in (("hsu", [0.8, 0.1, 0.1]), ("flwr", [1 / 3, 1 / 3, 1 / 3])):
+        first = make_partition("dirichlet", labels, 10, 0, alpha=1e4, dirichlet_form=form)[0]
+        share = np.bincount(labels[first], minlength=3) / first.size
+        np.testing.assert_allclose(share, want, atol=0.05)
+    counts = {form: (label_counts(digits.y_train, make_partition(
+        "dirichlet", digits.y_train, 100, 0, alpha=0.1, dirichlet_form=form), 10) > 0).sum(1)
+        .mean() for form in ("hsu", "flwr")}
+    assert counts["hsu"] < 1.6 < 2.2 < counts["flwr"], counts
+
+
+def test_size_skew_stays_finite_at_large_powers(digits):
+    parts = make_partition("size-skew", digits.y_train, 50, 0, power=100)
+    assert sum(p.size for p in parts) == digits.n_train and min(p.size for p in parts) >= 1
+
+
 def test_feddyn_with_alpha_0_is_fedavg_bit_for_bit(problem, digits):
     """FedDyn is a strategy added in one module; with alpha = 0 its regularizer and both
     gradient memories vanish and it is FedAvg, bit for bit, under sampling and dropouts."""
@@ -227,12 +253,13 @@ def test_size_skew_follows_the_power_law(digits):
 
 @pytest.mark.parametrize("name,options,needle", [
     ("shards", {"classes_per_client": 11}, "exceeds the 10 classes"),
-    ("shards", {"classes_per_client": 0}, "--classes-per-client must be >= 1"),
+    ("shards", {"classes_per_client": 0}, r"--classes-per-client must be in \[1, 1048576\]"),
     ("shards", {"classes_per_client": 1, "clients": 4}, "a class would have no client"),
-    ("dirichlet", {"alpha": 0.0}, "--alpha must be > 0"),
-    ("dirichlet", {"alpha": -1.0}, "--alpha must be > 0"),
-    ("dirichlet", {"alpha": math.inf}, "--alpha must be > 0"),
-    ("size-skew", {"power": math.nan}, "--power must be >= 0"),
+    ("dirichlet", {"alpha": 0.0}, r"--alpha must be in \(0, 1000000\]"),
+    ("dirichlet", {"alpha": -1.0}, r"--alpha must be in \(0, 1000000\]"),
+    ("dirichlet", {"alpha": math.inf}, r"--alpha must be in \(0, 1000000\]"),
+    ("dirichlet", {"dirichlet_form": "x"}, "--dirichlet-form must be one of hsu, flwr"),
+    ("size-skew", {"power": math.nan}, r"--power must be in \[0, 100\]"),
     ("iid", {"clients": 0}, "--clients must be >= 1"),
     ("iid", {"clients": 5000}, "exceeds the 1438 training samples"),
     ("zipf", {}, "unknown partition 'zipf'"),
@@ -303,6 +330,16 @@ class _Spy(CommProxy):
     def Isend(self, buf, dest, tag=0):
         self.sent.append(np.array(buf, copy=True))
         return self.comm.Isend(buf, dest, tag)
+
+    # what the round loop also calls: let through, unrecorded (a proxy lists what it handles)
+    def Recv(self, buf, source=-1, tag=-1, status=None):
+        return self.comm.Recv(buf, source, tag, status)
+
+    def Bcast(self, buf, root=0):
+        return self.comm.Bcast(buf, root)
+
+    def Allgather(self, sendbuf, recvbuf):
+        return self.comm.Allgather(sendbuf, recvbuf)
 
 
 def test_dp_clipping_bounds_every_update(problem, digits):
@@ -407,7 +444,7 @@ BAD_INPUT = {  # the issue's list and more: arguments -> the one line's text
     "--fraction 0": "Invalid value for '--fraction': '0' is not in (0, 1]",
     "--fraction 1.5": "Invalid value for '--fraction': '1.5' is not in (0, 1]",
     "--classes-per-client 4 --partition shards": "exceeds the 3 classes",
-    "--alpha 0 --partition dirichlet": "Invalid value for '--alpha': '0' is not > 0",
+    "--alpha 0 --partition dirichlet": "Invalid value for '--alpha': '0' is not in (0,",
     "--clients 0": "Invalid value for '--clients': '0' is not in [1, 16777216]",
     "--dropout 1": "Invalid value for '--dropout': '1' is not in [0, 1)",
     "--algorithm fedavg,fedyogi": "unknown federated algorithm 'fedyogi'",

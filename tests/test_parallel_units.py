@@ -121,11 +121,12 @@ def test_traffic_volumes_dp_zero_and_tensor_pipeline():
                      micro_batches=4)
     tp = RankPlan.of(mb, Layout(1, 2, 2), 0)
     act = 2 * 16 * 64 * 2
-    # 2 layers x 4 AllReduces (+ the embedding's on stage 0) of b S H per micro-batch, ring
-    # volume 2 (T-1)/T = 1 at T = 2, m = 4
+    # 2 layers x 4 AllReduces (+ the embedding's on stage 0, + the LM head's backward on the
+    # last stage) of b S H per micro-batch, ring volume 2 (T-1)/T = 1 at T = 2, m = 4
     assert tp.traffic()["tp"] == pytest.approx((2 * 4 + 1) * 1 * 4 * act)
     stage1 = RankPlan.of(mb, Layout(1, 2, 2), 2)
-    assert stage1.stage == 1 and stage1.traffic()["tp"] == pytest.approx(2 * 4 * 1 * 4 * act)
+    assert stage1.stage == 1 and stage1.traffic()["tp"] == pytest.approx(
+        (2 * 4 + 1) * 1 * 4 * act)
     assert tp.traffic()["pp"] == 4 * act, "stage 0 only sends forward"
     mid = RankPlan.of(mb, Layout(1, 1, 4), 1)
     assert mid.traffic()["pp"] == 2 * 4 * act, "a middle stage sends both ways"

@@ -37,7 +37,7 @@ def test_volumes_are_the_closed_forms(lay, zero):
     pred = predict_step(MODEL, layout, zero, 0.05, False, FREE_COMPUTE, _params(), None)
     plan = RankPlan.of(MODEL, layout, pred.stage * layout.tp * layout.dp, zero)
     for cls, seconds in (("dp", pred.dp_s), ("tp", pred.tp_s), ("pp", pred.pp_s)):
-        assert seconds == pytest.approx(plan.traffic()[cls] * BETA, rel=1e-9), cls
+        assert seconds == pytest.approx(plan.traffic(0.05)[cls] * BETA, rel=1e-9), cls
     assert pred.dp_s > 0 or layout.dp == 1
     assert pred.tp_s > 0 or layout.tp == 1
     assert pred.pp_s > 0 or layout.pp == 1

@@ -32,6 +32,7 @@ class FedDyn(Strategy):
     """
 
     name = "feddyn"
+    shown = ("feddyn_alpha",)
 
     def __init__(self, feddyn_alpha: float = ALPHA.default):
         super().__init__(1.0)

@@ -10,13 +10,18 @@ client holding at least one sample. The result depends only on its arguments (a 
 Names follow flwr-datasets' partitioners (``flwr_datasets.partitioner``):
 
 * ``iid`` (``IidPartitioner``): a seeded permutation cut into near-equal blocks;
-* ``dirichlet --alpha A`` (Hsu, Qi & Brown 2019, "Measuring the Effects of Non-Identical Data
-  Distribution for Federated Visual Classification", section 3; flwr's
-  ``InnerDirichletPartitioner`` with equal sizes): client k draws label proportions
-  q_k ~ Dir(A p), p the label distribution of the whole set, and fills its n/M places with
-  samples drawn by q_k from what is left of each class (a class that runs out drops from q_k;
-  when all of q_k's classes have run out, q_k is drawn again over the classes left);
-  A -> infinity gives every client the global mix (iid), A -> 0 one label per client;
+* ``dirichlet --alpha A`` with ``--dirichlet-form``: client k draws label proportions q_k and
+  fills its n/M places with samples drawn by q_k from what is left of each class (a class that
+  runs out drops from q_k; when all of q_k's classes have run out, q_k is drawn again over the
+  classes left); ``hsu`` (the default, what the documented figures use): q_k ~ Dir(A p), p the
+  label distribution of the whole set (Hsu, Qi & Brown 2019, "Measuring the Effects of
+  Non-Identical Data Distribution for Federated Visual Classification", section 3); ``flwr``:
+  q_k ~ Dir(A 1), a scalar concentration for every class (flwr-datasets'
+  ``InnerDirichletPartitioner`` with equal sizes and a scalar alpha). With C equally frequent
+  classes Dir(A p) is Dir(A/C 1): at A = 0.1, 100 clients on the digits (C = 10), ``hsu``
+  leaves 1.25 labels per client and ``flwr`` 2.62 (seed 0). A -> infinity gives every client
+  the global mix (``hsu``) or an equal share of every class (``flwr``), A -> 0 one label per
+  client;
 * ``shards --classes-per-client c`` (McMahan et al. 2017, section 3, the pathological non-IID
   split; flwr's ``PathologicalPartitioner`` with ``num_classes_per_partition = c``): client k
   gets exactly c distinct labels, the labels ``pi[(k c + j) mod C]`` for j < c and a seeded
@@ -39,9 +44,9 @@ from distbench.collectives.inputs import block_bounds
 from distbench.errors import UsageError
 from distbench.registry import Algorithm, Option, Registry, in_range
 
-ALPHA = in_range("--alpha", 0, low_open=True)
-CLASSES = in_range("--classes-per-client", 1)
-POWER = in_range("--power", 0)
+ALPHA = in_range("--alpha", 0, 1e6, low_open=True)
+CLASSES = in_range("--classes-per-client", 1, 1 << 20)
+POWER = in_range("--power", 0, 100)
 
 
 def _need_samples(n: int, clients: int) -> None:
@@ -66,10 +71,24 @@ def iid(labels: np.ndarray, clients: int, seed: int) -> list[np.ndarray]:
     return _cut(order, block_bounds(n, clients))
 
 
-def dirichlet(labels: np.ndarray, clients: int, seed: int, alpha: float = 0.5
-              ) -> list[np.ndarray]:
-    """Label skew with near-equal sizes: q_k ~ Dir(alpha p) per client (see the module)."""
+DIRICHLET_FORMS = ("hsu", "flwr")
+
+
+def concentration(alpha: float, prior: np.ndarray, form: str = "hsu") -> np.ndarray:
+    """The Dirichlet concentration of a client's label mix: ``alpha p`` (``hsu``, Hsu et al.
+    2019) or ``alpha`` for every class (``flwr``, flwr-datasets' scalar alpha); classes absent
+    from the set (p = 0) get none."""
+    return alpha * prior if form == "hsu" else np.where(prior > 0, alpha, 0.0)
+
+
+def dirichlet(labels: np.ndarray, clients: int, seed: int, alpha: float = 0.5,
+              dirichlet_form: str = "hsu") -> list[np.ndarray]:
+    """Label skew with near-equal sizes: q_k ~ Dir(alpha p) (``hsu``) or Dir(alpha 1)
+    (``flwr``) per client (see the module)."""
     ALPHA(alpha)
+    if dirichlet_form not in DIRICHLET_FORMS:
+        raise UsageError(f"--dirichlet-form must be one of {', '.join(DIRICHLET_FORMS)}, not "
+                         f"{dirichlet_form!r}")
     n = int(labels.shape[0])
     _need_samples(n, clients)
     rng = np.random.default_rng([seed, 0xD1])
@@ -77,17 +96,18 @@ def dirichlet(labels: np.ndarray, clients: int, seed: int, alpha: float = 0.5
     pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(classes)]
     left = np.array([p.size for p in pools], dtype=np.int64)
     prior = left / n
+    conc = concentration(alpha, prior, dirichlet_form)
     sizes = np.diff(block_bounds(n, clients))
     out = []
     for k in range(clients):
-        full = _redraw(rng, alpha * prior, prior > 0)
+        full = _redraw(rng, conc, prior > 0)
         take = np.zeros(classes, dtype=np.int64)
         need = int(sizes[k])
         while need:
             avail = left - take
             w = np.where(avail > 0, full, 0.0)
             if not (np.isfinite(w).all() and w.sum() > 0):
-                w = _redraw(rng, alpha * prior, avail > 0)  # q's classes ran out
+                w = _redraw(rng, conc, avail > 0)  # q's classes ran out
             draw = np.minimum(rng.multinomial(need, w / w.sum()), avail)
             take += draw
             need -= int(draw.sum())
@@ -155,7 +175,9 @@ def size_skew(labels: np.ndarray, clients: int, seed: int, power: float = 1.0
     n = int(labels.shape[0])
     _need_samples(n, clients)
     rng = np.random.default_rng([seed, 0x512E])
-    weight = (rng.permutation(clients) + 1.0) ** power
+    # (r + 1)^g in logarithms, the largest 1: finite for any g (1000^100 overflows a float)
+    logs = power * np.log(rng.permutation(clients) + 1.0)
+    weight = np.exp(logs - logs.max())
     share = weight / weight.sum() * (n - clients)  # one sample each, the rest by weight
     sizes = np.floor(share).astype(np.int64)
     short = (n - clients) - int(sizes.sum())
@@ -169,7 +191,10 @@ PARTITIONS = Registry("partition", "distbench.partitions", {
     "iid": Algorithm(iid),
     "dirichlet": Algorithm(dirichlet, options=(Option(
         "alpha", float, 0.5, "dirichlet: concentration A of each client's label mix "
-        "(small: few labels per client).", check=ALPHA),)),
+        "(small: few labels per client).", check=ALPHA), Option(
+        "dirichlet_form", str, "hsu", "dirichlet: Dir(A p), p the labels' frequencies (hsu: "
+        "Hsu et al. 2019), or Dir(A) for every class (flwr: flwr-datasets' scalar alpha).",
+        choices=DIRICHLET_FORMS))),
     "shards": Algorithm(shards, options=(Option(
         "classes_per_client", int, 2, "shards: exactly this many labels per client.",
         check=CLASSES),)),

@@ -63,6 +63,7 @@ class FedProx(Strategy):
     step adds mu (y - x_t) to the gradient."""
 
     name = "fedprox"
+    shown = ("mu",)
 
     def __init__(self, mu: float = 0.01, server_lr: float = 1.0):
         super().__init__(server_lr)

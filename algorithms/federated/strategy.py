@@ -47,6 +47,7 @@ class Strategy:
         private: whether DP-FedAvg's clipping and noise (on stream 0) cover all it uploads.
         watches: the upload streams :meth:`uploaded` is called with (decompressed on the
             client, as the server sees them).
+        shown: the options that name its series in tables and plots (FedProx's mu).
     """
 
     name = "fedavg"
@@ -54,6 +55,7 @@ class Strategy:
     up_weights: tuple = (ANSWERED,)
     private = True
     watches: tuple = ()
+    shown: tuple = ()
 
     def __init__(self, server_lr: float = 1.0):
         self.server_lr = float(server_lr)

@@ -10,12 +10,16 @@ What a rank (d, t, s) does, micro-batch by micro-batch in its stage's schedule
   of the b S H activation in the tensor group, the other half, another AllReduce (Shoeybi et
   al. 2019, section 3: after the attention block and after the MLP); the logits on the last
   stage; send the activation to stage s+1 (``Isend``);
-* backward of micro-batch i: receive the gradient from stage s+1; the layers in reverse, each
-  twice its forward's compute with the same two AllReduces; on the step's last micro-batch each
-  gradient bucket (:mod:`.buckets`) whose layers are all done is queued for its exchange
-  (``--overlap``: nonblocking, one bucket at a time in the order they became ready, as DDP
-  runs them, progressed by ``Test`` while the compute goes on; on a communicator of their
-  own) or after the backward (no overlap); send the gradient to stage s-1;
+* backward of micro-batch i: receive the gradient from stage s+1; on the last stage the LM
+  head's backward and its tensor AllReduce (Megatron's ``parallel_lm_logits``); the layers in
+  reverse, each twice its forward's compute with the same two AllReduces; each gradient bucket
+  (:mod:`.buckets`) whose layers are all done is queued for its exchange (``--overlap``:
+  nonblocking, one bucket at a time in the order they became ready, as DDP runs them,
+  progressed by ``Test`` while the compute goes on; on a communicator of their own) or after
+  the backward (no overlap): ZeRO 0 and 1 in the step's last micro-batch only (the gradients
+  accumulate: DDP's ``no_sync``), ZeRO 2 and 3 in every micro-batch (a reduce-scatter into the
+  rank's gradient shard, as DeepSpeed does, so no rank holds more than its shard); send the
+  gradient to stage s-1;
 * after the schedule: wait for the buckets' exchanges: an AllReduce (ZeRO 0) or a
   reduce-scatter (ZeRO 1-3) per bucket in the data group; the optimizer's update of the
   rank's (shard of the) parameters; ZeRO 1 and 2 then allgather the updated parameters.
@@ -24,8 +28,10 @@ The compute is either ``device``: the time FLOPs / ``tflops`` passes without usi
 (short sleeps, testing the in-flight requests in between: how an accelerator computes while the
 host drives the network), or ``host``: NumPy matmuls of the layer's shape, really computed,
 with the tests between them. The buffers have the model's sizes but not its values (zeros of
-an integer type of ``param_bytes`` bytes, summed exactly); each pipeline message carries its
-micro-batch's number so the receiver checks that every activation and gradient arrived.
+an integer type of ``param_bytes`` bytes, summed exactly: so a micro-batch's reduce-scatter
+writes its shard rather than adding to it, which moves the same bytes); each pipeline message
+carries its micro-batch's number so the receiver checks that every activation and gradient
+arrived.
 
 Bytes are counted per traffic class by a :class:`~distbench.comm.CountingComm` on each group;
 :class:`~distbench.algorithms.parallel.traffic.RankPlan` gives the closed forms.
@@ -40,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distbench.algorithms.parallel.buckets import MIB, make_buckets
+from distbench.algorithms.parallel.buckets import make_buckets
 from distbench.algorithms.parallel.pipeline import schedule
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.collectives import get_collective
@@ -196,7 +202,7 @@ class Step:
         self.word = WORD[model.param_bytes]
         self.D, self.T, self.P = lay.dp, lay.tp, lay.pp
         self.layers = plan.layer_elements()
-        self.buckets = make_buckets(self.layers, _cap(cfg.bucket_mb, model.param_bytes, self.D))
+        self.buckets = make_buckets(self.layers, plan.bucket_cap(cfg.bucket_mb))
         counts = [_multiple(b.count, self.D) for b in self.buckets]
         self.grad = np.zeros(sum(counts), dtype=self.word)
         self.views = _views(self.grad, counts)
@@ -241,34 +247,30 @@ class Step:
         s, m = plan.stage, model.micro_batches
         layer_f = model.layer_forward_flops() / self.T
         sends, started = [], set()
+        every = plan.zero >= 2  # ZeRO 2 and 3: every micro-batch's gradients reduce-scattered
         t_step = time.perf_counter()
         for kind, mb in schedule(plan.schedule, s, self.P, m):
             if kind == "F":
-                self._recv(mb, s - 1, TAG_ACT, out)
-                for j in range(len(self.layers)):
-                    self._gather(j, out)
-                    if j == 0 and plan.has_embedding:
-                        self._tp_allreduce(out)  # the vocabulary-parallel embedding's output
-                    else:
-                        self._layer(compute, layer_f, out)
-                if s == self.P - 1:
-                    compute.run(model.logit_forward_flops() / self.T)
+                self._forward(compute, layer_f, mb, out)
                 sends.append(self._send(mb, s + 1, TAG_ACT))
-            else:
-                self._recv(mb, s + 1, TAG_GRAD, out)
-                if s == self.P - 1:
-                    compute.run(2 * model.logit_forward_flops() / self.T)
-                for j in reversed(range(len(self.layers))):
-                    self._gather(j, out)  # ZeRO 3 gathers the embedding too, as DeepSpeed does
-                    if j > 0 or not plan.has_embedding:  # the lookup's backward is local
-                        self._layer(compute, 2 * layer_f, out)
-                    if mb == m - 1 and self.cfg.overlap:
-                        self._start_ready(j, started, progress)
-                sends.append(self._send(mb, s - 1, TAG_GRAD))
-        t0 = time.perf_counter()
-        self._start_ready(-1, started, progress)  # no overlap: every bucket, now
-        progress.wait()
-        out.dp += self._span(t0)
+                continue
+            self._recv(mb, s + 1, TAG_GRAD, out)
+            if s == self.P - 1:
+                compute.run(2 * model.logit_forward_flops() / self.T)
+                self._tp_allreduce(out)  # the LM head's input gradient (parallel_lm_logits)
+            exchange = mb == m - 1 or every
+            if every:
+                started = set()  # this micro-batch's buckets
+            for j in reversed(range(len(self.layers))):
+                self._gather(j, out)  # ZeRO 3 gathers the embedding too, as DeepSpeed does
+                if j > 0 or not plan.has_embedding:  # the lookup's backward is local
+                    self._layer(compute, 2 * layer_f, out)
+                if exchange and self.cfg.overlap:
+                    self._start_ready(j, started, progress)
+            if every and mb < m - 1 and not self.cfg.overlap:
+                self._exchange_now(started, progress, out)
+            sends.append(self._send(mb, s - 1, TAG_GRAD))
+        self._exchange_now(started, progress, out)  # no overlap: every bucket, now
         compute.run(UPDATE_FLOPS * self.grad.shape[0] / (self.D if plan.zero else 1))
         if plan.zero in (1, 2) and self.D > 1:
             t0 = time.perf_counter()
@@ -282,6 +284,26 @@ class Step:
         out.bytes = {name: c.bytes_sent
                      for name, c in (("dp", self.data), ("tp", self.tensor), ("pp", self.pipe))}
         return out
+
+    def _forward(self, compute: Compute, layer_f: float, mb: int, out: StepTimes) -> None:
+        """Micro-batch ``mb``'s forward on this stage (the activation received first)."""
+        plan = self.plan
+        self._recv(mb, plan.stage - 1, TAG_ACT, out)
+        for j in range(len(self.layers)):
+            self._gather(j, out)
+            if j == 0 and plan.has_embedding:
+                self._tp_allreduce(out)  # the vocabulary-parallel embedding's output
+            else:
+                self._layer(compute, layer_f, out)
+        if plan.stage == self.P - 1:
+            compute.run(plan.model.logit_forward_flops() / self.T)
+
+    def _exchange_now(self, started: set, progress: Progress, out: StepTimes) -> None:
+        """No overlap: every bucket not yet started, exchanged now (blocking)."""
+        t0 = time.perf_counter()
+        self._start_ready(-1, started, progress)
+        progress.wait()
+        out.dp += self._span(t0)
 
     def _span(self, t0: float) -> float:
         """Seconds since ``t0`` spent in a communication call, kept for :attr:`StepTimes.comm`."""
@@ -361,17 +383,10 @@ def host_bytes(plan: RankPlan, bucket_mb: float) -> int:
     model, D = plan.model, plan.layout.dp
     b = model.param_bytes
     layers = plan.layer_elements()
-    cap = _cap(bucket_mb, b, D)
-    grad = sum(_multiple(k.count, D) for k in make_buckets(layers, cap))
+    grad = sum(_multiple(k.count, D) for k in make_buckets(layers, plan.bucket_cap(bucket_mb)))
     largest = max([_multiple(n, D) for n in layers], default=1)
     acts = (3 + 2 * model.micro_batches) * model.activation_elements()
     return b * (2 * grad + grad // D + acts + largest + (largest // D or 1))
-
-
-def _cap(bucket_mb: float, param_bytes: int, data_ranks: int) -> int:
-    """The bucket cap in elements, a multiple of the data group's size."""
-    n = max(1, int(bucket_mb * MIB) // param_bytes)
-    return max(data_ranks, n // data_ranks * data_ranks)
 
 
 def _multiple(n: int, q: int) -> int:

@@ -9,18 +9,29 @@ keeps a copy on the last stage and all-reduces the two copies' gradients; that e
 out here).
 
 Bytes each rank sends per step, by traffic class, for algorithms that move the optimal volume
-(a ring; n = the bytes being exchanged, q = the group's size):
+(a ring; n = the bytes being exchanged, q = the group's size). A reduce-scatter and an
+allgather split their vector into D equal blocks, so each exchanged vector is padded to a
+multiple of D: Psi_b below is the sum over the gradient buckets of ceil(count / D) D (the
+buckets of :mod:`.buckets` for the cap), Psi_l the same sum over the layers (ZeRO 3 gathers a
+layer at a time); both exceed Psi_r by less than D elements per bucket or layer.
 
-* ``dp`` (data-parallel group, D ranks, gradients of B bytes): ZeRO 0, 1 and 2:
-  ``2 (D-1)/D Psi_r B`` (an AllReduce; or a reduce-scatter plus an allgather of the
-  parameters, the same volume: ZeRO, section 7.2); ZeRO 3: the parameters are allgathered
-  before each micro-batch's forward and again before its backward and the gradients
-  reduce-scattered once, ``(2m + 1)(D-1)/D Psi_r B``: 1.5x data parallelism for m = 1.
+* ``dp`` (data-parallel group, D ranks, gradients of B bytes). The micro-batches' gradients
+  accumulate and are exchanged once after the last micro-batch for ZeRO 0 and 1 (DDP's
+  ``no_sync``); ZeRO 2 and 3 reduce-scatter every micro-batch's gradients as DeepSpeed does, so
+  that no rank ever holds more than its shard of them (the memory model's Psi / N_d):
+  ZeRO 0: an AllReduce, ``2 (D-1)/D Psi_b B``; ZeRO 1: a reduce-scatter and an allgather of
+  the updated parameters, the same ``2 (D-1)/D Psi_b B`` (ZeRO, section 7.2); ZeRO 2: ``m``
+  reduce-scatters and the allgather, ``(m + 1)(D-1)/D Psi_b B``; ZeRO 3: per micro-batch the
+  parameters allgathered before its forward and again before its backward and the gradients
+  reduce-scattered, ``m (D-1)/D (2 Psi_l + Psi_b) B``, that is 3m/2 times data parallelism
+  (1.5x for m = 1, the paper's).
 * ``tp`` (tensor group, T ranks; Shoeybi et al. 2019, "Megatron-LM", section 3): two
-  AllReduces of the activations b S H in each layer's forward and two in its backward, and on
-  stage 0 one after the vocabulary-parallel input embedding's forward:
-  ``(4 (L/P) + [s = 0]) x 2 (T-1)/T x m x b S H B`` (the parallel cross-entropy's b S scalars
-  are left out).
+  AllReduces of the activations b S H in each layer's forward and two in its backward, on
+  stage 0 one after the vocabulary-parallel input embedding's forward, and on the last stage
+  one in the LM head's backward (Megatron's ``parallel_lm_logits`` copies its input to the
+  tensor-parallel region, whose backward all-reduces the gradient):
+  ``(4 (L/P) + [s = 0] + [s = P-1]) x 2 (T-1)/T x m x b S H B`` (the parallel
+  cross-entropy's b S scalars are left out).
 * ``pp`` (neighbouring stages): the activation b S H to the next stage after each forward
   and its gradient to the previous stage after each backward: ``m b S H B`` each way.
 """
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distbench.algorithms.parallel.buckets import MIB, make_buckets
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.memory import Memory, in_flight, rank_memory
 from distbench.algorithms.parallel.transformer import Transformer
@@ -103,15 +115,37 @@ class RankPlan:
         """b S H elements of B bytes: a pipeline message, a tensor-parallel AllReduce."""
         return self.model.activation_elements() * self.model.param_bytes
 
-    def traffic(self) -> dict[str, float]:
-        """Bytes this rank sends per step by class (the optimal volumes of the docstring)."""
+    def bucket_cap(self, bucket_mb: float) -> int:
+        """A bucket cap of ``bucket_mb`` MiB in elements, a multiple of the data group's size
+        (what the step's buckets are cut to)."""
+        D = self.layout.dp
+        n = max(1, int(bucket_mb * MIB) // self.model.param_bytes)
+        return max(D, n // D * D)
+
+    def padded(self, bucket_mb: float) -> tuple[int, int]:
+        """(Psi_b, Psi_l): this rank's gradient elements padded to a multiple of D per bucket
+        (the cap ``bucket_mb``), and per layer (ZeRO 3's gathers)."""
+        D = self.layout.dp
+        layers = self.layer_elements()
+        buckets = make_buckets(layers, self.bucket_cap(bucket_mb))
+        return (sum(-(-b.count // D) * D for b in buckets),
+                sum(-(-n // D) * D for n in layers))
+
+    def tp_allreduces(self) -> int:
+        """The tensor group's AllReduces of b S H per micro-batch on this rank's stage."""
+        return (4 * self.stage_layers + self.has_embedding
+                + (self.stage == self.layout.pp - 1))
+
+    def traffic(self, bucket_mb: float = 25.0) -> dict[str, float]:
+        """Bytes this rank sends per step by class (the optimal volumes of the docstring,
+        padding included, for buckets of ``bucket_mb`` MiB)."""
         D, T, P = self.layout.dp, self.layout.tp, self.layout.pp
         m, b = self.model.micro_batches, self.model.param_bytes
-        grad = self.params * b
-        rounds = 2 * m + 1 if self.zero == 3 else 2
-        dp = rounds * (D - 1) / D * grad
-        allreduces = 4 * self.stage_layers + self.has_embedding
-        tp = 2.0 * (T - 1) / T * allreduces * m * self.activation_bytes
+        psi_b, psi_l = self.padded(bucket_mb)
+        moved = {0: 2 * psi_b, 1: 2 * psi_b, 2: (m + 1) * psi_b,
+                 3: m * (2 * psi_l + psi_b)}[self.zero]
+        dp = (D - 1) / D * moved * b
+        tp = 2.0 * (T - 1) / T * self.tp_allreduces() * m * self.activation_bytes
         pp = m * self.activation_bytes * ((self.stage < P - 1) + (self.stage > 0))
         return {"dp": dp, "tp": tp, "pp": float(pp)}
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import click
 
-from distbench.analysis.tables import completeness, fmt_env, options_text
+from distbench.analysis.tables import completeness, fmt_env, known_benchmarks, options_text
 from distbench.collectives import collective_names
 from distbench.command import Job
 from distbench.console import console, fmt_bytes, fmt_num, print_table
@@ -50,23 +50,24 @@ class Spec:
 
 
 # every collective's records compare alike: the algorithm with its options
-_COLLECTIVE = Spec(("algorithm", "options", "ranks_per_node", "bytes", "ranks", "dtype",
-                    "device", "op", "root", "in_place", "nonblocking"), "t_max_us",
-                   "busbw_gbps", "p50_us", "p99_us")
+_COLLECTIVE = Spec(key=("algorithm", "options", "ranks_per_node", "bytes", "ranks", "dtype",
+                         "device", "op", "root", "in_place", "nonblocking"), time="t_max_us",
+                   rate="busbw_gbps", p50="p50_us", p99="p99_us")
 SPECS = {
     **dict.fromkeys(collective_names(), _COLLECTIVE),
     # a method's label carries its compressor's options (topk(0.01), qsgd(4b))
-    "compress": Spec(("method", "error_feedback", "allreduce", "bytes", "ranks", "dtype",
-                      "device"), "t_max_us", None, "p50_us", "p99_us"),
-    "sgd": Spec(("mode", "compress", "allreduce", "local_steps", "model", "dataset", "ranks",
-                 "dtype", "batch_size"), "wall_s", "steps_per_s",
+    "compress": Spec(key=("method", "error_feedback", "allreduce", "bytes", "ranks", "dtype",
+                          "device"), time="t_max_us", rate=None, p50="p50_us", p99="p99_us"),
+    "sgd": Spec(key=("mode", "compress", "allreduce", "local_steps", "model", "dataset",
+                     "ranks", "dtype", "batch_size"), time="wall_s", rate="steps_per_s",
                 select=(("kind", "summary"),)),
-    "fedavg": Spec(("series", "options", "partition", "clients", "fraction", "local_epochs",
-                    "local_batch", "model", "dataset", "ranks", "dtype"), "wall_s",
-                   "rounds_per_s", select=(("kind", "summary"),), label="series"),
-    "parallel": Spec(("layout", "zero", "bucket_mb", "overlap", "schedule", "dp_algo",
-                      "tp_algo", "compute", "tflops", "params", "micro_batches", "ranks"),
-                     "step_s", "efficiency", select=(("kind", "step"),)),
+    "fedavg": Spec(key=("series", "options", "partition", "clients", "fraction",
+                        "local_epochs", "local_batch", "model", "dataset", "ranks", "dtype"),
+                   time="wall_s", rate="rounds_per_s", select=(("kind", "summary"),),
+                   label="series"),
+    "parallel": Spec(key=("layout", "zero", "bucket_mb", "overlap", "schedule", "dp_algo",
+                          "tp_algo", "compute", "tflops", "params", "micro_batches", "ranks"),
+                     time="step_s", rate="efficiency", select=(("kind", "step"),)),
 }
 ENV_DIFF_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "cupy", "python",
                  "os", "cpu", "cpus", "ranks", "nodes", "ranks_per_node", "hostnames", "device",
@@ -259,7 +260,8 @@ COLUMNS = [("benchmark / series", "left"), ("size", "right"), ("p dtype", "left"
 
 def run_compare(a: str, b: str, fail_pct: float | None) -> int:
     """Print the comparison; return 1 if ``fail_pct`` is given and exceeded, else 0."""
-    found_a, found_b = find_docs(a), find_docs(b)
+    found_a = find_docs(a, known_benchmarks())
+    found_b = find_docs(b, known_benchmarks())
     matches, only_a, only_b = match(found_a, found_b)
     if not matches:
         raise UsageError(f"no rows of {a} match a row of {b} (same benchmark, algorithm, "

@@ -25,6 +25,7 @@ from distbench.analysis.tables import (
     COST_COLUMNS,
     check_table,
     cost_rows,
+    known_benchmarks,
 )
 from distbench.collectives import collective_names, get_collective
 from distbench.command import Job, Sizes, size_sweep
@@ -41,7 +42,7 @@ DEFAULT_RANKS = (4, 1024, 1048576)
 def load_docs(paths) -> list[dict]:
     """The result documents of run or suite folders (sub-folders included) or JSON files
     (UsageError if a path has none)."""
-    return [doc for path in paths for _label, doc in find_docs(path)]
+    return [doc for path in paths for _label, doc in find_docs(path, known_benchmarks())]
 
 
 def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, sizes_b,
@@ -149,12 +150,12 @@ def _run_step(opts: dict) -> int:
         if opts["alpha_inter"] is not None or opts["beta_inter_gbps"] is not None:
             raise UsageError("give either --from-inter RUN or --alpha-inter/--beta-inter-gbps")
         fi = _ring_fit(opts["from_inter"], gamma, "--from-inter")
-        params = CostParams(params.alpha, params.beta, params.gamma, fi.alpha, fi.beta)
+        params = replace(params, alpha_inter=fi.alpha, beta_inter=fi.beta)
         caption += "; between nodes: ring fitted on " + ", ".join(opts["from_inter"])
     elif opts["fit_runs"] and opts["alpha_inter"] is not None:
-        params = CostParams(params.alpha, params.beta, params.gamma, opts["alpha_inter"] * 1e-6,
-                            None if opts["beta_inter_gbps"] is None else
-                            1.0 / (opts["beta_inter_gbps"] * 1e9))
+        params = replace(params, alpha_inter=opts["alpha_inter"] * 1e-6, beta_inter=None if
+                         opts["beta_inter_gbps"] is None else
+                         1.0 / (opts["beta_inter_gbps"] * 1e9))
     if opts["measured"]:
         docs = [d for d in load_docs([opts["measured"]]) if d.get("benchmark") == "parallel"]
         if not docs:
@@ -194,7 +195,7 @@ def run_model(opts: dict) -> int:
         inter = (None if opts["alpha_inter"] is None else opts["alpha_inter"] * 1e-6,
                  None if opts["beta_inter_gbps"] is None else
                  1.0 / (opts["beta_inter_gbps"] * 1e9))
-        params = {a: CostParams(f.params.alpha, f.params.beta, f.params.gamma, *inter)
+        params = {a: replace(f.params, alpha_inter=inter[0], beta_inter=inter[1])
                   for a, f in fits.items()}
         out["fits"] = {a: {**asdict(f.params), "ranks": list(f.ranks), "points": f.points,
                            "rms_rel_error": f.rms_rel_error, "note": f.note}

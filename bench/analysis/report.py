@@ -52,6 +52,7 @@ from distbench.analysis.tables import (
     fed_summary_row,
     fit_rows,
     fmt_env,
+    known_benchmarks,
     md_table,
     parallel_row,
     seconds_per_sequence,
@@ -293,7 +294,7 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     Raises:
         UsageError: no results in ``path``, or ``out`` cannot be created.
     """
-    found = find_docs(path)
+    found = find_docs(path, known_benchmarks())
     src = Path(path)
     out = Path(out) if out else (src.parent if src.is_file() else src)
     try:
@@ -325,7 +326,7 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
             continue
         try:
             text, made = maker(label, doc, out, tag)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             for png in out.glob("*.png"):  # no half report: the plots drawn for it go too
                 if before.get(png) != png.stat().st_mtime_ns:
                     png.unlink(missing_ok=True)

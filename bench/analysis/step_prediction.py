@@ -17,9 +17,11 @@ The step of the slowest stage, as :mod:`~distbench.algorithms.parallel.step` run
   group's AllReduces, ZeRO 3's parameter allgathers, the message to the next stage) and t_B
   its backward (twice the compute, the same exchanges);
 * data parallelism: the gradient buckets (:func:`~distbench.algorithms.parallel.buckets.
-  make_buckets`) become ready layer by layer during the last micro-batch's backward; with
-  overlap each starts when it is ready and the previous one is done (one exchange at a time),
-  and only what runs past the backward is exposed; without overlap all of them are;
+  make_buckets`) become ready layer by layer during the last micro-batch's backward (ZeRO 2
+  and 3: during every micro-batch's backward, each reduce-scattered then); with overlap each
+  starts when it is ready and the previous one is done (one exchange at a time), and only what
+  runs past the backward is exposed (ZeRO 2 and 3: an earlier micro-batch's exchanges also
+  where they outlast the next micro-batch's compute); without overlap all of them are;
 * then the optimizer's update of the rank's (shard of the) parameters and, for ZeRO 1 and 2,
   the allgather of the updated parameters.
 
@@ -34,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from distbench.algorithms.parallel.buckets import MIB, make_buckets
+from distbench.algorithms.parallel.buckets import make_buckets
 from distbench.algorithms.parallel.layout import Layout
 from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
@@ -124,6 +126,12 @@ def predict_step(model: Transformer, lay: Layout, zero: int, bucket_mb: float, o
     _, _, _, tp_mb, pp_mb, gather_mb = stages[s]
     plan = RankPlan.of(model, lay, s * T * D, zero, schedule)
     compute = 3.0 * m * plan.forward_flops() / speed + update
+    if zero >= 2 and m > 1:  # the earlier micro-batches' reduce-scatters (DeepSpeed's)
+        per_mb = dp_total
+        hidden = (stages[s][0] + stages[s][1]) if overlap else 0.0
+        dp_total += (m - 1) * per_mb
+        exposed += (m - 1) * max(0.0, per_mb - hidden)
+        tail += (m - 1) * max(0.0, per_mb - hidden)
     gather += m * gather_mb  # ZeRO 3's, in every forward and backward, waited for
     return StepPrediction(str(lay), zero, bucket_mb, pipe + tail, compute, m * tp_mb,
                           m * pp_mb, dp_total + gather, exposed + gather,
@@ -135,10 +143,9 @@ def _tail(plan: RankPlan, layer_b, bucket_mb: float, overlap: bool, speed: float
     ZeRO 1/2's allgather) of ``plan``'s stage; ``layer_b``: its layers' backward seconds."""
     D, B, zero = plan.layout.dp, plan.model.param_bytes, plan.zero
     layers = plan.layer_elements()
-    cap = max(D, int(bucket_mb * MIB) // B // D * D)
-    buckets = make_buckets(layers, cap)
+    buckets = make_buckets(layers, plan.bucket_cap(bucket_mb))
     exchange = allreduce_s if zero == 0 else reduce_scatter_s
-    times = [exchange(bk.count * B, D, dp_lv) for bk in buckets]
+    times = [exchange(-(-bk.count // D) * D * B, D, dp_lv) for bk in buckets]
     dp_total = float(sum(times))
     if overlap and D > 1:
         # ready times within the last backward: layers run in reverse, layer_b[j] each;
@@ -154,8 +161,8 @@ def _tail(plan: RankPlan, layer_b, bucket_mb: float, overlap: bool, speed: float
     else:
         exposed = dp_total
     update = UPDATE_FLOPS * plan.params / (D if zero else 1) / speed
-    gather = sum(allgather_s(bk.count * B, D, dp_lv) for bk in buckets) if zero in (1, 2) \
-        else 0.0
+    gather = sum(allgather_s(-(-bk.count // D) * D * B, D, dp_lv) for bk in buckets) \
+        if zero in (1, 2) else 0.0
     return exposed + update + gather, dp_total, exposed, update, gather
 
 
@@ -167,7 +174,7 @@ def _stage(plan: RankPlan, speed: float, tp_lv, dp_lv, pp_lv):
     act = plan.activation_bytes  # b S H elements of B bytes
     ar = allreduce_s(act, T, tp_lv)
     layer_f = model.layer_forward_flops() / T / speed
-    gathers = [allgather_s(n * B, D, dp_lv) if plan.zero == 3 else 0.0
+    gathers = [allgather_s(-(-n // D) * D * B, D, dp_lv) if plan.zero == 3 else 0.0
                for n in plan.layer_elements()]
     per_layer_b = []
     fwd = 0.0
@@ -178,12 +185,14 @@ def _stage(plan: RankPlan, speed: float, tp_lv, dp_lv, pp_lv):
         else:
             fwd += gathers[j] + layer_f + 2 * ar
             per_layer_b.append(gathers[j] + 2 * layer_f + 2 * ar)
-    logits = model.logit_forward_flops() / T / speed if plan.stage == P - 1 else 0.0
+    last = plan.stage == P - 1
+    logits = model.logit_forward_flops() / T / speed if last else 0.0
     p2p = pp_lv[0] + act * pp_lv[1]  # a message of b S H elements
     pp_f = p2p if plan.stage < P - 1 else 0.0
     pp_b = p2p if plan.stage > 0 else 0.0
-    tp_mb = (4 * plan.stage_layers + plan.has_embedding) * ar
-    return (fwd + logits + pp_f, sum(per_layer_b) + 2 * logits + pp_b,
+    tp_mb = plan.tp_allreduces() * ar
+    head_b = 2 * logits + (ar if last else 0.0)  # the LM head's backward and its AllReduce
+    return (fwd + logits + pp_f, sum(per_layer_b) + head_b + pp_b,
             np.array(per_layer_b), tp_mb, pp_f + pp_b, 2 * sum(gathers))
 
 

@@ -10,7 +10,16 @@ import math
 import numpy as np
 
 from distbench.analysis.cost import gbps
+from distbench.collectives import collective_names
 from distbench.console import fmt_bytes, fmt_num, fmt_params
+
+# the benchmarks besides the collectives (each has its table here)
+BENCHMARKS = ("compress", "sgd", "fedavg", "parallel")
+
+
+def known_benchmarks() -> tuple:
+    """Every benchmark name a results document may carry (the readers refuse others)."""
+    return (*collective_names(), *BENCHMARKS)
 
 # ----------------------------------------------------------------------------- collectives
 
@@ -193,13 +202,15 @@ FED_SUMMARY_COLUMNS = [("series", "left"), ("rounds", "right"), ("final loss", "
                        ("to target up", "right"), ("to target s", "right")]
 
 
-def fed_series(rec: dict) -> str:
+def fed_series(rec: dict, shown: tuple = ()) -> str:
     """``fedavg``, ``fedprox mu=0.1``, ``fedavg qsgd``, ``fedavg dp z=1``: an algorithm with
-    the options that set it apart (FedProx's mu, the uploads' compressor, DP noise)."""
+    the options that set it apart (those its strategy names in ``shown``, e.g. FedProx's mu;
+    the uploads' compressor, DP noise)."""
     name = str(rec.get("algorithm"))
-    mu = (rec.get("options") or {}).get("mu")
-    if name == "fedprox" and mu is not None:
-        name += f" mu={mu:g}"
+    options = rec.get("options") or {}
+    for key in shown:
+        if options.get(key) is not None:
+            name += f" {key}={options[key]:g}"
     if rec.get("compress") not in (None, "none"):
         name += f" {rec['compress']}"
     if rec.get("dp_clip") is not None:

@@ -35,7 +35,7 @@ def build(decl):
         validate_sweep(cfg, decl)
         return Job(decl.name, cfg.record(),
                    lambda comm, argv, memory: run_sweep(decl, cfg, comm, argv, memory),
-                   cfg.run, validate=lambda comm: validate_mpi(decl, cfg, comm))
+                   options=cfg.run, validate=lambda comm: validate_mpi(decl, cfg, comm))
 
     doc = (f"Sweep {decl.title} algorithms over message sizes against {decl.call}.\n\n"
            f"The size is {decl.size_meaning}. Reports t_avg/t_min/t_max over ranks, p99 of the "

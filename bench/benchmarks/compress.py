@@ -288,8 +288,8 @@ def _compress(cfg: CompressConfig) -> Job:
     names = COMPRESSORS.require(cfg.methods, "--method")
     cfg = replace(cfg, methods=names)
     validate(cfg)
-    return Job("compress", flatten(cfg), lambda comm, argv, _: run(cfg, comm, argv), cfg.run,
-               validate=lambda comm: validate_mpi(cfg, comm))
+    return Job("compress", flatten(cfg), lambda comm, argv, _: run(cfg, comm, argv),
+               options=cfg.run, validate=lambda comm: validate_mpi(cfg, comm))
 
 
 compress_command = declared_command(

@@ -195,7 +195,7 @@ def _run(cfg: FedBenchConfig, dataset, parts, comm, argv: list[str]) -> int:
         strategy = ALGORITHMS.create(name, **cfg.strategy_options)
         tag = {"kind": "eval", **base, "algorithm": name, "options": strategy.options(),
                "source": ALGORITHMS.source(name)}
-        tag["series"] = fed_series(tag)
+        tag["series"] = fed_series(tag, strategy.shown)
         rows: list = []
         try:
             result = _train(run, problem, parts, strategy, cfg, clients, tag, rows)
@@ -279,7 +279,7 @@ def _fedavg(cfg: FedBenchConfig) -> Job:
             load_dataset(cfg.problem.dataset, cfg.federation.seed))
     return Job("fedavg", flatten(cfg), lambda comm, argv, prepared: run(cfg, prepared, comm,
                                                                          argv),
-               cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
+               options=cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
 
 
 fedavg_command = declared_command(

@@ -171,7 +171,7 @@ def _info(cfg: InfoConfig) -> Job:
         raise UsageError("--gpu-aware goes with --device gpu")
     array_module(cfg.device.device)  # --device gpu: CuPy and a CUDA device, or one line
     return Job("info", flatten(cfg), lambda comm, argv, _: run_info(
-        comm, cfg.device.device, cfg.device.gpu_aware, argv, cfg.overhead), cfg.run)
+        comm, cfg.device.device, cfg.device.gpu_aware, argv, cfg.overhead), options=cfg.run)
 
 
 info_command = declared_command(

@@ -185,7 +185,9 @@ class Run:
         self.env = environment(comm, backend, argv, extra=extra_env)
         self.writer = RunWriter(comm, benchmark, options.folder, config, self.env,
                                 exact=options.run_dir is not None)
-        watchdog.track(self.writer)
+        # a run that fails still prints its records with --json (complete: false in the file)
+        watchdog.track(self.writer, (lambda: print_records(self.writer.records))
+                       if options.json and self.root else None)
 
     @property
     def shows(self) -> bool:
@@ -218,13 +220,14 @@ class Run:
         """End a run that cannot finish (a divergence; every rank calls it alike): the results
         marked incomplete with ``reason``, the records so far on stdout with ``--json``
         (``complete: false`` in the file says why), one line on rank 0."""
-        watchdog.idle()
-        self.writer.mark_incomplete(reason)
-        if not self.root:
-            return
-        if self.options.json:
-            print_records(self.writer.records)
-        eprint(f"Error: {reason}; results: {self.writer.path}")
+        if watchdog.current() is not None:
+            watchdog.current_mark(reason)  # marks the results, prints them with --json
+        else:
+            self.writer.mark_incomplete(reason)
+            if self.root and self.options.json:
+                print_records(self.writer.records)
+        if self.root:
+            eprint(f"Error: {reason}; results: {self.writer.path}")
 
 
 def print_records(records: list[dict]) -> None:

@@ -251,21 +251,25 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
     configs = [(lay, z, b, o) for lay in cfg.layout_list(size, per_node(cfg, comm))
                for z in cfg.step.zero for b in cfg.step.bucket_mb for o in cfg.overlaps]
     pooled: list[list] = [[] for _ in configs]
+    slots: dict[int, int] = {}  # configuration -> its record's place in the results
     with run_.progress(len(configs) * cfg.rounds, "parallel") as adv:
         for r in range(cfg.rounds):
             for i, (lay, zero, bucket, overlap) in enumerate(configs):
                 plan = RankPlan.of(cfg.transformer(lay), lay, rank, zero, cfg.step.pp_schedule)
-                step_cfg = StepConfig(bucket, overlap, cfg.compute, cfg.step.tflops,
-                                      cfg.dp_algo, cfg.tp_algo)
+                step_cfg = StepConfig(bucket_mb=bucket, overlap=overlap, compute=cfg.compute,
+                                      tflops=cfg.step.tflops, dp_algo=cfg.dp_algo,
+                                      tp_algo=cfg.tp_algo)
                 pooled[i].append(_measure(comm, cfg, plan, step_cfg))
                 adv(1, f"parallel {lay} ZeRO-{zero} {bucket:g} MiB"
                        + " no overlap" * (not overlap))
-                if r == cfg.rounds - 1:
-                    rec = _gathered(comm, plan, step_cfg, pooled[i])
-                    if rank == 0:
+                # the rounds so far, written as they end: a run stopped early keeps them
+                rec = _gathered(comm, plan, step_cfg, pooled[i])
+                if rank == 0:
+                    rec.update(rounds_done=r + 1, partial=r + 1 < cfg.rounds)
+                    slots.setdefault(i, len(slots))
+                    run_.writer.put(slots[i], rec)
+                    if r == cfg.rounds - 1:
                         records.append(rec)
-                        run_.writer.append([rec])
-                # the rounds so far of every configuration, kept as they end (marked partial)
     ranked = sorted(records, key=seconds_per_sequence)
     run_.emit(f"Training step of a {fmt_params(model.params)}-parameter "
               f"GPT on {size} ranks, ranked by time per sequence", PARALLEL_COLUMNS,
@@ -305,7 +309,8 @@ def _gathered(comm, plan: RankPlan, step_cfg: StepConfig, rounds: list) -> dict 
     :func:`_measure`'s result), gathered from every rank (collective); None elsewhere."""
     rows = np.concatenate([r[0] for r in rounds])
     sent = np.array([rounds[-1][1][c] for c in CLASSES], dtype=np.float64)
-    formula = np.array([plan.traffic()[c] for c in CLASSES], dtype=np.float64)
+    formula = np.array([plan.traffic(step_cfg.bucket_mb)[c] for c in CLASSES],
+                       dtype=np.float64)
     allrows = comm.gather(rows, root=0)
     allsent = comm.gather((sent, formula, plan.memory().total, plan.params,
                            sum(r[2] for r in rounds)), root=0)
@@ -339,7 +344,7 @@ def _record(plan, step_cfg, allrows, allsent) -> dict:
         "exposed_s": max(0.0, med - compute), "comm_s": float(comm_s.max()),
         "efficiency": compute / med if med > 0 else None,
         "memory_bytes": float(max(s[2] for s in allsent)),
-        "bubble": float(np.mean(per_rank[:, 2]) / med) if med > 0 and lay.pp > 1 else 0.0,
+        "bubble": idle_fraction(allrows) if lay.pp > 1 else 0.0,
         "bubble_formula": bubble_fraction(lay.pp, plan.model.micro_batches),
         "pp_wrong": int(sum(s[4] for s in allsent)),
     }
@@ -351,6 +356,18 @@ def _record(plan, step_cfg, allrows, allsent) -> dict:
         rec[f"bytes_{c}_formula"] = float(formula[:, i].max())
         rec[f"bytes_{c}_per_rank"] = None if library[c] else [float(x) for x in sent[:, i]]
     return rec
+
+
+def idle_fraction(allrows: np.ndarray) -> float:
+    """The pipeline bubble measured: the mean over ranks and steps of a rank's idle time over
+    the step's time (the slowest rank's), idle being the time blocked in the pipeline's
+    receives plus the time from the end of its own step to the end of the slowest rank's
+    (a stage done early waits there, in the barrier before the next step). ``allrows``:
+    ranks x steps x 7 (:func:`_measure`'s columns: step, compute, pipeline wait, ...)."""
+    step = allrows[:, :, 0].max(axis=0)  # each step: its slowest rank
+    idle = allrows[:, :, 2] + (step[None, :] - allrows[:, :, 0])
+    keep = step > 0
+    return float(np.mean(idle[:, keep] / step[None, keep])) if keep.any() else 0.0
 
 
 def _recorded(cfg: ParallelConfig) -> dict:
@@ -385,7 +402,7 @@ def _parallel(cfg: ParallelConfig) -> Job:
     if cfg.memory_only:
         return Job("parallel", _recorded(cfg), lambda c, a, _: run_memory(cfg, c, a),
                    needs_mpi=False)
-    return Job("parallel", _recorded(cfg), lambda c, a, _: run(cfg, c, a), cfg.run,
+    return Job("parallel", _recorded(cfg), lambda c, a, _: run(cfg, c, a), options=cfg.run,
                validate=lambda c: validate_mpi(cfg, c))
 
 

@@ -308,7 +308,7 @@ def _sgd(cfg: SGDBenchConfig) -> Job:
     read = (None if cfg.problem.dataset in BUILTIN else  # a user's file: every rank checks it
             load_dataset(cfg.problem.dataset, cfg.training.seed))
     return Job("sgd", _recorded(cfg), lambda comm, argv, dataset: run(cfg, dataset, comm, argv),
-               cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
+               options=cfg.run, validate=lambda comm: validate_mpi(cfg, comm, read))
 
 
 sgd_command = declared_command(
