@@ -22,6 +22,7 @@ import importlib
 import json
 import sys
 import time
+import warnings
 
 import click
 
@@ -118,7 +119,10 @@ def _parse(argv: list[str]):
     if not argv:
         argv = ["--help"]
     try:
-        result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
+        with warnings.catch_warnings():  # a check's NumPy or loader warning: the one line says it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            result = cli.main(args=argv, prog_name="distbench", standalone_mode=False)
     except click.UsageError as exc:
         return 2, exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
     except click.exceptions.Abort:
@@ -166,9 +170,27 @@ def main(argv: list[str] | None = None) -> None:
     if not _is_job(job):
         sys.exit(_finish_early(job, message))
     job.argv = ["distbench", *argv]
+    if job.inner:
+        code = _check_inner(job.inner)
+        if code is not None:
+            sys.exit(code)
     if not job.needs_mpi:
         sys.exit(_run_offline(job))
     sys.exit(_run_mpi(job))
+
+
+def _check_inner(argv: list[str]) -> int | None:
+    """Parse the command a job runs in turn (``emulate -- allreduce ...``) before anything is
+    built for it: None if it parses, else the exit code after its one line (0 after a help)."""
+    inner, message = _parse(argv)
+    if _is_job(inner):
+        if inner.name == "emulate":
+            eprint("Error: `distbench emulate` cannot run inside an emulated cluster")
+            return 2
+        return None
+    if message:
+        eprint(f"Error: the command after `--`: {message}")
+    return inner
 
 
 def _finish_early(code: int, message: str | None) -> int:

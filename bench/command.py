@@ -134,7 +134,9 @@ class Job:
         validate: optional ``validate(comm)`` run on every rank before ``run``; it raises
             :class:`~distbench.errors.UsageError` for input only detectable under MPI (rank
             count, memory). The ranks agree on the outcome, so rank 0 alone prints it and every
-            rank exits 2.
+            rank exits 2. What it returns is ``run``'s third argument.
+        inner: the distbench command line this job runs in turn (``emulate -- allreduce
+            ...``), parsed and checked by the CLI before this job runs (None: none).
     """
 
     name: str
@@ -144,6 +146,7 @@ class Job:
     needs_mpi: bool = True
     validate: Callable | None = None
     argv: list = field(default_factory=list)
+    inner: list | None = None
 
 
 def size_sweep(min_bytes: int, max_bytes: int, factor: int) -> list[int]:

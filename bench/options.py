@@ -257,6 +257,19 @@ class DeclaredCommand(click.Command):
                     formatter.write_text(line)
 
 
+def given_names() -> frozenset:
+    """The options of the command being parsed that the user gave (on the command line or
+    through the environment), by parameter name; empty outside a command's parse. The checks
+    of options that do nothing in the chosen mode use it: an option typed is an option meant,
+    even at its default value."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return frozenset()
+    typed = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    return frozenset(p.name for p in ctx.command.params
+                     if ctx.get_parameter_source(p.name) in typed)
+
+
 _WARNED: set = set()
 
 
@@ -294,4 +307,4 @@ def declared_command(name: str, cls: type, make: Callable, *, doc: str, examples
 
 __all__ = ["DeclaredCommand", "DeclaredOption", "NameList", "Number", "NumberList", "Size",
            "TypedChoice", "click_option", "click_options", "click_type", "declared_command",
-           "help_text"]
+           "given_names", "help_text"]

@@ -31,6 +31,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -55,6 +56,10 @@ ABORT_DELAY_S = 0.2  # lets mpirun forward the last line before MPI_Abort tears 
 WAKE = b"\0"        # written to the signal pipe by close(): no signal has number 0
 
 _CURRENT: Watchdog | None = None
+
+
+LAUNCHER_SIGTERM = ("interrupted by SIGTERM (from the launcher: mpirun's Ctrl-C or kill, or "
+                    "the scheduler)")
 
 
 def tell(line: str) -> None:
@@ -116,6 +121,10 @@ class Watchdog:
         self._seen = np.full(self.size, now)                 # last heartbeat per rank
         self._reached = np.zeros(self.size, dtype=np.int64)  # operation reached per rank
         self._sends: dict[int, object] = {}
+        # every rank's host and pid: on the launcher's SIGTERM, a peer on this host that is
+        # gone is the rank that died (killed or crashed), not the launcher's own doing
+        self._peers = comm.allgather((socket.gethostname(), os.getpid())) if self.size > 1 \
+            else []
         self._rfd = self._wfd = None
         self._old_handlers: dict = {}
         self._threads = []
@@ -340,6 +349,10 @@ class Watchdog:
             return self._stop.is_set()  # woken by close()
         name = signal.Signals(data[0]).name
         reason = f"interrupted by {name}"
+        if name == "SIGTERM":
+            dead = self._dead_peers()
+            reason = (f"{ranks_text(dead)} died (killed, e.g. by SIGKILL, or crashed); the "
+                      "launcher then ended the job (SIGTERM)" if dead else LAUNCHER_SIGTERM)
         if self.rank == 0 and self._side is not None and self._just_frozen():
             # this rank was frozen just now, and a rank that timed out on it reported why
             # before the job was torn down (mpirun's SIGCONT, then SIGTERM): that is the
@@ -361,6 +374,23 @@ class Watchdog:
             # needs to say so and to mark its files (its thread may wait for the GIL)
             time.sleep(SIGNAL_EXIT_DELAY_S)
         os._exit(128 + data[0])
+
+    def _dead_peers(self) -> list[int]:
+        """The ranks on this host whose process is gone (or a zombie)."""
+        here, dead = socket.gethostname(), []
+        for rank, (host, pid) in enumerate(self._peers):
+            if host != here or rank == self.rank:
+                continue
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                        dead.append(rank)
+            except (ProcessLookupError, FileNotFoundError):
+                dead.append(rank)
+            except (PermissionError, OSError, IndexError):
+                continue
+        return dead
 
     def _restore_signals(self) -> None:
         if not self._old_handlers:

@@ -81,7 +81,7 @@ def test_regression_threshold_sets_the_exit_code(tmp_path, capsys):
     assert code == 1
     assert f"Regression: {len(significant)} row(s) significantly slower by more than 50 %" in out
     assert "B/A = 10.000" in out
-    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "950")
+    code, out, _ = _cli(capsys, P2, slow, "--fail-on-regression", "950%")
     assert code == 0
     code, _, _ = _cli(capsys, slow, P2, "--fail-on-regression", "1%")   # B faster: fine
     assert code == 0
@@ -143,12 +143,12 @@ def test_nothing_to_match_is_a_usage_error(capsys):
     assert code == 2 and err.startswith("Error: no rows of") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("text,value", [("5%", 5.0), ("12.5", 12.5), ("0%", 0.0)])
+@pytest.mark.parametrize("text,value", [("5%", 5.0), ("12.5%", 12.5), ("0%", 0.0)])
 def test_parse_percent(text, value):
     assert parse_percent(text) == value
 
 
-@pytest.mark.parametrize("text", ["abc", "-3%", "nan"])
+@pytest.mark.parametrize("text", ["abc", "-3%", "nan", "nan%", "inf%", "1e400%", "5", "2000%"])
 def test_parse_percent_rejects(text, capsys):
     with pytest.raises(UsageError):
         parse_percent(text)
@@ -168,6 +168,6 @@ def test_suites_match_every_benchmark(capsys):
     assert {m.key[0] for m in matches} == {"allreduce", "compress", "sgd", "fedavg"}
     trained = [m for m in matches if m.key[0] in ("sgd", "fedavg")]
     assert all(m.rate_a and m.time_ratio == 1.0 and m.rate_ratio == 1.0 for m in trained)
-    code, out, _ = _cli(capsys, suite, suite, "--fail-on-regression", "0")
+    code, out, _ = _cli(capsys, suite, suite, "--fail-on-regression", "0%")
     assert code == 0 and "compress topk" in out and "sgd sync" in out
     assert "fedavg fedsgd" in out and "fedavg fedavg" in out

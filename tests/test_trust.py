@@ -24,6 +24,7 @@ from launch import DISTBENCH, MPIRUN, error_lines, mpi_env, mpirun, serial
 from distbench.errors import DistbenchError, UsageError
 from distbench.launcher import launched_by_mpirun
 from distbench.results import RUNNING, RunWriter, check_output_folder
+from distbench.watchdog import LAUNCHER_SIGTERM
 
 pytestmark = pytest.mark.skipif(launched_by_mpirun(), reason="serial tests: they launch mpirun")
 
@@ -172,7 +173,24 @@ def test_ctrl_c_of_mpirun_leaves_the_run_marked_incomplete(tmp_path):
     doc = _doc(tmp_path)
     # mpirun forwards SIGTERM and kills about 0.25 s later: the reason is written unless the
     # disk is too slow for that, and the run never claims to be complete
-    assert doc["complete"] is False and doc["reason"] in ("interrupted by SIGTERM", RUNNING)
+    assert doc["complete"] is False and doc["reason"] in (LAUNCHER_SIGTERM, RUNNING)
+
+
+def test_a_rank_killed_by_sigkill_is_named_as_such(tmp_path):
+    """SIGKILL one rank: mpirun ends the others with SIGTERM; rank 0 names the rank that died
+    (its process is gone from this host) rather than a bare "interrupted by SIGTERM"."""
+    proc = _start(3, ["allreduce", "-b", "8", "-e", "64M", "--quiet", "--output",
+                      str(tmp_path)])
+    pid = _rank_pid(str(tmp_path), 2)
+    _wait_records(tmp_path)
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    doc = _doc(tmp_path)
+    assert doc["complete"] is False
+    assert doc["reason"] in ("rank 2 died (killed, e.g. by SIGKILL, or crashed); the launcher "
+                             "then ended the job (SIGTERM)", RUNNING), doc["reason"]
+    assert "Traceback" not in err
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
@@ -195,10 +213,10 @@ def test_ctrl_c_of_mpirun_in_a_terminal_says_where_the_results_are(tmp_path):
     proc.wait(timeout=30)
     text = log.read_text(errors="replace")
     folder = next(out.glob("*-allreduce"))
-    assert f"Error: interrupted by SIGTERM; the results measured so far are in {folder} " \
+    assert f"Error: {LAUNCHER_SIGTERM}; the results measured so far are in {folder} " \
            "(marked incomplete)" in text, text[-2000:]
     doc = _doc(out)
-    assert doc["complete"] is False and doc["reason"] in ("interrupted by SIGTERM", RUNNING)
+    assert doc["complete"] is False and doc["reason"] in (LAUNCHER_SIGTERM, RUNNING)
 
 
 def _is_launcher(pid: str, marker) -> bool:

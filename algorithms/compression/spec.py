@@ -47,9 +47,13 @@ class Compression:
         """Whether anything is compressed (``none`` sends the vector as it is)."""
         return self.method != "none"
 
-    def given(self) -> dict:
-        """The options whose value differs from the declared default."""
+    def given(self, typed: frozenset | None = None) -> dict:
+        """The options given: those named in ``typed`` (the user typed them), or where that is
+        not known (a spec built in code) those whose value differs from the declared
+        default."""
         declared = _declared()
+        if typed is not None:
+            return {k: v for k, v in self.options.items() if k in declared and k in typed}
         return {k: v for k, v in self.options.items()
                 if k in declared and v != declared[k].default}
 
@@ -59,9 +63,10 @@ class Compression:
         spec = COMPRESSORS.spec(method or self.method)
         return {o.name: self.options.get(o.name, o.default) for o in spec.options}
 
-    def check(self, methods: list[str] | None = None, flag: str = "--compress") -> None:
+    def check(self, methods: list[str] | None = None, flag: str = "--compress",
+              typed: frozenset | None = None) -> None:
         """The methods are registered (``methods``: several, e.g. ``compress --method``), the
-        options in range, and none given that no method takes.
+        options in range, and none given (:meth:`given`) that no method takes.
 
         Raises:
             UsageError: one line naming the method or the option.
@@ -69,7 +74,7 @@ class Compression:
         names = COMPRESSORS.require(methods or [self.method], flag, allow_all=False)
         COMPRESSORS.check(self.options)
         taken = {o for m in names for o in self.takes(m)}
-        idle = [k for k in self.given() if k not in taken]
+        idle = [k for k in self.given(typed) if k not in taken]
         if idle:
             flags = ", ".join(_declared()[k].flag for k in idle)
             raise UsageError(f"{flags} do(es) nothing with {flag} {','.join(names)} (no "

@@ -97,14 +97,15 @@ class FedConfig:
     seed: int = arg(0, "Seed of every random choice (partition, samples, local batches, "
                     "noise).", low=0, high=2 ** 63 - 1)
 
-    def check(self, strategy=None) -> None:
+    def check(self, strategy=None, typed: frozenset | None = None) -> None:
         """Raises UsageError for a value that is never valid (one line naming the flag), and
         for DP with a strategy whose uploads its clipping and noise do not cover
-        (``strategy``: an instance or class, e.g. SCAFFOLD's control variates)."""
+        (``strategy``: an instance or class, e.g. SCAFFOLD's control variates). ``typed``:
+        the options the user gave (their compressor options are checked against it)."""
         check(self)
         if self.dp_clip is None and self.dp_noise:
             raise UsageError("--dp-noise needs --dp-clip (the noise is Z times the clip norm)")
-        self.compression.check()
+        self.compression.check(typed=typed)
         if strategy is not None and self.dp_clip is not None and not strategy.private:
             raise UsageError(f"--dp-clip does not cover {strategy.name}'s further uploads; run "
                              f"{strategy.name} without DP")

@@ -87,4 +87,33 @@ class Layout:
         return data, tensor, pipe
 
 
-__all__ = ["Layout"]
+ALL_LAYOUTS_MAX = 1 << 20  # --layouts all enumerates the divisors of p: bounded to stay fast
+
+
+def divisors(p: int) -> list[int]:
+    """The divisors of ``p`` in increasing order (trial division up to sqrt p)."""
+    small, large, d = [], [], 1
+    while d * d <= p:
+        if p % d == 0:
+            small.append(d)
+            if d * d != p:
+                large.append(p // d)
+        d += 1
+    return small + large[::-1]
+
+
+def all_layouts(p: int) -> list[Layout]:
+    """Every D x T x P layout of ``p`` ranks, by T then P.
+
+    Raises:
+        UsageError: p above :data:`ALL_LAYOUTS_MAX` (the enumeration would not finish in a
+            second; name the layouts instead).
+    """
+    if p > ALL_LAYOUTS_MAX:
+        raise UsageError(f"--layouts all enumerates the layouts of at most {ALL_LAYOUTS_MAX} "
+                         f"ranks, not {p}; give --layouts DxTxP,...")
+    return [Layout(p // (t * q), t, q) for t in divisors(p) for q in divisors(p // t)]
+
+
+
+__all__ = ["Layout", "ALL_LAYOUTS_MAX", "all_layouts", "divisors"]

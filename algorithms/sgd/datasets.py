@@ -20,12 +20,14 @@ McMahan et al. 2017, section 3).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from distbench.collectives.inputs import block_bounds
 from distbench.errors import UsageError
+from distbench.files import MAX_DATA_BYTES, regular_file
 
 BUILTIN = ("digits", "breast_cancer")
 PARTITIONS = ("iid", "label")
@@ -83,9 +85,11 @@ def _read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
         delimiter = "," if "," in first else None
         tokens = [t.strip() for t in (first.split(delimiter) if delimiter else first.split())]
         header = 1 if tokens and not all(_is_number(t) for t in tokens if t) else 0
-        data = np.loadtxt(path, delimiter=delimiter, skiprows=header, ndmin=2,
-                          dtype=np.float64, encoding="utf-8")
-    except (ValueError, OSError) as exc:
+        with warnings.catch_warnings():  # an empty file: the one line below says so
+            warnings.simplefilter("error", UserWarning)
+            data = np.loadtxt(path, delimiter=delimiter, skiprows=header, ndmin=2,
+                              dtype=np.float64, encoding="utf-8")
+    except (ValueError, OSError, UserWarning) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
         raise UsageError(f"{path}: not a numeric CSV file ({reason})") from None
     if data.shape[1] < 2:
@@ -132,8 +136,7 @@ def read_xy(source: str) -> tuple[str, np.ndarray, np.ndarray]:
         if ext not in (".csv", ".npz"):
             raise UsageError(f"unknown dataset {source!r} (choose {', '.join(BUILTIN)}, "
                              "or give a .csv or .npz file)")
-        if not os.path.isfile(source):
-            raise UsageError(f"dataset file {source!r} does not exist")
+        regular_file(source, "dataset file", MAX_DATA_BYTES)  # no FIFO, no device, bounded
         name = os.path.basename(source)
         X, y = _read_csv(source) if ext == ".csv" else _read_npz(source)
     if X.shape[0] != y.shape[0]:

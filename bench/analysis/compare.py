@@ -75,14 +75,24 @@ ENV_DIFF_KEYS = ("distbench", "git_commit", "mpi_library", "mpi4py", "numpy", "c
 
 
 def parse_percent(text: str) -> float:
-    """``"5%"`` or ``"5"`` -> 5.0 (UsageError unless a number >= 0)."""
+    """``"5%"`` -> 5.0: a finite percentage from 0 to 1000 with its unit (a bare ``5`` could
+    mean 5 % or 500 %: refused).
+
+    Raises:
+        UsageError: no ``%``, not a number, not finite, or outside [0, 1000].
+    """
+    raw = str(text).strip()
+    if not raw.endswith("%"):
+        raise UsageError(f"--fail-on-regression takes a percentage with its unit, like 5%, "
+                         f"not {text!r}")
     try:
-        value = float(str(text).strip().rstrip("%"))
+        value = float(raw[:-1])
     except ValueError:
         raise UsageError(f"--fail-on-regression takes a percentage like 5%, not {text!r}") \
             from None
-    if value < 0 or math.isnan(value):
-        raise UsageError(f"--fail-on-regression must be >= 0, not {text!r}")
+    if not math.isfinite(value) or not 0 <= value <= 1000:
+        raise UsageError(f"--fail-on-regression must be a finite percentage from 0% to 1000%, "
+                         f"not {text!r}")
     return value
 
 

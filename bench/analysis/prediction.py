@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 import click
 import numpy as np
 
+from distbench.algorithms.parallel.layout import ALL_LAYOUTS_MAX
 from distbench.algorithms.parallel.shape import ModelShape, StepOptions
 from distbench.analysis.cost import CostParams, best_and_crossovers, costed, gbps, predict
 from distbench.analysis.fit import fit_cost_model, model_check, points
@@ -32,7 +33,7 @@ from distbench.command import Job, Sizes, size_sweep
 from distbench.console import fmt_bytes, fmt_num, print_table
 from distbench.declared import Names, Numbers, arg, check, flatten, group
 from distbench.errors import UsageError
-from distbench.options import click_option, declared_command
+from distbench.options import click_option, declared_command, given_names
 from distbench.results import find_docs
 
 DEFAULTS = {"alpha": 2.0, "beta_gbps": 12.5, "gamma_gbps": 5.0}
@@ -343,6 +344,12 @@ def _check(cfg: ModelConfig) -> None:
     if cfg.step:
         cfg.layout.check()
         cfg.shape.transformer().check()
+        if cfg.layout.layouts == ["all"] and cfg.ranks and max(cfg.ranks) > ALL_LAYOUTS_MAX:
+            raise UsageError(f"--layouts all enumerates the layouts of at most "
+                             f"{ALL_LAYOUTS_MAX} ranks, not {max(cfg.ranks)}; give --layouts "
+                             "DxTxP,...")
+    elif given_names() & {"from_inter"}:
+        raise UsageError("--from-inter goes with --step")
     cfg.sizes.check()
     if cfg.nodes is not None and cfg.ranks_per_node is not None:
         raise UsageError("give --nodes or --ranks-per-node, not both")
@@ -359,10 +366,9 @@ def _check_algorithms(cfg: ModelConfig) -> None:
     registry = get_collective(cfg.collective).registry
     registry.check(cfg.options)
     chosen = specs if cfg.algos == ["all"] else {a: specs[a] for a in cfg.algos}
-    defaults = algorithm_options()
+    declared, typed = algorithm_options(), given_names()
     taken = {o.name for s in chosen.values() for o in s.options}
-    idle = [defaults[k].flag for k, v in cfg.options.items()
-            if v is not None and v != defaults[k].default and k not in taken]
+    idle = [declared[k].flag for k in cfg.options if k in typed and k not in taken]
     if idle:
         raise UsageError(f"{', '.join(idle)} do(es) nothing for --collective {cfg.collective} "
                          "with these algorithms")

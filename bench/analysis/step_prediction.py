@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from distbench.algorithms.parallel.buckets import make_buckets
-from distbench.algorithms.parallel.layout import Layout
+from distbench.algorithms.parallel.layout import Layout, all_layouts
 from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.algorithms.parallel.transformer import Transformer
@@ -216,34 +216,6 @@ def step_row(pred: StepPrediction, place: int) -> list[str]:
     return [str(place), pred.layout, str(pred.zero), f"{pred.bucket_mb:g}",
             str(pred.global_batch), *ms,
             f"{pred.efficiency:.2f}", bubble]
-
-
-ALL_LAYOUTS_MAX = 1 << 20  # --layouts all enumerates the divisors of p: bounded to stay fast
-
-
-def divisors(p: int) -> list[int]:
-    """The divisors of ``p`` in increasing order (trial division up to sqrt p)."""
-    small, large, d = [], [], 1
-    while d * d <= p:
-        if p % d == 0:
-            small.append(d)
-            if d * d != p:
-                large.append(p // d)
-        d += 1
-    return small + large[::-1]
-
-
-def all_layouts(p: int) -> list[Layout]:
-    """Every D x T x P layout of ``p`` ranks, by T then P.
-
-    Raises:
-        UsageError: p above :data:`ALL_LAYOUTS_MAX` (the enumeration would not finish in a
-            second; name the layouts instead).
-    """
-    if p > ALL_LAYOUTS_MAX:
-        raise UsageError(f"--layouts all enumerates the layouts of at most {ALL_LAYOUTS_MAX} "
-                         f"ranks, not {p}; give --layouts DxTxP,...")
-    return [Layout(p // (t * q), t, q) for t in divisors(p) for q in divisors(p // t)]
 
 
 def step_layouts(opts: dict) -> list[tuple[int, Layout]]:

@@ -37,6 +37,7 @@ from distbench.console import fmt_bytes
 from distbench.declared import Names, arg, check, flatten, group
 from distbench.errors import UsageError, eprint
 from distbench.metrics import algbw, rate_ci
+from distbench.options import given_names
 from distbench.results import env_line
 from distbench.runtime import get_backend, mpi, numpy_dtype, proc_field
 from distbench.timing import adaptive_iters, canary, estimate_seconds
@@ -121,8 +122,9 @@ def validate_sweep(cfg: SweepConfig, decl=None) -> None:
                          "bitwise ops for integer types only)")
     if cfg.dtype == "bfloat16" and cfg.device.device == "gpu":
         raise UsageError("--dtype bfloat16 is host-only (CuPy has no bfloat16)")
-    given = [f for f, on in (("--compute-ratio", cfg.overlap.compute_ratio != 1.0),
-                             ("--progress-us", cfg.overlap.progress_us != 50.0)) if on]
+    typed = given_names()
+    given = [f for f, name in (("--compute-ratio", "compute_ratio"),
+                               ("--progress-us", "progress_us")) if name in typed]
     if given and not cfg.overlap.nonblocking:
         raise UsageError(f"{' and '.join(given)} go(es) with --nonblocking")
     if decl is None:

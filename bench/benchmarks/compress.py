@@ -48,7 +48,7 @@ from distbench.console import fmt_bytes
 from distbench.declared import Names, arg, check, flatten, group
 from distbench.errors import UsageError
 from distbench.metrics import GB, summarize
-from distbench.options import declared_command
+from distbench.options import declared_command, given_names
 from distbench.results import env_line
 from distbench.runtime import get_backend, mpi
 from distbench.timing import adaptive_iters, estimate_seconds
@@ -101,7 +101,7 @@ class CompressConfig:
 def validate(cfg: CompressConfig) -> None:
     """Checks that need no MPI. Raises UsageError with a one-line message."""
     check(cfg)
-    cfg.compression.check(cfg.methods, "--method")
+    cfg.compression.check(cfg.methods, "--method", given_names())
     ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
     cfg.sizes.check(4, "float32")
     if cfg.sizes.max_bytes // 4 >= 1 << 31:

@@ -42,7 +42,7 @@ from distbench.benchmarks.sgd import STEP_LOWER_BOUND_S, rate_interval, shared_d
 from distbench.command import Job, RunOptions
 from distbench.declared import Names, arg, check, flatten, group, options_from
 from distbench.errors import UsageError
-from distbench.options import declared_command
+from distbench.options import declared_command, given_names
 from distbench.results import env_line
 from distbench.runtime import get_backend, mpi
 
@@ -77,21 +77,20 @@ def validate(cfg: FedBenchConfig) -> None:
     check(cfg)
     PARTITIONS.require([cfg.partition], "--partition", allow_all=False)
     for name in cfg.algorithms:
-        cfg.federation.check(ALGORITHMS[name])
+        cfg.federation.check(ALGORITHMS[name], given_names())
     _check_idle(ALGORITHMS, cfg.algorithms, cfg.strategy_options, "--algorithm")
     _check_idle(PARTITIONS, [cfg.partition], cfg.partition_options, "--partition")
     check_duration(_local_steps(cfg, 1) * STEP_LOWER_BOUND_S, cfg.run.max_time,
                    "this federated run")
 
 
-def _check_idle(registry, names: list[str], given: dict, flag: str) -> None:
-    """An option of ``registry`` given (other than its default) that none of ``names`` takes
-    does nothing: an error naming it."""
-    registry.check(given)
-    declared = registry.options()
+def _check_idle(registry, names: list[str], values: dict, flag: str) -> None:
+    """An option of ``registry`` the user gave that none of ``names`` takes does nothing: an
+    error naming it."""
+    registry.check(values)
+    declared, typed = registry.options(), given_names()
     taken = {o.name for n in names for o in registry.spec(n).options}
-    idle = [declared[k].flag for k, v in given.items()
-            if k in declared and v != declared[k].default and k not in taken]
+    idle = [declared[k].flag for k in values if k in declared and k in typed and k not in taken]
     if idle:
         raise UsageError(f"{', '.join(idle)} do(es) nothing with {flag} {','.join(names)}")
 

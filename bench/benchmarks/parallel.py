@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distbench import watchdog
-from distbench.algorithms.parallel.layout import Layout
+from distbench.algorithms.parallel.layout import Layout, all_layouts
 from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.shape import ModelShape, StepOptions
 from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
@@ -110,15 +110,12 @@ class ParallelConfig:
         """
         if self.step.layouts == ["all"]:
             out = []
-            for tp in range(1, ranks + 1):
-                for pp in range(1, ranks // tp + 1):
-                    if ranks % (tp * pp) == 0:
-                        lay = Layout(ranks // (tp * pp), tp, pp)
-                        try:
-                            _check_layout(self, lay, ranks, per_node)
-                        except UsageError:
-                            continue
-                        out.append(lay)
+            for lay in all_layouts(ranks):  # by T then P; bounded: the divisors of ranks
+                try:
+                    _check_layout(self, lay, ranks, per_node)
+                except UsageError:
+                    continue
+                out.append(lay)
             if not out:
                 raise UsageError(f"--layouts all: no D x T x P layout of {ranks} ranks fits "
                                  "the model")
@@ -144,6 +141,8 @@ def validate(cfg: ParallelConfig) -> None:
             get_collective(collective).registry.require(
                 [getattr(cfg, key)], f"--{key.replace('_', '-')} ({collective})",
                 allow_all=False)
+    if cfg.ranks is not None and not cfg.memory_only:
+        raise UsageError("--ranks goes with --memory-only (a run's ranks are the job's)")
     if cfg.memory_only:
         ranks = cfg.ranks or math.prod((cfg.step.dp or 1, cfg.step.tp, cfg.step.pp))
         for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
@@ -176,6 +175,9 @@ def per_node(cfg: ParallelConfig, comm) -> int:
 
 def validate_mpi(cfg: ParallelConfig, comm) -> None:
     """Every layout against the rank count and the ranks of a node (same verdict on all)."""
+    if cfg.ranks_per_node is not None and comm.Get_size() % cfg.ranks_per_node:
+        raise UsageError(f"--ranks-per-node {cfg.ranks_per_node} does not divide the "
+                         f"{comm.Get_size()} ranks")
     k = per_node(cfg, comm)
     lays = cfg.layout_list(comm.Get_size(), k)
     for lay in lays:
@@ -218,8 +220,10 @@ def memory_records(cfg: ParallelConfig) -> list[dict]:
 
 
 def _stage_heads(lay: Layout) -> list[int]:
-    """One rank per stage (ranks of a stage hold the same amount)."""
-    return [s * lay.tp * lay.dp for s in range(lay.pp)]
+    """A rank of the first and of the last stage: the ranks of a stage hold the same amount,
+    and the first stage holds the most of every other (the embeddings, the most micro-batches
+    in flight), so the largest rank is among these two whatever P is."""
+    return sorted({0, (lay.pp - 1) * lay.tp * lay.dp})
 
 
 def run_memory(cfg: ParallelConfig, _comm, _argv) -> int:

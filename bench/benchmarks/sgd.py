@@ -38,7 +38,7 @@ from distbench.command import Device, Job, RunOptions
 from distbench.declared import Names, arg, check, flatten, group
 from distbench.errors import UsageError
 from distbench.metrics import interval
-from distbench.options import declared_command
+from distbench.options import declared_command, given_names
 from distbench.results import env_line
 from distbench.runtime import array_module, get_backend, root_computes
 
@@ -94,7 +94,7 @@ def validate(cfg: SGDBenchConfig) -> None:
     modes = cfg.modes or list(MODES)
     _check_idle(cfg, modes)
     ALLREDUCE.require([cfg.training.allreduce], "--allreduce", allow_all=False)
-    cfg.training.compression.check()
+    cfg.training.compression.check(typed=given_names())
     if cfg.device.device != "cpu":
         array_module(cfg.device.device)  # CuPy and a CUDA device, or a one-line usage error
     updates = cfg.training.steps if cfg.training.steps is not None else 0  # epochs: later
@@ -104,16 +104,15 @@ def validate(cfg: SGDBenchConfig) -> None:
 
 def _check_idle(cfg: SGDBenchConfig, modes: list[str]) -> None:
     """Options given for a mode that is not run are an error (they would do nothing)."""
-    t, default = cfg.training, SGDConfig()
+    typed = given_names()
     idle = []
-    if "local" not in modes and t.local_steps != default.local_steps:
+    if "local" not in modes and "local_steps" in typed:
         idle.append("--local-steps (local mode)")
     if "async" not in modes:
-        idle += [f"{flag} (async mode)" for flag, on in (
-            ("--max-staleness", t.max_staleness is not None),
-            ("--staleness-policy", t.policy != default.policy),
-            ("--staleness-lr", t.staleness_lr)) if on]
-    if modes == ["async"] and t.compression.active:
+        idle += [f"{flag} (async mode)" for flag, name in (
+            ("--max-staleness", "max_staleness"), ("--staleness-policy", "policy"),
+            ("--staleness-lr", "staleness_lr")) if name in typed]
+    if modes == ["async"] and ("method" in typed or cfg.training.compression.active):
         idle.append("--compress (sync and local modes)")
     if idle:
         raise UsageError(f"{', '.join(idle)} given, but --mode {','.join(modes)} does not run "

@@ -28,6 +28,7 @@ reap_leftovers`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -56,6 +57,16 @@ from distbench.errors import DistbenchError, UsageError, eprint
 
 ENV_VAR = "DISTBENCH_EMULATED"
 _STOP_GRACE_S = 5.0
+
+
+def die_with_parent() -> None:
+    """In a child about to exec (``preexec_fn``): SIGKILL it when this process dies, however it
+    dies (``prctl(PR_SET_PDEATHSIG)``; kept across exec), so that a ``kill -9`` of ``distbench
+    emulate`` ends the job it launched at once instead of leaving it to the next run's reaper."""
+    import ctypes  # only in the child, before its exec
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 class Interrupted(BaseException):
@@ -259,10 +270,16 @@ class Cluster:
                 *self.mpirun_argv(argv, flags)]
 
     def environ(self) -> dict[str, str]:
-        """mpirun's environment: this process's, plus ``DISTBENCH_EMULATED`` and, for Open MPI
-        as root, its allow-root variables."""
+        """mpirun's environment: this process's, plus ``DISTBENCH_EMULATED``, ``TMPDIR`` in
+        the run's folder (so the MPI library's session folders and shared-memory files go
+        with the cluster when it is torn down or reaped) and, for Open MPI as root, its
+        allow-root variables."""
         env = dict(os.environ)
         env[ENV_VAR] = self.emulated_json()
+        tmp = self.net.run_dir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp)
+        env["OMPI_MCA_btl_sm_backing_directory"] = str(tmp)
         if self.family == "openmpi" and os.geteuid() == 0:
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -280,7 +297,7 @@ class Cluster:
         if not self.namespaces or self.net.run_dir is None:
             raise DistbenchError("the cluster is not up (use `with Cluster(...) as c`)")
         proc = subprocess.Popen(self.command(list(argv), list(flags)), env=self.environ(),
-                                **popen_kwargs)
+                                preexec_fn=die_with_parent, **popen_kwargs)
         try:
             return proc.wait(timeout=timeout)
         except BaseException as exc:

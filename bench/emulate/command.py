@@ -3,6 +3,7 @@ subcommand on it and tears it down (:class:`distbench.emulate.cluster.Cluster`).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from distbench.launcher import launched_by_mpirun
 from distbench.options import DeclaredCommand, declared_command
 
 MAX_NODES = 64  # namespaces, veths and one Slurm daemon each: beyond this a laptop gives up
+RANKS_PER_CORE = 32  # oversubscription beyond this only thrashes (and fills /dev/shm)
 
 
 def _separator(args: list[str]) -> int | None:
@@ -116,6 +118,11 @@ def _emulate(cfg: EmulateConfig, stray) -> Job:
         raise UsageError("no subcommand after `--` (e.g. `-- allreduce`)")
     if inner and inner[0] == "emulate" and batch is None:
         raise UsageError("`distbench emulate` cannot run inside an emulated cluster")
+    ranks, cores = nodes * ranks_per_node, os.cpu_count() or 1
+    if ranks > RANKS_PER_CORE * cores:
+        raise UsageError(f"{nodes} nodes x {ranks_per_node} ranks = {ranks} ranks on {cores} "
+                         f"cores: more than {RANKS_PER_CORE} per core, which this machine cannot "
+                         "run (lower --nodes or --ranks-per-node)")
     parse_rate(link)
     parse_subnet(subnet, nodes)
     if launched_by_mpirun():
@@ -128,8 +135,9 @@ def _emulate(cfg: EmulateConfig, stray) -> Job:
 
         config = slurm_config(config, cfg.scheduler, cfg.launch, batch, cfg.time_limit)
         return Job("emulate", config, lambda _comm, _argv, _: run_slurm(config),
-                   needs_mpi=False)
-    return Job("emulate", config, lambda _comm, _argv, _: run_emulated(config), needs_mpi=False)
+                   needs_mpi=False, inner=inner if batch is None else None)
+    return Job("emulate", config, lambda _comm, _argv, _: run_emulated(config), needs_mpi=False,
+               inner=inner)
 
 
 emulate_command = declared_command(

@@ -39,6 +39,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -257,20 +258,38 @@ def reap_leftovers(tools: dict[str, str], state_root: Path = STATE_ROOT,
             if fd is not None:
                 os.close(fd)
             continue
-        fd = _lock_path(state_path)
-        if fd is None:
-            continue  # alive
-        try:
-            with open(state_path) as fh:
-                state = json.load(fh)
-            destroy_namespaces(list(state.get("namespaces", [])), tools)
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if reap_run(run_dir, tools):
             reaped.append(run_dir.name)
-        except (OSError, ValueError, DistbenchError):
-            pass  # leave it for a later run; never fail this one over another's leftovers
-        finally:
-            os.close(fd)
     return reaped
+
+
+def reap_run(run_dir: Path, tools: dict[str, str]) -> bool:
+    """Remove one run's leftovers (its namespaces and whatever still runs in them, its folder
+    with the MPI library's session files) if its owner is provably dead (the flock on its
+    ``state.json`` can be taken); returns whether it did."""
+    fd = _lock_path(run_dir / "state.json")
+    if fd is None:
+        return False  # alive (or gone)
+    try:
+        with open(run_dir / "state.json") as fh:
+            state = json.load(fh)
+        destroy_namespaces(list(state.get("namespaces", [])), tools)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+    except (OSError, ValueError, DistbenchError):
+        return False  # leave it for a later run; never fail this one over another's leftovers
+    finally:
+        os.close(fd)
+
+
+def start_guardian(run_dir: Path) -> subprocess.Popen:
+    """A process that tears this run down as soon as its owner dies, however it dies (a
+    ``kill -9`` included): it blocks on a pipe from this process; at end of file, if the run's
+    state is still there and unlocked, it reaps it (:func:`reap_run`). In its own session, so
+    a Ctrl-C meant for the run does not end it first."""
+    return subprocess.Popen([sys.executable, "-m", "distbench.emulate.guard", str(run_dir)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 class Network:
@@ -298,6 +317,7 @@ class Network:
         self.namespaces: list[str] = []
         self.reaped: list[str] = []
         self._lock_fd: int | None = None
+        self._guardian: subprocess.Popen | None = None
 
     @property
     def all_namespaces(self) -> list[str]:
@@ -347,6 +367,7 @@ class Network:
         self._claim_run_dir()
         try:
             self._write_state()
+            self._guardian = start_guardian(self.run_dir)
             self._build()
         except BaseException:
             self.destroy()
@@ -387,4 +408,9 @@ class Network:
             finally:
                 if self._lock_fd is not None:
                     os.close(self._lock_fd)
+                    self._lock_fd = None
+                if self._guardian is not None:  # torn down: it finds nothing to do and exits
+                    with suppress(OSError):
+                        self._guardian.stdin.close()
+                    self._guardian = None
                     self._lock_fd = None

@@ -604,15 +604,20 @@ def run_slurm(config: dict) -> int:
                    f"{time.perf_counter() - start:.2f} s; launch "
                    f"{cluster.emulated()['mpi_launcher']}, time limit "
                    f"{cluster.time_limit_s:g} s")
+            launcher = cluster.emulated()["mpi_launcher"]
             if config["launch"] == "batch":
                 code = cluster.batch(config["batch"], config["inner"])
                 what = f"batch job {cluster.job_id} ({Path(config['batch']).name})"
+                launcher = "sbatch"
             else:
                 code = cluster.run([sys.executable, "-m", "distbench", *config["inner"]],
                                    config["mpirun_flags"])
-                what = f"job {cluster.job_id} ({cluster.emulated()['mpi_launcher']})"
-            if code:
-                state = cluster.job_state(cluster.job_id, 3.0)[0] if cluster.job_id else "?"
+                what = f"job {cluster.job_id} ({launcher})"
+            if code and cluster.job_id is None:  # no job to ask about: the launcher's code
+                eprint(f"Error: Slurm's {launcher} exited with code {code} before a job was "
+                       "created (its output is above)")
+            elif code:
+                state = cluster.job_state(cluster.job_id, 3.0)[0]
                 if state == "TIMEOUT":  # Slurm's own limit (whole minutes) came first
                     raise JobTimeout(f"Slurm {what} ran past its time limit and was cancelled")
                 eprint(f"Error: Slurm {what} ended {state} with exit code {code}")
