@@ -4,6 +4,7 @@
 #   make compress | sgd | fedavg | parallel   the other benchmarks the same way (ARGS=...)
 #   make bench            the whole suite into results/<UTC>-suite/ and its report
 #   make test             install test dependencies, run the serial and the MPI test suites
+#   make docs             build the documentation site (MkDocs, strict) into site/
 #   make lint | clean
 # Cluster users set NP, MPIRUN (e.g. MPIRUN="srun --mpi=pmix"), MPIRUN_FLAGS, ARGS.
 
@@ -39,7 +40,7 @@ TEST_TIMEOUT ?= 600
 COLLECTIVES := $(filter-out allreduce,$(subst _,-,$(notdir $(patsubst %/__init__.py,%,\
                  $(wildcard collectives/*/__init__.py)))))
 
-.PHONY: install allreduce compress sgd fedavg test test-serial test-mpi lint clean info \
+.PHONY: install allreduce compress sgd fedavg test test-serial test-mpi lint clean info docs \
         $(COLLECTIVES)
 
 $(BIN)/activate:
@@ -97,12 +98,16 @@ test-mpi:
 	@timeout -k 10 $(TEST_TIMEOUT) $(MPIRUN) -n 5 $(call OVERSUB,5) $(MPIRUN_FLAGS) \
 	  $(PY) -m pytest -q --only-mpi -m collectives tests
 
+docs: $(BIN)/activate
+	$(PY) -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: $(BIN)/activate
 	$(PY) -m pip install -q ruff
 	$(BIN)/ruff check bench collectives algorithms tests
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist site *.egg-info .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------

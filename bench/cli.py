@@ -29,7 +29,7 @@ import click
 from distbench import __version__
 from distbench.collectives import collective_names
 from distbench.errors import DistbenchError, UsageError, eprint
-from distbench.launcher import launched_by_mpirun
+from distbench.launcher import launched_by_mpirun, launcher_rank
 
 # Start-up: this module imports only click and the dependency-free modules above, so
 # ``distbench --help`` loads no NumPy, MPI or benchmark; the harness (runtime, watchdog,
@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     if not _is_job(job):
         sys.exit(_finish_early(job, message))
     job.argv = ["distbench", *argv]
+    code = _apply_view(job)
+    if code is not None:
+        sys.exit(_finish_early(code, None))
     if job.inner:
         code = _check_inner(job.inner)
         if code is not None:
@@ -177,6 +180,23 @@ def main(argv: list[str] | None = None) -> None:
     if not job.needs_mpi:
         sys.exit(_run_offline(job))
     sys.exit(_run_mpi(job))
+
+
+def _apply_view(job) -> int | None:
+    """The job's ``--wide`` / ``--columns`` set for its tables; 2 after the one line when a
+    name is not one of its columns (on rank 0 only under a launcher), else None."""
+    view = job.table_view
+    if view is None:
+        return None
+    from distbench.analysis.tables import table_columns  # a run loads it anyway
+
+    try:
+        view.apply(table_columns(job.name), job.name)
+    except UsageError as exc:
+        if (launcher_rank() or 0) == 0:
+            eprint(f"Error: {exc}")
+        return 2
+    return None
 
 
 def _check_inner(argv: list[str]) -> int | None:

@@ -15,7 +15,7 @@ from dataclasses import Field, dataclass, field
 
 import click
 
-from distbench.declared import arg
+from distbench.declared import Names, arg, group
 from distbench.errors import UsageError
 from distbench.launcher import DEFAULT_THREAD_LEVEL, THREAD_LEVELS
 from distbench.options import Size
@@ -28,6 +28,36 @@ OUTPUT = "Output"
 SIZES = "Message sizes"
 ITERATIONS = "Iterations"
 DEVICE = "Device"
+
+
+@dataclass(kw_only=True)
+class TableView:
+    """Which columns the tables show: in a terminal those that fit its width (the least
+    important hidden first, never a cell cut), every column with ``--wide`` or in piped
+    output, the ones named with ``--columns``."""
+
+    wide: bool = arg(False, "Show every column of the tables (a terminal otherwise hides the "
+                     "least important that do not fit; piped output has them all).",
+                     group=OUTPUT)
+    columns: list | None = arg(None, "Show these columns of the tables (comma-separated "
+                               "names, e.g. size,algorithm,t_max,busbw; a table's caption "
+                               "names those it hid).", type=Names(), metavar="NAMES",
+                               group=OUTPUT)
+
+    def apply(self, known: list[str], command: str) -> None:
+        """Check the ``--columns`` names against ``known`` (the command's tables' names) and
+        make this the view of the tables printed from now on.
+
+        Raises:
+            UsageError: a name no table of ``command`` has.
+        """
+        from distbench.console import set_view
+
+        unknown = [c for c in self.columns or () if c not in known]
+        if unknown:
+            raise UsageError(f"--columns: {unknown[0]!r} is not a column of {command}'s "
+                             f"tables ({', '.join(known)})")
+        set_view(self.wide, self.columns)
 
 
 @dataclass(kw_only=True)
@@ -55,6 +85,7 @@ class RunOptions:
     json: bool = arg(False, "Print the records as JSON on stdout (tables go to stderr).",
                      group=OUTPUT)
     quiet: bool = arg(False, "No table, no progress bar.", group=OUTPUT)
+    view: TableView = group(TableView)
 
     @property
     def folder(self) -> str:
@@ -137,6 +168,8 @@ class Job:
             rank exits 2. What it returns is ``run``'s third argument.
         inner: the distbench command line this job runs in turn (``emulate -- allreduce
             ...``), parsed and checked by the CLI before this job runs (None: none).
+        view: the tables' columns (``--wide``, ``--columns``) of a job without
+            ``options`` (``options.view`` otherwise); None: the default view.
     """
 
     name: str
@@ -147,6 +180,12 @@ class Job:
     validate: Callable | None = None
     argv: list = field(default_factory=list)
     inner: list | None = None
+    view: TableView | None = None
+
+    @property
+    def table_view(self) -> TableView | None:
+        """The view its tables follow (``view``, else the run options')."""
+        return self.view or (self.options.view if self.options else None)
 
 
 def size_sweep(min_bytes: int, max_bytes: int, factor: int) -> list[int]:

@@ -15,7 +15,11 @@ algbw and busbw, and the 95 % confidence interval of each.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+from distbench.errors import UsageError
 
 GB = 1e9
 
@@ -144,3 +148,26 @@ def algbw(nbytes: int, seconds: float) -> float:
     if seconds <= 0:
         return 0.0
     return nbytes / seconds / GB
+
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)", re.IGNORECASE)
+_UNIT = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12}
+
+
+def parse_rate(text: str) -> int | None:
+    """Link rate in bits per second from ``tc``-style text: ``100mbit``, ``1gbit``, ``10gbit``,
+    ``2.5gbit``, ``500kbit`` (decimal units, as ``tc``); ``none`` means unshaped (returns None).
+
+    Raises:
+        UsageError: malformed or zero rate.
+    """
+    text = str(text).strip()
+    if text.lower() == "none":
+        return None
+    m = _RATE.fullmatch(text)
+    if not m:
+        raise UsageError(f"malformed link rate {text!r} (use e.g. 100mbit, 1gbit, 10gbit or none)")
+    bits = int(round(float(m.group(1)) * _UNIT[m.group(2).lower()]))
+    if bits < 1000:
+        raise UsageError(f"link rate {text!r} is below 1kbit")
+    return bits

@@ -252,9 +252,9 @@ class DeclaredCommand(click.Command):
     def format_epilog(self, ctx, formatter) -> None:
         super().format_epilog(ctx, formatter)
         if self.examples:
-            with formatter.section("Examples"):
+            with formatter.section("Examples"):  # one line each, never re-wrapped
                 for line in self.examples:
-                    formatter.write_text(line)
+                    formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
 
 
 def given_names() -> frozenset:

@@ -89,7 +89,7 @@ def test_shared_groups_are_declared_once():
     flags everywhere (the thread level among them: no module global)."""
     run = [o.flag for o in options_of(RunOptions)]
     assert run == ["--thread-level", "--timeout", "--max-time", "--output", "--run-dir",
-                   "--json", "--quiet"]
+                   "--json", "--quiet", "--wide", "--columns"]
     for cls in (SweepConfig,):
         flags = [p.opts for p in click_options(cls)]
         assert all([f] in flags or any(f in o for o in flags) for f in run)

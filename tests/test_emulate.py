@@ -24,13 +24,13 @@ from distbench.emulate.cluster import Cluster
 from distbench.emulate.network import (
     NETNS_DIR,
     check_requirements,
-    parse_rate,
     parse_subnet,
     pids_in,
     reap_leftovers,
 )
 from distbench.errors import UsageError
 from distbench.launcher import launched_by_mpirun
+from distbench.metrics import parse_rate
 
 PY = sys.executable
 PINGPONG = Path(__file__).resolve().parent.parent / "tools" / "pingpong.py"

@@ -69,7 +69,8 @@ def test_native_collectives_are_not_counted_as_our_bytes(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--dp", "3"], "needs D x T x P = 3 ranks, the job has 4"),
     (["--layouts", "1x4x1", "--heads", "6", "--hidden", "96"], "does not divide the 6 attention"),
-    (["--layouts", "2x2x1", "--ranks-per-node", "3"], "a tensor-parallel group must stay"),
+    (["--layouts", "1x4x1", "--ranks-per-node", "2"], "a tensor-parallel group must stay"),
+    (["--layouts", "2x2x1", "--ranks-per-node", "3"], "--ranks-per-node 3 does not divide"),
     (["--layouts", "1x1x4", "--micro-batches", "2"], "1F1B needs at least as many"),
     (["--layouts", "1x1x4", "--layers", "6"], "does not divide the 6 layers"),
     (["--layouts", "2x2"], "a layout is DxTxP"),

@@ -142,7 +142,8 @@ def test_a_rank_that_stalls_and_resumes_leaves_spikes_in_the_record(tmp_path):
     assert rec["bytes"] == 16
     assert rec["spikes"] >= 1, "a 1 s stall among ~20 us iterations is a spike"
     assert rec["p99_us"] < 1e5, "one spike does not move the 99th percentile"
-    assert f"native ({rec['spikes']} spike" in err, "the table marks the row"
+    assert "native!" in err, "the table marks the row"
+    assert f"native at 16 B ({rec['spikes']})" in err, "the footnote counts the spikes"
 
 
 def test_ctrl_c_of_a_single_rank_marks_the_results_and_says_where(tmp_path):

@@ -26,11 +26,17 @@ from dataclasses import dataclass
 
 import click
 
-from distbench.analysis.tables import completeness, fmt_env, known_benchmarks, options_text
+from distbench.analysis.tables import (
+    COMPARE_COLUMNS,
+    completeness,
+    fmt_env,
+    known_benchmarks,
+    options_text,
+)
 from distbench.collectives import collective_names
-from distbench.command import Job
+from distbench.command import Job, TableView
 from distbench.console import console, fmt_bytes, fmt_num, print_table
-from distbench.declared import arg
+from distbench.declared import arg, group
 from distbench.errors import UsageError
 from distbench.options import declared_command
 from distbench.results import find_docs
@@ -262,12 +268,6 @@ def _describe(key: tuple) -> tuple[str, str, str]:
     return f"{bench} {what}", size, f"{rec.get('ranks')} {rec.get('dtype') or ''}".strip()
 
 
-COLUMNS = [("benchmark / series", "left"), ("size", "right"), ("p dtype", "left"),
-           ("time A", "right"), ("time B", "right"), ("B/A time", "right"),
-           ("95 % interval", "right"), ("effect", "right"), ("rate A", "right"),
-           ("rate B", "right"), ("B/A rate", "right"), ("change", "left"), ("by", "left")]
-
-
 def run_compare(a: str, b: str, fail_pct: float | None) -> int:
     """Print the comparison; return 1 if ``fail_pct`` is given and exceeded, else 0."""
     found_a = find_docs(a, known_benchmarks())
@@ -308,7 +308,8 @@ def run_compare(a: str, b: str, fail_pct: float | None) -> int:
                "B/A excludes 1); rows without intervals: B/A beyond the runs' spread (p99/p50 - "
                "1, or repetitions)."
                f" Matched {len(matches)} rows; only in A: {only_a}, only in B: {only_b}.")
-    print_table("distbench compare: B / A", COLUMNS, rows, caption=caption, row_styles=styles)
+    print_table("distbench compare: B / A", COMPARE_COLUMNS, rows, caption=caption,
+                row_styles=styles)
     if fail_pct is None:
         return 0
     worst = [m for m in matches if m.change == "slower" and m.time_ratio > 1 + fail_pct / 100]
@@ -332,13 +333,15 @@ class CompareConfig:
     fail_on_regression: str | None = arg(None, "Exit 1 when any matched row is significantly "
                                          "slower in B (the 95 % intervals do not overlap) by "
                                          "more than X percent.", metavar="X%")
+    view: TableView = group(TableView)
 
 
 def _compare(cfg: CompareConfig, run_a: str, run_b: str) -> Job:
     fail = cfg.fail_on_regression
     fail_pct = None if fail is None else parse_percent(fail)
     return Job("compare", {"a": run_a, "b": run_b, "fail": fail_pct},
-               lambda _comm, _argv, _: run_compare(run_a, run_b, fail_pct), needs_mpi=False)
+               lambda _comm, _argv, _: run_compare(run_a, run_b, fail_pct), needs_mpi=False,
+               view=cfg.view)
 
 
 compare_command = declared_command(

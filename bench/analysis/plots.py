@@ -137,6 +137,12 @@ def _draw(ax, series: dict[str, list[dict]], x: str, y: str, order=None,
             ax.plot(xy[:, 0], xy[:, 1], label=name, **style(name))
 
 
+def _legend(ax, **kwargs) -> None:
+    """The axes' legend, when something on them has a label (an empty legend only warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str) -> Path:
     """busbw (``metric="busbw_gbps"``) or latency (``"t_max_us"``) vs message size, log-log,
     one line per algorithm, native dashed."""
@@ -151,7 +157,7 @@ def allreduce_plot(records: Sequence[dict], path: Path, metric: str, title: str)
                   .get(metric, metric))
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    _legend(ax, fontsize=8, ncol=2)
     return save(fig, path)
 
 
@@ -175,7 +181,7 @@ def model_check_plot(rows, path: Path, title: str) -> Path:
     ax.set_ylabel("time p50 (us): dots measured, lines model")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    _legend(ax, fontsize=8, ncol=2)
     return save(fig, path)
 
 
@@ -201,7 +207,7 @@ def panels(records: Sequence[dict], path: Path, key: str, x: str, ys: Sequence[t
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=7, ncol=2)
+            _legend(ax, fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
 
@@ -231,7 +237,7 @@ def grid_panels(records: Sequence[dict], path: Path, key: str, rows: Sequence[tu
                 ax.set_ylabel(ylabel)
             ax.grid(True, which="major", alpha=0.3)
             if i == 0 and j == 0:
-                ax.legend(fontsize=8)
+                _legend(ax, fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
 
@@ -264,7 +270,7 @@ def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
         ax.set_xlabel("bucket cap (MiB)")
         ax.set_ylabel("step time (ms)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        _legend(ax, fontsize=7, ncol=2)
     ax = fig.add_subplot(1, 2, 2) if curve else fig.add_subplot(1, 1, 1)
     pos = np.arange(len(best))[::-1]  # the fastest on top
     compute = np.array([r["compute_s"] * 1e3 for r in best])
@@ -276,7 +282,7 @@ def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
                   fontsize=7)
     ax.set_xlabel("step time (ms)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")  # the fastest, shortest bars are on top
+    _legend(ax, fontsize=8, loc="upper right")  # the fastest, shortest bars are on top
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
 

@@ -24,12 +24,14 @@ from distbench.analysis.step_prediction import check_against, run_step_model
 from distbench.analysis.tables import (
     CHECK_SUMMARY_COLUMNS,
     COST_COLUMNS,
+    STEP_CHECK_COLUMNS,
     check_table,
     cost_rows,
     known_benchmarks,
+    prediction_columns,
 )
 from distbench.collectives import collective_names, get_collective
-from distbench.command import Job, Sizes, size_sweep
+from distbench.command import Job, Sizes, TableView, size_sweep
 from distbench.console import fmt_bytes, fmt_num, print_table
 from distbench.declared import Names, Numbers, arg, check, flatten, group
 from distbench.errors import UsageError
@@ -79,7 +81,7 @@ def prediction_table(params: dict[str, CostParams], algos: list[str], p: int, si
         records.append({"ranks": p, "bytes": nb, "fastest": algos[best[j]]})
     flat = {a: c for a, c in curves.items() if a != decl.baseline}
     cross = best_and_crossovers(flat, min(sizes_b), max(sizes_b)) if len(flat) > 1 else []
-    columns = [("size", "right")] + [(a, "right") for a in algos] + [("fastest", "left")]
+    columns = prediction_columns(algos)
     return columns, rows, cross, records
 
 
@@ -167,8 +169,7 @@ def _run_step(opts: dict) -> int:
             sys.stdout.write("\n")
             return 0
         print_table("Step model vs measurement: measured / predicted step ms (error)",
-                    [("layout DxTxP", "left"), ("ZeRO", "right"), ("bucket MiB", "right"),
-                     ("measured ms", "right"), ("predicted ms", "right"), ("error", "right")],
+                    STEP_CHECK_COLUMNS,
                     [[r["layout"], str(r["zero"]), f"{r['bucket_mb']:g}",
                       fmt_num(r["measured_s"] * 1e3), fmt_num(r["predicted_s"] * 1e3),
                       f"{100 * r['error']:+.0f} %"] for r in rows],
@@ -309,6 +310,7 @@ class ModelConfig:
     sizes: Sizes = group(Sizes, max_bytes=128 << 20, factor=4)
     json: bool = arg(False, "Print the fits, predictions, crossovers and check as JSON "
                      "instead of tables.")
+    view: TableView = group(TableView)
     step: bool = arg(False, "Predict a training step of distbench parallel instead (the step "
                      "options; --ranks with --tp/--pp gives D = p / (T P); --measured: a "
                      "parallel run to check against).")
@@ -387,7 +389,8 @@ def _model(cfg: ModelConfig, **options) -> Job:
         _check_algorithms(cfg)
     opts = {**flatten(cfg), "fit_runs": list(cfg.fit_runs), "from_inter": list(cfg.from_inter),
             "options": cfg.options, "model": cfg.shape.model()}
-    return Job("model", opts, lambda _comm, _argv, _: run_model(opts), needs_mpi=False)
+    return Job("model", opts, lambda _comm, _argv, _: run_model(opts), needs_mpi=False,
+               view=cfg.view)
 
 
 model_command = declared_command(

@@ -28,6 +28,14 @@ from pathlib import Path
 
 import click
 
+from distbench.algorithms.sgd.common import Targets
+from distbench.analysis.answers import (
+    collective_answer,
+    compress_answer,
+    fed_answer,
+    parallel_answer,
+    sgd_answer,
+)
 from distbench.analysis.fit import hockney_fits, model_check
 from distbench.analysis.plots import (
     allreduce_plot,
@@ -64,6 +72,7 @@ from distbench.command import Job
 from distbench.console import console, fmt_bytes, fmt_num, fmt_params
 from distbench.declared import arg
 from distbench.errors import UsageError
+from distbench.metrics import parse_rate
 from distbench.options import declared_command
 from distbench.results import atomic_write, find_docs
 
@@ -118,6 +127,20 @@ def _pivot(records, field, algos):
     return [("size", "right")] + [(a, "right") for a in algos], rows
 
 
+def answer_md(lines: list[str]) -> list[str]:
+    """The answer lines (:mod:`distbench.analysis.answers`) as the block that heads a
+    section."""
+    if not lines:
+        return []
+    return [f"> **Answer.** {lines[0]}", *(f"> {ln}" for ln in lines[1:]), ""]
+
+
+def _targets(doc: dict) -> str:
+    """The run's target (``train loss <= 0.3``) from its recorded configuration."""
+    cfg = doc.get("config") or {}
+    return Targets(target_loss=cfg.get("target_loss"), target_acc=cfg.get("target_acc")).text()
+
+
 def collective_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     """The section of a collective's run (allreduce or any other declared collective)."""
     decl = get_collective(doc["benchmark"])
@@ -137,6 +160,7 @@ def collective_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     checked = any(r.get("wrong") is not None for r in recs)
     lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
              f"`{env.get('command', '')}`", "",
+             *answer_md(collective_answer(recs, decl.baseline)),
              f"![busbw]({pngs[0].name})", f"![latency]({pngs[1].name})", "",
              *([f"Options: {'; '.join(labels)}.", ""] if labels else []),
              "t_max (us), the slowest rank's mean time per call:", "",
@@ -197,8 +221,11 @@ def compress_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
                   ("final_drift", "drift of the running sum (average gradients)")],
                  title, "gradient size (bytes)", ncols=2)
     rows = [compress_row(r) for r in recs]
+    links = (doc.get("config") or {}).get("links") or ["100mbit", "1gbit", "10gbit"]
     lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
-             f"`{env.get('command', '')}`", "", f"![compression]({png.name})", "",
+             f"`{env.get('command', '')}`", "",
+             *answer_md(compress_answer(recs, [parse_rate(x) for x in links])),
+             f"![compression]({png.name})", "",
              "Dense AllReduce dashed. ratio = dense / wire bytes; x native, x ring = t_max "
              "of the dense AllReduce / t_max; break-even: the link bandwidth below which the "
              "method beats the dense ring AllReduce.", "", md_table(COMPRESS_COLUMNS, rows)]
@@ -231,6 +258,7 @@ def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
          ("wall_s", "wall time (s)", False)])
     rows = [sgd_summary_row(s) for s in sums]
     if rows:
+        lines[2:2] = answer_md(sgd_answer(sums, _targets(doc)))
         lines += ["", md_table(SGD_SUMMARY_COLUMNS, rows)]
     return "\n".join(lines), pngs
 
@@ -257,6 +285,7 @@ def fedavg_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
                       f"(median {sizes[len(sizes) // 2]}), {min(labels)} to {max(labels)} "
                       f"labels per client (mean {sum(labels) / len(labels):.1f})."]
     if sums:
+        lines[2:2] = answer_md(fed_answer(sums, _targets(doc)))
         lines += ["", "up / down: bytes through MPI, all clients together (down: the model "
                       "to every sampled client; up: every answering client's update).", "",
                   md_table(FED_SUMMARY_COLUMNS, [fed_summary_row(s) for s in sums])]
@@ -276,7 +305,7 @@ def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
         return "\n".join(lines + ["No step records."]), []
     png = step_plots(steps, out / f"parallel_{tag}.png", title)
     ranked = sorted(steps, key=seconds_per_sequence)
-    lines += [f"![parallel]({png.name})", "",
+    lines += [*answer_md(parallel_answer(steps)), f"![parallel]({png.name})", "",
               "Step: the slowest rank's, median of the steps (± its 95 % interval); comm: the "
               "most time a rank spent in communication calls or with exchanges in flight; "
               "exposed = "

@@ -42,6 +42,7 @@ from distbench.algorithms.parallel.pipeline import bubble_fraction
 from distbench.algorithms.parallel.traffic import RankPlan
 from distbench.algorithms.parallel.transformer import Transformer
 from distbench.analysis.cost import CostParams
+from distbench.analysis.tables import STEP_COLUMNS
 from distbench.console import fmt_num, fmt_params, print_table
 from distbench.errors import UsageError
 
@@ -200,12 +201,6 @@ __all__ = ["StepPrediction", "allgather_s", "allreduce_s", "predict_step", "redu
 
 
 # ----------------------------------------------------------------------------- the command
-
-STEP_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
-                ("bucket MiB", "right"), ("batch", "right"), ("step ms", "right"),
-                ("compute ms", "right"), ("tp ms", "right"), ("pp ms", "right"), ("dp ms", "right"),
-                ("dp exposed ms", "right"), ("E", "right"), ("bubble", "right")]
-
 
 def step_row(pred: StepPrediction, place: int) -> list[str]:
     """A prediction as a row of :data:`STEP_COLUMNS` (``place``: its rank by step time per

@@ -11,7 +11,8 @@ import numpy as np
 
 from distbench.analysis.cost import gbps
 from distbench.collectives import collective_names
-from distbench.console import fmt_bytes, fmt_num, fmt_params
+from distbench.console import Column as C
+from distbench.console import column, fmt_bytes, fmt_num, fmt_params
 
 # the benchmarks besides the collectives (each has its table here)
 BENCHMARKS = ("compress", "sgd", "fedavg", "parallel")
@@ -23,24 +24,37 @@ def known_benchmarks() -> tuple:
 
 # ----------------------------------------------------------------------------- collectives
 
-COLLECTIVE_COLUMNS = [("size", "right"), ("count", "right"), ("algorithm", "left"),
-                      ("t_avg us", "right"), ("t_min us", "right"), ("t_max us", "right"),
-                      ("p99 us", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
-                      ("x native", "right"), ("bound us", "right"), ("% bound", "right"),
-                      ("#wrong", "right")]
+# priority 0: always shown; the higher the number, the sooner a narrow terminal hides it
+COLLECTIVE_COLUMNS = [C("size"), C("count", priority=3), C("algorithm", "left"),
+                      C("t_avg us", priority=4), C("t_min us", priority=5), C("t_max us"),
+                      C("p99 us", priority=4), C("algbw GB/s", priority=3), C("busbw GB/s"),
+                      C("x native"), C("bound us", priority=2), C("% bound", priority=1),
+                      C("#wrong")]
 
 
 SLOW_STATE = 1.3  # a size whose canary took this many times the run's fastest: a slow state
 
 STATS_CAPTION = ("±: half the 95 % interval in % of the value (bootstrap over the iterations; "
-                 "x native: paired over the interleaving rounds); (n spikes): iterations over "
-                 "10x the median, a rank stalled")
+                 "x native: paired over the interleaving rounds)")
+
+SPIKE = "!"  # the marker of a row whose iterations had spikes (the footnote counts them)
 
 
-def spikes_text(rec: dict) -> str:
-    """``" (3 spikes)"`` for a record whose iterations had spikes, else ``""``."""
-    n = rec.get("spikes") or 0
-    return f" ({n} spike{'s' if n > 1 else ''})" if n else ""
+def spike_mark(rec: dict) -> str:
+    """:data:`SPIKE` for a record whose iterations had spikes, else ``""``."""
+    return SPIKE if rec.get("spikes") else ""
+
+
+def spikes_note(records: list[dict], label: str = "algorithm", most: int = 6) -> str:
+    """The footnote of the rows marked :data:`SPIKE`: which (``label`` at size) and how many
+    iterations were over 10x the median (a rank stalled); empty when none had spikes."""
+    hits = [f"{r.get(label)} at {fmt_bytes(r['bytes'])} ({r['spikes']})"
+            for r in records if r.get("spikes")]
+    if not hits:
+        return ""
+    more = f" and {len(hits) - most} more" if len(hits) > most else ""
+    return (f"{SPIKE} spikes, iterations over 10x the median (a rank stalled): "
+            f"{', '.join(hits[:most])}{more}")
 
 
 def with_ci(value, ci, fmt=fmt_num) -> str:
@@ -56,7 +70,8 @@ def with_ci(value, ci, fmt=fmt_num) -> str:
 
 # with --nonblocking: the three times of the overlap measurement and the overlap (t_max and the
 # columns before it are then the pure time, start + wait)
-OVERLAP_COLUMNS = [("compute us", "right"), ("total us", "right"), ("overlap %", "right")]
+OVERLAP_COLUMNS = [C("compute us", priority=2), C("total us", priority=2),
+                   C("overlap %", priority=1, key="overlap")]
 
 
 def collective_columns(nonblocking: bool = False) -> list[tuple[str, str]]:
@@ -68,12 +83,13 @@ def collective_columns(nonblocking: bool = False) -> list[tuple[str, str]]:
 def collective_row(rec: dict, fastest_canary: float | None = None) -> list[str]:
     """A collective record (allreduce and the others) as a row of :func:`collective_columns`:
     a size measured in a slow machine state (its canary over :data:`SLOW_STATE` times
-    ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes says how many;
+    ``fastest_canary``) ends in ``*``, an algorithm whose iterations had spikes in
+    :data:`SPIKE` (:func:`spikes_note` counts them);
     the overlap cells where the record has them (``--nonblocking``)."""
     slow = bool(fastest_canary and rec.get("canary_us")
                 and rec["canary_us"] > SLOW_STATE * fastest_canary)
     row = [fmt_bytes(rec["bytes"]) + ("*" if slow else ""), str(rec["count"]),
-           rec["algorithm"] + spikes_text(rec),
+           rec["algorithm"] + spike_mark(rec),
            fmt_num(rec["t_avg_us"]), fmt_num(rec["t_min_us"]),
            with_ci(rec["t_max_us"], rec.get("t_max_us_ci")), fmt_num(rec["p99_us"]),
            fmt_num(rec["algbw_gbps"]), fmt_num(rec["busbw_gbps"]),
@@ -118,11 +134,12 @@ def algorithm_label(rec: dict) -> str:
 
 # ----------------------------------------------------------------------------- compress
 
-COMPRESS_COLUMNS = [("size", "right"), ("method", "left"), ("wire B/rank", "right"),
-                    ("ratio", "right"), ("compress us", "right"), ("exchange us", "right"),
-                    ("decompress us", "right"), ("total us", "right"), ("x native", "right"),
-                    ("x ring", "right"), ("err/step", "right"), ("drift", "right"),
-                    ("break-even GB/s", "right")]
+COMPRESS_COLUMNS = [C("size"), C("method", "left"), C("wire B/rank", key="wire"),
+                    C("ratio", priority=2), C("compress us", priority=3),
+                    C("exchange us", priority=3), C("decompress us", priority=3),
+                    C("total us"), C("x native", priority=1), C("x ring"),
+                    C("err/step", priority=1, key="err_per_step"), C("drift", priority=2),
+                    C("break-even GB/s", key="break_even")]
 
 
 def compress_row(r: dict) -> list[str]:
@@ -134,7 +151,7 @@ def compress_row(r: dict) -> list[str]:
     def ratio(key):
         return with_ci(r.get(key), r.get(key + "_ci"), lambda x: f"{x:.2f}")
 
-    return [fmt_bytes(r["bytes"]), r["method"] + spikes_text(r),
+    return [fmt_bytes(r["bytes"]), r["method"] + spike_mark(r),
             fmt_bytes(int(r["wire_bytes"])), num("compression_ratio"), num("compress_us"),
             num("exchange_us"), num("decompress_us"),
             with_ci(r.get("t_max_us"), r.get("t_max_us_ci")), ratio("vs_native"),
@@ -144,16 +161,18 @@ def compress_row(r: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- sgd
 
-SGD_EVAL_COLUMNS = [("mode", "left"), ("step", "right"), ("epoch", "right"),
-                    ("wall s", "right"), ("train loss", "right"), ("f - f*", "right"),
-                    ("test acc", "right"), ("rounds", "right"), ("sent/rank", "right"),
-                    ("tau mean", "right"), ("tau max", "right")]
+SGD_EVAL_COLUMNS = [C("mode", "left"), C("step"), C("epoch", priority=2),
+                    C("wall s", priority=1), C("train loss"), C("f - f*", priority=1, key="gap"),
+                    C("test acc"), C("rounds", priority=3), C("sent/rank", priority=1,
+                                                               key="sent"),
+                    C("tau mean", priority=2), C("tau max", priority=3)]
 
-SGD_SUMMARY_COLUMNS = [("mode", "left"), ("steps", "right"), ("final loss", "right"),
-                       ("f - f*", "right"), ("test acc", "right"), ("rounds", "right"),
-                       ("sent/rank", "right"), ("wall s", "right"), ("steps/s", "right"),
-                       ("comm %", "right"), ("to target s", "right"),
-                       ("to target sent", "right")]
+SGD_SUMMARY_COLUMNS = [C("mode", "left"), C("steps"), C("final loss", priority=1),
+                       C("f - f*", priority=2, key="gap"), C("test acc"),
+                       C("rounds", priority=3), C("sent/rank", key="sent"),
+                       C("wall s", priority=1), C("steps/s", priority=2, key="steps_per_s"),
+                       C("comm %", priority=2, key="comm"), C("to target s"),
+                       C("to target sent", priority=1)]
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -192,14 +211,15 @@ def sgd_summary_row(s: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- fedavg
 
-FED_ROUND_COLUMNS = [("series", "left"), ("round", "right"), ("wall s", "right"),
-                     ("train loss", "right"), ("f - f*", "right"), ("test acc", "right"),
-                     ("clients", "right"), ("up", "right"), ("down", "right")]
+FED_ROUND_COLUMNS = [C("series", "left"), C("round"), C("wall s", priority=1),
+                     C("train loss"), C("f - f*", priority=2, key="gap"), C("test acc"),
+                     C("clients", priority=2), C("up", priority=1), C("down", priority=3)]
 
-FED_SUMMARY_COLUMNS = [("series", "left"), ("rounds", "right"), ("final loss", "right"),
-                       ("f - f*", "right"), ("test acc", "right"), ("up", "right"),
-                       ("down", "right"), ("wall s", "right"), ("to target rounds", "right"),
-                       ("to target up", "right"), ("to target s", "right")]
+FED_SUMMARY_COLUMNS = [C("series", "left"), C("rounds"), C("final loss", priority=1),
+                       C("f - f*", priority=2, key="gap"), C("test acc"), C("up"),
+                       C("down", priority=2), C("wall s", priority=1),
+                       C("to target rounds"), C("to target up", priority=1),
+                       C("to target s", priority=1)]
 
 
 def fed_series(rec: dict, shown: tuple = ()) -> str:
@@ -248,13 +268,14 @@ def abridge(rows: list, most: int) -> list:
 
 # ----------------------------------------------------------------------------- parallel
 
-PARALLEL_COLUMNS = [("#", "right"), ("layout DxTxP", "left"), ("ZeRO", "right"),
-                    ("bucket MiB", "right"), ("overlap", "left"), ("batch", "right"),
-                    ("step ms", "right"),
-                    ("compute ms", "right"), ("comm ms", "right"),
-                    ("exposed ms", "right"), ("E", "right"), ("dp MB", "right"),
-                    ("tp MB", "right"), ("pp MB", "right"), ("memory GB", "right"),
-                    ("bubble", "right")]
+PARALLEL_COLUMNS = [C("#", priority=2, key="place"), C("layout DxTxP", "left", key="layout"),
+                    C("ZeRO", key="zero"), C("bucket MiB", priority=3), C("overlap", "left",
+                                                                          priority=3),
+                    C("batch", priority=2), C("step ms"), C("compute ms", priority=1),
+                    C("comm ms", priority=1), C("exposed ms"), C("E", priority=2,
+                                                                 key="efficiency"),
+                    C("dp MB", priority=3), C("tp MB", priority=3), C("pp MB", priority=3),
+                    C("memory GB", priority=1), C("bubble", priority=1)]
 
 
 def _mb(rec: dict, cls: str) -> str:
@@ -288,11 +309,11 @@ def parallel_row(rec: dict, place: int) -> list[str]:
             fmt_num(rec["memory_bytes"] / 1e9), bubble]
 
 
-PARALLEL_MEMORY_COLUMNS = [("layout DxTxP", "left"), ("ZeRO", "right"),
-                           ("params/rank", "right"), ("params GB", "right"),
-                           ("grads GB", "right"), ("optimizer GB", "right"),
-                           ("model states GB", "right"), ("activations GB", "right"),
-                           ("total GB", "right")]
+PARALLEL_MEMORY_COLUMNS = [C("layout DxTxP", "left", key="layout"), C("ZeRO", key="zero"),
+                           C("params/rank", priority=1, key="params_per_rank"),
+                           C("params GB", priority=2), C("grads GB", priority=2),
+                           C("optimizer GB", priority=2), C("model states GB", priority=1),
+                           C("activations GB", priority=1), C("total GB")]
 
 
 def parallel_memory_row(rec: dict) -> list[str]:
@@ -317,12 +338,15 @@ def fit_rows(fits) -> list[list[str]]:
              fmt_num(f.bandwidth_gbps), f"{f.r2:.4f}", str(f.points)] for f in fits]
 
 
-FIT_COLUMNS = [("algorithm", "left"), ("p", "right"), ("dtype", "left"), ("alpha us", "right"),
-               ("1/beta GB/s", "right"), ("R^2", "right"), ("points", "right")]
+FIT_COLUMNS = [C("algorithm", "left"), C("p"), C("dtype", "left", priority=1),
+               C("alpha us"), C("1/beta GB/s", key="bandwidth"), C("R^2", priority=1, key="r2"),
+               C("points", priority=2)]
 
-COST_COLUMNS = [("algorithm", "left"), ("alpha us", "right"), ("1/beta GB/s", "right"),
-                ("1/gamma GB/s", "right"), ("fitted on p", "left"), ("points", "right"),
-                ("rms rel. error", "right"), ("note", "left")]
+COST_COLUMNS = [C("algorithm", "left"), C("alpha us"), C("1/beta GB/s", key="bandwidth"),
+                C("1/gamma GB/s", priority=1, key="reduction_bandwidth"),
+                C("fitted on p", "left", priority=2, key="fitted_on"),
+                C("points", priority=2), C("rms rel. error", key="rms_error"),
+                C("note", "left", priority=3, wrap=True)]
 
 
 def cost_rows(fits: dict) -> list[list[str]]:
@@ -350,23 +374,72 @@ def check_table(rows) -> tuple[list, list[list[str]], list[list[str]]]:
         err = np.abs([r.error for r in rows if r.algorithm == a])
         summary.append([a, f"{100 * np.median(err):.0f} %", f"{100 * err.max():.0f} %",
                         str(err.size)])
-    return [("size", "right")] + [(a, "right") for a in algos], out, summary
+    return [C("size")] + [C(a, priority=i // 2, key=a) for i, a in enumerate(algos)], out, summary
 
 
-CHECK_SUMMARY_COLUMNS = [("algorithm", "left"), ("median |error|", "right"),
-                         ("max |error|", "right"), ("sizes", "right")]
+CHECK_SUMMARY_COLUMNS = [C("algorithm", "left"), C("median |error|", key="median_error"),
+                         C("max |error|", key="max_error"), C("sizes", priority=1)]
+
+
+def prediction_columns(algos: list[str]) -> list[C]:
+    """The columns of ``model``'s predicted-time table: size, one per algorithm (the first
+    few always shown), the fastest."""
+    return [C("size"), *(C(a, priority=i // 3, key=a) for i, a in enumerate(algos)),
+            C("fastest", "left")]
+
+
+STEP_COLUMNS = [C("#", priority=2, key="place"), C("layout DxTxP", "left", key="layout"),
+                C("ZeRO", key="zero"), C("bucket MiB", priority=3), C("batch", priority=2),
+                C("step ms"), C("compute ms", priority=1), C("tp ms", priority=2),
+                C("pp ms", priority=2), C("dp ms", priority=2), C("dp exposed ms"),
+                C("E", priority=1, key="efficiency"), C("bubble", priority=1)]
+
+STEP_CHECK_COLUMNS = [C("layout DxTxP", "left", key="layout"), C("ZeRO", key="zero"),
+                      C("bucket MiB"), C("measured ms"), C("predicted ms"), C("error")]
+
+# ----------------------------------------------------------------------------- compare, info
+
+COMPARE_COLUMNS = [C("benchmark / series", "left", key="series", wrap=True), C("size"),
+                   C("p dtype", "left", priority=2, key="ranks_dtype"),
+                   C("time A", priority=1), C("time B", priority=1), C("B/A time"),
+                   C("95 % interval", key="interval"), C("effect", priority=3),
+                   C("rate A", priority=2), C("rate B", priority=2),
+                   C("B/A rate", priority=1), C("change", "left"), C("by", "left", priority=2)]
+
+INFO_COLUMNS = [C("what", "left", wrap=True), C("value", "left", wrap=True)]
+
+
+def table_columns(command: str) -> list[str]:
+    """The ``--columns`` names of ``command``'s tables (for the check of the names given)."""
+    tables = {"compress": [COMPRESS_COLUMNS], "sgd": [SGD_EVAL_COLUMNS, SGD_SUMMARY_COLUMNS],
+              "fedavg": [FED_ROUND_COLUMNS, FED_SUMMARY_COLUMNS],
+              "parallel": [PARALLEL_COLUMNS, PARALLEL_MEMORY_COLUMNS],
+              "compare": [COMPARE_COLUMNS], "info": [INFO_COLUMNS],
+              "model": [FIT_COLUMNS, COST_COLUMNS, CHECK_SUMMARY_COLUMNS, STEP_COLUMNS,
+                        STEP_CHECK_COLUMNS, prediction_columns(_algorithm_names())]}
+    cols = tables.get(command, [collective_columns(True)])
+    return list(dict.fromkeys(column(c).name for table in cols for c in table))
+
+
+def _algorithm_names() -> list[str]:
+    """Every registered algorithm of every collective (``model``'s per-algorithm columns)."""
+    from distbench.collectives import get_collective  # registries: plug-ins load on use
+
+    return list(dict.fromkeys(a for c in collective_names() for a in get_collective(c).registry))
 
 
 # ----------------------------------------------------------------------------- rendering
 
 def md_table(columns, rows) -> str:
-    """A markdown table; ``columns`` are (header, justify) as for the rich tables."""
+    """A markdown table; ``columns`` are :class:`~distbench.console.Column` s or (header,
+    justify) tuples as for the rich tables (every column: a file is never narrow)."""
     def cell(x) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
     align = {"right": "---:", "left": ":---", "center": ":---:"}
-    lines = ["| " + " | ".join(cell(h) for h, _ in columns) + " |",
-             "| " + " | ".join(align.get(j, "---") for _, j in columns) + " |"]
+    cols = [column(c) for c in columns]
+    lines = ["| " + " | ".join(cell(c.header) for c in cols) + " |",
+             "| " + " | ".join(align.get(c.justify, "---") for c in cols) + " |"]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 

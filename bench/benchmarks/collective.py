@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distbench import watchdog
+from distbench.analysis.answers import collective_answer
 from distbench.analysis.tables import (
     STATS_CAPTION,
     algorithm_label,
     collective_columns,
     collective_row,
+    spikes_note,
     state_caption,
 )
 from distbench.benchmarks import bound, outline, overlap
@@ -404,7 +406,8 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str], memory: int | None 
             release_caches()
     rows, sections = _rows(records_all)
     run.emit(_title(decl, cfg, run.size), collective_columns(cfg.overlap.nonblocking),
-             rows, _caption(decl, cfg, run, records_all), sections)
+             rows, _caption(decl, cfg, run, records_all), sections,
+             answer=lambda: collective_answer(records_all, decl.baseline))
     if any_wrong:
         if run.root:
             eprint(f"Error: {any_wrong} wrong element(s); see the #wrong column")
@@ -481,4 +484,6 @@ def _caption(decl, cfg, run, records) -> str:
                      "overlap = 100 max(0, 1 - (total - compute) / pure)")
     return (env_line(run.env) + f"\nx native = t_max(native) / t_max(algorithm), measured "
             f"interleaved; busbw = algbw * {decl.bus_formula}{extra}; {'; '.join(notes)}\n"
-            + STATS_CAPTION + "\n" + state_caption(records) + f"\nresults: {run.writer.path}")
+            + STATS_CAPTION + "\n" + state_caption(records)
+            + "".join(f"\n{n}" for n in [spikes_note(records)] if n)
+            + f"\nresults: {run.writer.path}")

@@ -39,7 +39,13 @@ from distbench.algorithms.compression import COMPRESSORS
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
 from distbench.algorithms.compression.spec import COMPRESSION, Compression
-from distbench.analysis.tables import COMPRESS_COLUMNS, STATS_CAPTION, compress_row
+from distbench.analysis.answers import compress_answer
+from distbench.analysis.tables import (
+    COMPRESS_COLUMNS,
+    STATS_CAPTION,
+    compress_row,
+    spikes_note,
+)
 from distbench.benchmarks import outline
 from distbench.buffers import release_caches
 from distbench.collectives import ALLREDUCE, get_allreduce
@@ -47,7 +53,7 @@ from distbench.command import Device, Iterations, Job, RunOptions, Sizes, seed_a
 from distbench.console import fmt_bytes
 from distbench.declared import Names, arg, check, flatten, group
 from distbench.errors import UsageError
-from distbench.metrics import GB, summarize
+from distbench.metrics import GB, parse_rate, summarize
 from distbench.options import declared_command, given_names
 from distbench.results import env_line
 from distbench.runtime import get_backend, mpi
@@ -77,6 +83,10 @@ class CompressConfig:
         "warmup": "Extra untimed iterations per size and method before the timed ones (the "
                   "error steps and a first call of each dense AllReduce already warm up)."})
     allreduce: str = arg("native", "Registered AllReduce for summable payloads.")
+    links: list = arg(["100mbit", "1gbit", "10gbit"], "Link rates the answer under the table "
+                      "compares the methods at (measured compute time plus link bytes at the "
+                      "rate): 100mbit, 1gbit, 25gbit, ...", type=Names(),
+                      flags=("--link",), metavar="RATES")
     seed: int = seed_arg("Seed of the gradient sequence and the compressors.")
     device: Device = group(Device)
     run: RunOptions = group(RunOptions)
@@ -103,6 +113,9 @@ def validate(cfg: CompressConfig) -> None:
     check(cfg)
     cfg.compression.check(cfg.methods, "--method", given_names())
     ALLREDUCE.require([cfg.allreduce], "--allreduce", allow_all=False)
+    for rate in cfg.links:
+        if parse_rate(rate) is None:
+            raise UsageError(f"--link {rate}: a link rate such as 1gbit ('none' has no rate)")
     cfg.sizes.check(4, "float32")
     if cfg.sizes.max_bytes // 4 >= 1 << 31:
         raise UsageError("gradients of 2**31 elements or more need int64 indices")
@@ -196,7 +209,8 @@ def run(cfg: CompressConfig, comm, argv: list[str]) -> int:
             del seq, grad, mean, out, exchanges, fns
             release_caches()
     run.emit(f"Gradient compression, {p} ranks, float32, mean over ranks",
-             COMPRESS_COLUMNS, rows, _caption(cfg, env, writer), sections)
+             COMPRESS_COLUMNS, rows, _caption(cfg, env, writer), sections,
+             answer=lambda: compress_answer(writer.records, [parse_rate(r) for r in cfg.links]))
     return 0
 
 
@@ -281,7 +295,9 @@ def _caption(cfg, env, writer) -> str:
         f"without it for biased methods).\nbreak-even: (dense "
         f"ring link bytes 2(p-1)/p*S - the method's link bytes) / (compress + decompress "
         f"time); on links slower than this the method beats a dense AllReduce.\n"
-        f"{STATS_CAPTION}\nresults: {writer.path}")
+        f"{STATS_CAPTION}\n"
+        + "".join(f"{n}\n" for n in [spikes_note(writer.records, "method")] if n)
+        + f"results: {writer.path}")
 
 
 def _compress(cfg: CompressConfig) -> Job:

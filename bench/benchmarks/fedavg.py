@@ -29,6 +29,7 @@ from distbench.algorithms.federated import (
 )
 from distbench.algorithms.sgd import Problem, ProblemSpec, Targets
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset
+from distbench.analysis.answers import fed_answer
 from distbench.analysis.tables import (
     FED_ROUND_COLUMNS,
     FED_SUMMARY_COLUMNS,
@@ -212,7 +213,7 @@ def _run(cfg: FedBenchConfig, dataset, parts, comm, argv: list[str]) -> int:
              f"clients ({cfg.partition}), {size} ranks", FED_SUMMARY_COLUMNS,
              [fed_summary_row(s) for s in summaries],
              _caption(cfg, run.env, run.writer, problem, dataset, parts, counts)
-             if run.root else "")
+             if run.root else "", answer=lambda: fed_answer(summaries, cfg.targets.text()))
     return 0
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distbench.analysis.tables import INFO_COLUMNS
 from distbench.benchmarks.collective import DTYPES
 from distbench.benchmarks.overhead import measure
 from distbench.collectives import collective_names, get_collective
@@ -146,7 +147,7 @@ def run_info(comm, device: str, gpu_aware: str, argv: list[str], overhead: bool 
         rows.append((f"harness overhead ({over['bytes']} B native, median of 20000)",
                      f"bare {over['bare_us']:.3f} us, harness {over['harness_us']:.3f} us, "
                      f"{over['overhead_us']:+.3f} us per call"))
-    console().print(make_table("distbench info", [("what", "left"), ("value", "left")], rows))
+    console().print(make_table("distbench info", INFO_COLUMNS, rows))
     return 0
 
 

@@ -203,17 +203,21 @@ class Run:
         if self.shows:
             print_table(title, columns, rows, caption, stderr=self.options.json, **kw)
 
-    def emit(self, title: str, columns, rows, caption: str, sections=()) -> None:
+    def emit(self, title: str, columns, rows, caption: str, sections=(),
+             answer: Callable[[], list[str]] | None = None) -> None:
         """The run is complete (the results say so); on rank 0: the records as JSON on stdout
         (``--json``), then the table (on stderr when stdout carries JSON; none with
-        ``--quiet``)."""
+        ``--quiet``) and under it the lines ``answer()`` returns (:mod:`distbench.analysis.
+        answers`: computed on rank 0 only)."""
         watchdog.idle()
         self.writer.finish()
         if not self.root:
             return
         if self.options.json:
             print_records(self.writer.records)
-        self.table(title, columns, rows, caption, sections=sections)
+        if self.shows:
+            self.table(title, columns, rows, caption, sections=sections,
+                       notes=answer() if answer else ())
 
 
     def fail(self, reason: str) -> None:

@@ -31,6 +31,7 @@ from distbench.algorithms.parallel.shape import ModelShape, StepOptions
 from distbench.algorithms.parallel.step import Step, StepConfig, host_bytes
 from distbench.algorithms.parallel.traffic import CLASSES, RankPlan
 from distbench.algorithms.parallel.transformer import Transformer
+from distbench.analysis.answers import parallel_answer
 from distbench.analysis.tables import (
     PARALLEL_COLUMNS,
     PARALLEL_MEMORY_COLUMNS,
@@ -278,7 +279,8 @@ def run(cfg: ParallelConfig, comm, argv: list[str]) -> int:
     run_.emit(f"Training step of a {fmt_params(model.params)}-parameter "
               f"GPT on {size} ranks, ranked by time per sequence", PARALLEL_COLUMNS,
               [parallel_row(r, i + 1) for i, r in enumerate(ranked)],
-              _caption(cfg, run_, model) if rank == 0 else "")
+              _caption(cfg, run_, model) if rank == 0 else "",
+              answer=lambda: parallel_answer(records))
     wrong = sum(r["pp_wrong"] for r in records)
     if wrong and rank == 0:
         eprint(f"Error: {wrong} pipeline message(s) carried the wrong micro-batch")

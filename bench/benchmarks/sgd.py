@@ -26,6 +26,7 @@ from distbench.algorithms.sgd import (
     run_sgd,
 )
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset, shard_bounds
+from distbench.analysis.answers import sgd_answer
 from distbench.analysis.tables import (
     SGD_EVAL_COLUMNS,
     SGD_SUMMARY_COLUMNS,
@@ -244,7 +245,8 @@ def _run(cfg: SGDBenchConfig, dataset, comm, argv: list[str]) -> int:
                   [sgd_eval_row(r) for r in rows])
     run.emit(f"SGD summary: {dataset.name}, {spec.model}, {size} ranks",
              SGD_SUMMARY_COLUMNS, [sgd_summary_row(s) for s in summaries],
-             _caption(cfg, run.env, run.writer, problem, dataset) if run.root else "")
+             _caption(cfg, run.env, run.writer, problem, dataset) if run.root else "",
+             answer=lambda: sgd_answer(summaries, cfg.targets.text()))
     return 0
 
 

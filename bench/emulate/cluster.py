@@ -49,11 +49,11 @@ from distbench.emulate.network import (
     STATE_ROOT,
     Network,
     check_requirements,
-    parse_rate,
     parse_subnet,
     tbf_burst_bytes,
 )
 from distbench.errors import DistbenchError, UsageError, eprint
+from distbench.metrics import parse_rate
 
 ENV_VAR = "DISTBENCH_EMULATED"
 _STOP_GRACE_S = 5.0

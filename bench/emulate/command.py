@@ -16,12 +16,12 @@ from distbench.emulate.cluster import Cluster, Interrupted, default_mpirun
 from distbench.emulate.network import (
     DEFAULT_SUBNET,
     LINK_MTU,
-    parse_rate,
     parse_subnet,
     tbf_burst_bytes,
 )
 from distbench.errors import UsageError, eprint
 from distbench.launcher import launched_by_mpirun
+from distbench.metrics import parse_rate
 from distbench.options import DeclaredCommand, declared_command
 
 MAX_NODES = 64  # namespaces, veths and one Slurm daemon each: beyond this a laptop gives up

@@ -34,7 +34,6 @@ import fcntl
 import ipaddress
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -58,30 +57,9 @@ LINK_MTU = 9000
 TBF_LATENCY = "50ms"
 BRIDGE = "br0"
 NODE_IFACE = "eth0"
-_RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)", re.IGNORECASE)
-_UNIT = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12}
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN = 12, 21
 _TOOLS = {"ip": "iproute2's `ip`", "tc": "iproute2's `tc`", "unshare": "util-linux's `unshare`",
           "hostname": "`hostname`", "sh": "`sh`"}
-
-
-def parse_rate(text: str) -> int | None:
-    """Link rate in bits per second from ``tc``-style text: ``100mbit``, ``1gbit``, ``10gbit``,
-    ``2.5gbit``, ``500kbit`` (decimal units, as ``tc``); ``none`` means unshaped (returns None).
-
-    Raises:
-        UsageError: malformed or zero rate.
-    """
-    text = str(text).strip()
-    if text.lower() == "none":
-        return None
-    m = _RATE.fullmatch(text)
-    if not m:
-        raise UsageError(f"malformed link rate {text!r} (use e.g. 100mbit, 1gbit, 10gbit or none)")
-    bits = int(round(float(m.group(1)) * _UNIT[m.group(2).lower()]))
-    if bits < 1000:
-        raise UsageError(f"link rate {text!r} is below 1kbit")
-    return bits
 
 
 def tbf_burst_bytes(rate_bits: int) -> int:
@@ -412,5 +390,6 @@ class Network:
                 if self._guardian is not None:  # torn down: it finds nothing to do and exits
                     with suppress(OSError):
                         self._guardian.stdin.close()
+                    with suppress(subprocess.TimeoutExpired):
+                        self._guardian.wait(timeout=10)  # gone before the run reports its end
                     self._guardian = None
-                    self._lock_fd = None
