@@ -93,18 +93,11 @@ def shell_line(command: str, extra: str = "", mpirun: str | None = None,
     appended to the distbench command."""
     mpirun = mpirun or str(Path(sys.executable).parent / "mpirun")
     python = python or sys.executable
-    words = shlex.split(command)
-    out, seen = [], False
-    for w in words:
-        if w == "mpirun":
-            out += [mpirun, "--oversubscribe"]
-        elif w == "distbench" and not seen:
-            out += [python, "-m", "distbench"]
-            seen = True
-        else:
-            out.append(w)
-    line = shlex.join(out)
-    return f"{line} {extra}" if extra and seen else line
+    line = re.sub(r"^mpirun\b", lambda _: f"{shlex.quote(mpirun)} --oversubscribe", command)
+    line, found = re.subn(r"(^|\s)distbench\b",
+                          lambda m: f"{m.group(1)}{shlex.quote(python)} -m distbench", line,
+                          count=1)
+    return f"{line} {extra}" if extra and found else line
 
 
 def environment(columns: int | None = None) -> dict:

@@ -14,7 +14,12 @@ Every compressor ``C`` (GRACE's Compressor role) has
   that travels, ``D((sum_r payload_r[0],) + payload[1:]) = sum_r D(payload_r)``, and
   ``payload[1:]`` is identical on every rank (rand-k's indices) and never travels. For the
   others every array of the payload travels;
-* ``biased``: ``E[D(C(x))] != x`` (error feedback is on by default for these).
+* ``biased``: ``E[D(C(x))] != x`` (error feedback is on by default for these);
+* ``own_exchange``: the compressor brings its own collective exchange,
+  ``exchange(comm, allreduce, shapes=...)`` (PowerSGD's two AllReduces, the majority vote);
+  ``own_memory``: it keeps its own residual (DGC's accumulation) and is never wrapped in
+  error feedback; ``allreduced``: its exchange sums by AllReduce (the link bytes of a
+  break-even).
 
 Payload arrays are preallocated and owned by the compressor: the next ``compress`` call
 overwrites them (``none`` returns a view of ``x`` itself). Temporaries come from
@@ -29,9 +34,12 @@ from __future__ import annotations
 
 from distbench.algorithms.compression.base import Compressor
 from distbench.algorithms.compression.dense import FP16, Identity
+from distbench.algorithms.compression.dgc import DGC
+from distbench.algorithms.compression.powersgd import PowerSGD
 from distbench.algorithms.compression.qsgd import QSGD
 from distbench.algorithms.compression.sign import Sign
 from distbench.algorithms.compression.sparse import SMALL, RandK, TopK
+from distbench.algorithms.compression.vote import MajorityVote
 from distbench.registry import Registry
 
 # each class declares the options its constructor takes (OPTIONS); a plug-in class likewise
@@ -42,6 +50,9 @@ COMPRESSORS = Registry("compression method", "distbench.compressors", {
     "sign": Sign,
     "topk": TopK,
     "randk": RandK,
+    "powersgd": PowerSGD,
+    "dgc": DGC,
+    "majority": MajorityVote,
 })
 
 
@@ -52,7 +63,8 @@ def make_compressor(name: str, seed: int = 0, rank: int = 0, **options) -> Compr
 
     Args:
         name: a key of :data:`COMPRESSORS`.
-        seed: seed of the random parts; ``randk`` needs the same seed on every rank.
+        seed: seed of the random parts; ``randk`` and ``powersgd`` need the same seed on
+            every rank.
         rank: this rank; ``qsgd`` draws independent rounding noise per rank from
             ``(seed, rank)``.
         options: the compressors' declared options (each class's ``OPTIONS``, gathered by

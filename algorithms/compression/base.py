@@ -68,8 +68,16 @@ class Compressor(abc.ABC):
     name = ""
     summable = False
     biased = False
+    own_exchange = False  # it builds its own exchange: exchange(comm, allreduce, **context)
+    own_memory = False  # it keeps its own residual: never wrapped in error feedback
+    not_for_uploads = ""  # why a federated client's upload cannot use it ("": it can)
     block = CHUNK  # elements per streamed block on the host (an instance may lower it)
     OPTIONS: tuple = ()  # the options the constructor takes (registry.Option), declared here
+
+    @property
+    def allreduced(self) -> bool:
+        """Whether its exchange sums payloads by AllReduce (else: Allgather)."""
+        return self.summable
 
     def options(self) -> dict:
         """The declared options this compressor was built with (for records and tables)."""

@@ -54,6 +54,13 @@ class ErrorFeedback:
     def biased(self) -> bool:
         return self.compressor.biased
 
+    @property
+    def allreduced(self) -> bool:
+        return self.compressor.allreduced
+
+    own_exchange = False
+    own_memory = False
+
     def describe(self) -> str:
         return f"{self.compressor.describe()}+EF"
 

@@ -45,7 +45,8 @@ class CompressedAllreduce:
 
     Args:
         comm: communicator (mpi4py, or a distbench proxy such as ``CountingComm``).
-        compressor: a compressor of :mod:`distbench.algorithms.compression`, or one wrapped in
+        compressor: a compressor of :mod:`distbench.algorithms.compression` (one without its
+            own exchange), or one wrapped in
             :class:`~distbench.algorithms.compression.error_feedback.ErrorFeedback`. Every rank
             must use the same kind and options (rand-k: the same seed).
         allreduce: registered AllReduce for summable payloads (default ``native``).
@@ -162,19 +163,29 @@ class CompressedAllreduce:
         return out
 
 
-def compressed_exchange(comm, compression, seed: int = 0, allreduce: str = "native"
-                        ) -> CompressedAllreduce:
+def compressed_exchange(comm, compression, seed: int = 0, allreduce: str = "native",
+                        shapes=None, steps_per_epoch: int = 1):
     """A :class:`CompressedAllreduce` of ``compression`` (a
     :class:`~distbench.algorithms.compression.spec.Compression`) on ``comm``.
 
     The compressor is built with this rank's index (QSGD's rounding noise is independent per
     rank; rand-k's indices agree because ``seed`` is the same everywhere) and wrapped in error
-    feedback as the spec says (None: when the compressor is biased).
+    feedback as the spec says (None: when the compressor is biased). A compressor with its own
+    exchange (``own_exchange``: PowerSGD, the majority vote) builds it; ``shapes`` (the
+    vector's layers, for PowerSGD's matrices) and ``steps_per_epoch`` (DGC's warm-up) are
+    handed to the compressors that use them.
 
     Raises:
         UsageError: unknown method or AllReduce, or an option out of its range.
     """
-    return CompressedAllreduce(comm, compression.build(seed, comm.Get_rank()), allreduce)
+    comp = compression.build(seed, comm.Get_rank())
+    inner = getattr(comp, "compressor", comp)
+    for key, value in (("ranks", comm.Get_size()), ("steps_per_epoch", steps_per_epoch)):
+        if hasattr(inner, key):
+            setattr(inner, key, value)
+    if getattr(comp, "own_exchange", False):
+        return comp.exchange(comm, allreduce, shapes=shapes)
+    return CompressedAllreduce(comm, comp, allreduce)
 
 
 __all__ = ["CompressedAllreduce", "compressed_exchange", "link_bytes"]

@@ -83,7 +83,10 @@ class Compression:
     def build(self, seed: int = 0, rank: int = 0, method: str | None = None):
         """A new compressor of ``method`` (default: this spec's), with error feedback as
         configured: the same on every rank but for ``rank`` (QSGD's independent noise)."""
-        comp = make_compressor(method or self.method, seed=seed, rank=rank, **self.options)
+        comp = make_compressor(method or self.method, seed=seed, rank=rank,
+                               error_feedback=self.error_feedback, **self.options)
+        if comp.own_exchange or comp.own_memory:
+            return comp  # its residual (if any) is its own
         return with_error_feedback(comp, self.error_feedback)
 
     def of(self, method: str) -> Compression:

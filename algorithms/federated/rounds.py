@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distbench.algorithms.compression import COMPRESSORS
 from distbench.algorithms.compression.base import keep_count
 from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.federated.client import Client, clip, local_steps
@@ -106,6 +107,10 @@ class FedConfig:
         if self.dp_clip is None and self.dp_noise:
             raise UsageError("--dp-noise needs --dp-clip (the noise is Z times the clip norm)")
         self.compression.check(typed=typed)
+        why = getattr(COMPRESSORS.spec(self.compression.method).fn, "not_for_uploads", "")
+        if why:
+            raise UsageError(f"--compress {self.compression.method} is not for federated "
+                             f"uploads: {why}")
         if strategy is not None and self.dp_clip is not None and not strategy.private:
             raise UsageError(f"--dp-clip does not cover {strategy.name}'s further uploads; run "
                              f"{strategy.name} without DP")

@@ -147,6 +147,7 @@ class SGDConfig:
                          "sorted by label.", choices=PARTITIONS, group=TRAINING)
     seed: int = arg(0, "Seed of every random choice (data order, compressors).", low=0,
                     high=2 ** 63 - 1)
+    steps_per_epoch: int = 1  # set by for_mode: parameter updates per pass (DGC's warm-up)
 
     def check_options(self) -> None:
         """Checks that need no rank count.
@@ -189,7 +190,7 @@ class SGDConfig:
         per_epoch = max(1, n_train // (self.batch_size * per_update))
         sched = replace(self.schedule, decay_every=self.schedule.decay_every or max(1, steps // 3),
                         t0=self.schedule.t0 or float(per_epoch))
-        return replace(self, mode=mode, steps=steps, schedule=sched,
+        return replace(self, mode=mode, steps=steps, schedule=sched, steps_per_epoch=per_epoch,
                        compression=Compression() if mode == "async" else self.compression,
                        eval_every=self.eval_every or max(1, math.ceil(steps / 20)))
 

@@ -38,13 +38,16 @@ class MeanExchange:
         compression: the :class:`~distbench.algorithms.compression.spec.Compression` (None or
             method ``none``: dense).
         seed: seed of randomized compressors (same on every rank).
+        shapes: the vector's layers (PowerSGD compresses the matrices among them); None: one
+            vector.
+        steps_per_epoch: exchanges per epoch (DGC's density warm-up).
 
     Raises:
         UsageError: unknown AllReduce or compressor, or bad compressor options.
     """
 
     def __init__(self, comm, n: int, like, allreduce: str = "native", compression=None,
-                 seed: int = 0):
+                 seed: int = 0, shapes=None, steps_per_epoch: int = 1):
         self.raw = comm
         self.comm = CountingComm(comm)
         self.size = comm.Get_size()
@@ -60,7 +63,8 @@ class MeanExchange:
         # same number the CountingComm would record, without the proxy's ~1.5 us per call
         self._native = allreduce == "native" and not compressing
         self._native_bytes = 0
-        self._compressed = (compressed_exchange(self.comm, compression, seed, allreduce)
+        self._compressed = (compressed_exchange(self.comm, compression, seed, allreduce,
+                                                shapes, steps_per_epoch)
                             if compressing else None)
 
     @property

@@ -53,8 +53,10 @@ class _Loop:
         self.theta = problem.init_params(cfg.seed)
         self.grad, self.avg = xp.empty_like(self.theta), xp.empty_like(self.theta)
         self.anchor = xp.array(self.theta, copy=True) if self.local else None
-        self.exchange = MeanExchange(comm, problem.model.n_params, self.theta, cfg.allreduce,
-                                     cfg.compression, cfg.seed)
+        self.exchange = MeanExchange(
+            comm, problem.model.n_params, self.theta, cfg.allreduce, cfg.compression, cfg.seed,
+            shapes=[shape for _, shape in problem.model.shapes],
+            steps_per_epoch=max(1, cfg.steps_per_epoch // self.H))
         self.delay = cfg.straggler.get(self.rank, 0) / 1000.0
         self.records: list = []
         self.times = {"compute": 0.0, "comm": 0.0, "sleep": 0.0}

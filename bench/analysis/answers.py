@@ -291,7 +291,8 @@ def fed_answer(summaries: Sequence[dict], target: str) -> list[str]:
 def parallel_answer(records: Sequence[dict]) -> list[str]:
     """The answer under parallel's table: the fastest layout and ZeRO stage by step time per
     sequence (significant only if its interval is below every other's), and what limits it:
-    the larger of exposed communication and the pipeline bubble, else compute."""
+    the larger of the pipeline bubble and the exposed time beyond it (communication), else
+    compute."""
     recs = [r for r in records if r.get("kind", "step") == "step" and "step_s" in r]
     if not recs:
         return []
@@ -308,10 +309,11 @@ def parallel_answer(records: Sequence[dict]) -> list[str]:
     who = leaders(per_seq, False)
     best = next(r for r in recs if label(r) == who[0])
     ms = per_seq[who[0]][0] * 1e3
-    exposed = best["exposed_s"] / best["step_s"] if best["step_s"] else 0.0
     bubble = best.get("bubble") or 0.0
+    # the pipeline's waits are part of the exposed time: what is left of it is communication
+    exposed = max(0.0, (best["exposed_s"] / best["step_s"] if best["step_s"] else 0.0) - bubble)
     if max(exposed, bubble) < 0.1:
-        limit = f"compute ({100 * (1 - exposed):.0f} % of the step)"
+        limit = f"compute ({100 * (1 - exposed - bubble):.0f} % of the step)"
     elif exposed >= bubble:
         limit = f"exposed communication ({100 * exposed:.0f} % of the step)"
     else:

@@ -261,7 +261,7 @@ def _records(cfg, env, nbytes, p, dense, exchanges, timed, split, step_err, sum_
         st, ph = stats[m], split[m]
         comp = ex.compressor
         wire = comp.payload_bytes(d)
-        link = link_bytes(wire, p, comp.summable)
+        link = link_bytes(wire, p, comp.allreduced)
         added = (ph["compress"]["t_avg_us"] + ph["decompress"]["t_avg_us"]) * 1e-6
         saved = dense_link - link
         recs.append({
