@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from distbench.algorithms.compression import COMPRESSORS, SMALL, base, make_compressor
-from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.compression.error_feedback import ErrorFeedback, with_error_feedback
+from distbench.algorithms.compression.spec import Compression
 from distbench.errors import UsageError
 
 

@@ -24,6 +24,7 @@ from distbench.analysis.answers import (
     compress_answer,
     leaders,
     parallel_answer,
+    per_link_rate,
     sgd_answer,
 )
 from distbench.cli import COMMANDS
@@ -211,6 +212,20 @@ def test_training_answer_steps_bytes_and_time():
     b["steps_per_s_ci"] = [50, 340]
     assert "no significant difference" in sgd_answer([a, b], "x")[1]
     assert sgd_answer([a], "")[0].startswith("No target set")
+
+
+def test_the_best_compressor_per_link_rate():
+    def summary(method, t, lo, hi):
+        return {"mode": "sync", "compress": method, "time_to_target_s": t, "steps_per_s": 100.0,
+                "steps_per_s_ci": [100.0 * t / hi, 100.0 * t / lo]}
+
+    slow = [summary("none", 1.0, 0.95, 1.05), summary("powersgd", 0.1, 0.09, 0.11)]
+    fast = [summary("none", 0.05, 0.04, 0.06), summary("powersgd", 0.055, 0.05, 0.06)]
+    names, rows, lines = per_link_rate([(1e10, fast), (1e8, slow)])
+    assert names == ["sync", "sync powersgd"] and [r[0] for r in rows] == [1e8, 1e10]
+    assert rows[0][2] == pytest.approx((0.1, 0.09, 0.11))
+    assert lines == ["At 100 Mbit/s: sync powersgd first (0.1 s).",
+                     "At 10 Gbit/s: no significant difference between sync, sync powersgd."]
 
 
 def test_parallel_answer_names_the_limit():

@@ -157,3 +157,16 @@ def test_command_parses_into_a_job():
             sgd_command.main(bad, standalone_mode=False)
     with pytest.raises(click.BadParameter, match=re.escape("'0' is not in (0, 1]")):
         sgd_command.main(["--compress", "topk", "--density", "0"], standalone_mode=False)
+
+
+def test_epochs_alone_set_the_steps(tmp_path):
+    """--epochs E without --steps: T = ceil(E n / (B p)) updates (it once read as both)."""
+    import json
+
+    from launch import mpirun
+
+    proc = mpirun(2, ["sgd", "--mode", "sync", "--epochs", "2", "--batch-size", "32", "--json",
+                      "--quiet", "--output", str(tmp_path)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = next(r for r in json.loads(proc.stdout) if r.get("kind") == "summary")
+    assert summary["steps"] == math.ceil(2 * 1438 / (32 * 2))

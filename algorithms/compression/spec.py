@@ -80,6 +80,22 @@ class Compression:
             raise UsageError(f"{flags} do(es) nothing with {flag} {','.join(names)} (no "
                              "chosen compressor takes it)")
 
+    def check_fit(self, methods: list[str], ranks: int, shapes=None, what: str = "") -> None:
+        """What the methods need of the job: PowerSGD's rank against the matrices of
+        ``shapes`` (the layers of ``what``), the vote's flipping workers fewer than ``ranks``.
+
+        Raises:
+            UsageError: one line naming the option.
+        """
+        for method in methods:
+            comp = self.build(0, 0, method)
+            if shapes is not None and hasattr(comp, "check_shapes"):
+                comp.check_shapes(shapes, what)
+            flips = getattr(comp, "adversarial", 0)
+            if flips and flips >= ranks:
+                raise UsageError(f"--adversarial {flips}: at most {ranks - 1} of the {ranks} "
+                                 "workers can flip")
+
     def build(self, seed: int = 0, rank: int = 0, method: str | None = None):
         """A new compressor of ``method`` (default: this spec's), with error feedback as
         configured: the same on every rank but for ``rank`` (QSGD's independent noise)."""

@@ -190,7 +190,8 @@ class SGDConfig:
         per_epoch = max(1, n_train // (self.batch_size * per_update))
         sched = replace(self.schedule, decay_every=self.schedule.decay_every or max(1, steps // 3),
                         t0=self.schedule.t0 or float(per_epoch))
-        return replace(self, mode=mode, steps=steps, schedule=sched, steps_per_epoch=per_epoch,
+        return replace(self, mode=mode, steps=steps, epochs=None, schedule=sched,
+                       steps_per_epoch=per_epoch,
                        compression=Compression() if mode == "async" else self.compression,
                        eval_every=self.eval_every or max(1, math.ceil(steps / 20)))
 

@@ -232,10 +232,12 @@ def _to_target_time(s: dict, rate_key: str) -> tuple[float, float, float]:
 
 
 def _first(name_of: Callable, rows: list[dict], key: str, fmt: Callable) -> str:
-    """Who reaches the target with the least of ``key`` (an exact count: ties named)."""
+    """Who reaches the target with the least of ``key`` (an exact count: ties named), then
+    the others in order."""
     least = min(r[key] for r in rows)
     who = [name_of(r) for r in rows if r[key] == least]
-    rest = [f"{name_of(r)} {fmt(r[key])}" for r in rows if r[key] != least]
+    rest = [f"{name_of(r)} {fmt(r[key])}" for r in sorted(rows, key=lambda r: r[key])
+            if r[key] != least]
     head = " and ".join(who) + f" ({fmt(least)})"
     return head + (f", then {', '.join(rest)}" if rest else "")
 
@@ -286,6 +288,28 @@ def fed_answer(summaries: Sequence[dict], target: str) -> list[str]:
                          "communication rounds", "bytes_up_to_target", "rounds_per_s", target)
 
 
+def per_link_rate(runs: Sequence[tuple[float, Sequence[dict]]]) -> tuple[list, list, list]:
+    """Which compressor reaches the target first at which link rate: ``runs`` are (link rate
+    in bits per second, the summaries of an ``sgd`` run at that rate); returns (the series
+    names, one row per rate: the rate and each series' time to the target as ``(value, low,
+    high)`` or None, the answer lines: the winner per rate, stated where the intervals
+    separate)."""
+    names = list(dict.fromkeys(sgd_series(s) for _, sums in runs for s in sums))
+    rows, lines = [], []
+    for bits, sums in sorted(runs, key=lambda r: r[0]):
+        times = {sgd_series(s): _to_target_time(s, "steps_per_s") for s in sums
+                 if s.get("time_to_target_s") is not None}
+        rows.append([bits, *(times.get(n) for n in names)])
+        who = leaders(times, False)
+        if not who:
+            lines.append(f"At {rate_text(bits)}: none reached the target.")
+        elif len(who) == 1:
+            lines.append(f"At {rate_text(bits)}: {who[0]} first ({fmt_num(times[who[0]][0])} s).")
+        else:
+            lines.append(f"At {rate_text(bits)}: {_tie(who, len(times))}.")
+    return names, rows, lines
+
+
 # ----------------------------------------------------------------------------- parallel
 
 def parallel_answer(records: Sequence[dict]) -> list[str]:
@@ -326,5 +350,6 @@ def parallel_answer(records: Sequence[dict]) -> list[str]:
     return [f"{head}; limited by {limit}."]
 
 
-__all__ = ["collective_answer", "compress_answer", "estimate", "leaders", "parallel_answer",
-           "rate_text", "sgd_answer", "fed_answer", "size_ranges", "span", "target_answer"]
+__all__ = ["collective_answer", "compress_answer", "estimate", "fed_answer", "leaders",
+           "parallel_answer", "per_link_rate", "rate_text", "sgd_answer", "size_ranges",
+           "span", "target_answer"]

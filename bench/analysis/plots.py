@@ -289,3 +289,31 @@ def step_plots(records: Sequence[dict], path: Path, title: str) -> Path:
 
 __all__ = ["allreduce_plot", "model_check_plot", "panels", "grid_panels", "step_plots", "color",
            "style", "save"]
+
+
+def link_rate_plot(names: Sequence[str], rows: Sequence[Sequence], path: Path, title: str
+                   ) -> Path:
+    """Time to the target (s, with its interval as error bars) against the link rate (bit/s),
+    one line per series (:func:`distbench.analysis.answers.per_link_rate`'s rows)."""
+    fig = Figure(figsize=(7.5, 4.8))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.92, bottom=0.12)
+    ax = fig.add_subplot()
+    for j, name in enumerate(names):
+        pts = [(r[0], r[j + 1]) for r in rows if r[j + 1] is not None]
+        if not pts:
+            continue
+        x = np.array([p[0] for p in pts], dtype=float)
+        y = np.array([p[1][0] for p in pts], dtype=float)
+        lo = np.array([p[1][1] for p in pts], dtype=float)
+        hi = np.array([p[1][2] for p in pts], dtype=float)
+        err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi),
+                                                                          hi - y, 0)])
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name, color=f"C{j % 10}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("link rate (bit/s)")
+    ax.set_ylabel("time to target (s)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, fontsize=8)
+    return save(fig, path)

@@ -34,12 +34,15 @@ from distbench.analysis.answers import (
     compress_answer,
     fed_answer,
     parallel_answer,
+    per_link_rate,
+    rate_text,
     sgd_answer,
 )
 from distbench.analysis.fit import hockney_fits, model_check
 from distbench.analysis.plots import (
     allreduce_plot,
     grid_panels,
+    link_rate_plot,
     model_check_plot,
     panels,
     step_plots,
@@ -292,6 +295,37 @@ def fedavg_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     return "\n".join(lines), pngs
 
 
+def link_rate_md(found, out: Path) -> tuple[str, list[Path]]:
+    """The best compressor per link rate: the sgd runs of emulated clusters at different link
+    rates, the time to the target of every series at each, the winner where the intervals
+    separate, and the plot (nothing with fewer than two rates)."""
+    runs = []
+    for _, doc in found:
+        rate = ((doc.get("environment") or {}).get("emulated") or {})
+        if doc.get("benchmark") == "sgd" and isinstance(rate, dict) and \
+                rate.get("link_bit_per_s"):
+            sums = [r for r in doc["records"] if r.get("kind") == "summary"]
+            runs.append((float(rate["link_bit_per_s"]), sums))
+    if len({r for r, _ in runs}) < 2:
+        return "", []
+    names, rows, lines = per_link_rate(runs)
+    png = link_rate_plot(names, rows, out / "sgd_link_rates.png",
+                         "Time to the target per compressor and link rate")
+
+    def cell(est) -> str:
+        if est is None:
+            return "-"
+        v, lo, hi = est
+        return fmt_num(v) + ("" if lo == float("-inf") else f" [{fmt_num(lo)}, {fmt_num(hi)}]")
+
+    table = md_table([("link", "left"), *((n, "right") for n in names)],
+                     [[rate_text(r[0]), *(cell(e) for e in r[1:])] for r in rows])
+    return "\n".join(["## The best compressor per link rate (sgd on emulated clusters)", "",
+                      *answer_md(lines), f"![link rates]({png.name})", "",
+                      "Time to the target in seconds, with the 95 % interval of each run's "
+                      "step rate:", "", table]), [png]
+
+
 def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     """The section of a ``distbench parallel`` run: step time vs bucket cap, compute and
     exposed communication per layout, and the ranked table."""
@@ -363,6 +397,10 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
             raise UsageError(f"{src / label if label != '.' else src}: malformed {bench} "
                              f"results ({what})") from None
         sections.append((order.get(bench, 200), _status(doc) + text))
+        pngs += made
+    text, made = link_rate_md(found, out)
+    if text:
+        sections.append((101.5, text))
         pngs += made
     for c in collectives:
         text, made = model_check_md(found, out, c)

@@ -37,6 +37,7 @@ import numpy as np
 from distbench import watchdog
 from distbench.algorithms.compression import COMPRESSORS
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
+from distbench.algorithms.compression.powersgd import matrix_shape
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
 from distbench.algorithms.compression.spec import COMPRESSION, Compression
 from distbench.analysis.answers import compress_answer
@@ -132,6 +133,9 @@ def validate_mpi(cfg: CompressConfig, comm) -> None:
     outline.check_device_and_memory(comm, cfg.device.device, per_rank,
                                     f"a {fmt_bytes(cfg.sizes.max_bytes)} gradient with "
                                     f"{len(cfg.methods)} methods")
+    cfg.compression.check_fit(cfg.methods, comm.Get_size(),
+                              [matrix_shape(s // 4) for s in cfg.sizes.sweep()],
+                              "the gradients swept (each read as one matrix)")
 
 
 def _norm(xp, v) -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from distbench import watchdog
+from distbench.algorithms.compression.spec import COMPRESSION
 from distbench.algorithms.sgd import (
     MODES,
     Diverged,
@@ -26,11 +27,13 @@ from distbench.algorithms.sgd import (
     run_sgd,
 )
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset, shard_bounds
+from distbench.algorithms.sgd.models import make_model
 from distbench.analysis.answers import sgd_answer
 from distbench.analysis.tables import (
     SGD_EVAL_COLUMNS,
     SGD_SUMMARY_COLUMNS,
     sgd_eval_row,
+    sgd_series,
     sgd_summary_row,
 )
 from distbench.benchmarks.outline import Run, check_duration
@@ -56,7 +59,11 @@ class SGDBenchConfig:
                              "on the same data and seed [default: sync,local,async; sync,local "
                              "on one rank].", type=Names(), flags=("--mode",))
     problem: ProblemSpec = group(ProblemSpec)
-    training: SGDConfig = group(SGDConfig)
+    training: SGDConfig = group(SGDConfig, skip=("method",))
+    compressors: list = arg(["none"], "Comma list of compressors of the sync and local modes' "
+                            "exchange (registered compression methods; none: dense), each run "
+                            "as a series of its own on the same data and seed.", type=Names(),
+                            flags=("--compress",), group=COMPRESSION)
     straggler: tuple = arg((), "That rank sleeps MS milliseconds per step (repeatable).",
                            multiple=True, metavar="RANK:MS", group="Training")
     targets: Targets = group(Targets)
@@ -95,7 +102,7 @@ def validate(cfg: SGDBenchConfig) -> None:
     modes = cfg.modes or list(MODES)
     _check_idle(cfg, modes)
     ALLREDUCE.require([cfg.training.allreduce], "--allreduce", allow_all=False)
-    cfg.training.compression.check(typed=given_names())
+    cfg.training.compression.check(cfg.compressors, "--compress", typed=given_names())
     if cfg.device.device != "cpu":
         array_module(cfg.device.device)  # CuPy and a CUDA device, or a one-line usage error
     updates = cfg.training.steps if cfg.training.steps is not None else 0  # epochs: later
@@ -113,11 +120,18 @@ def _check_idle(cfg: SGDBenchConfig, modes: list[str]) -> None:
         idle += [f"{flag} (async mode)" for flag, name in (
             ("--max-staleness", "max_staleness"), ("--staleness-policy", "policy"),
             ("--staleness-lr", "staleness_lr")) if name in typed]
-    if modes == ["async"] and ("method" in typed or cfg.training.compression.active):
+    if modes == ["async"] and ("compressors" in typed or cfg.compressors != ["none"]):
         idle.append("--compress (sync and local modes)")
     if idle:
         raise UsageError(f"{', '.join(idle)} given, but --mode {','.join(modes)} does not run "
                          "it")
+
+
+def series_for(cfg: SGDBenchConfig, size: int) -> list[tuple[str, str]]:
+    """(mode, compressor) of every series, in order: each mode with every compressor of
+    ``--compress`` (async, whose parameter server takes gradients whole, dense only)."""
+    return [(mode, method) for mode in modes_for(cfg, size)
+            for method in (["none"] if mode == "async" else cfg.compressors)]
 
 
 def modes_for(cfg: SGDBenchConfig, size: int) -> list[str]:
@@ -133,6 +147,16 @@ def shared_dataset(name: str, seed: int, comm, read=None):
     if read is not None:
         return read
     return root_computes(comm, lambda: load_dataset(name, seed))
+
+
+def _check_compressors(cfg: SGDBenchConfig, dataset, size: int) -> None:
+    """The compressors against the model's layers and the job's workers (PowerSGD's rank,
+    the vote's flipping workers). Raises UsageError."""
+    spec = cfg.problem
+    model = make_model(spec.model, dataset.n_features, dataset.n_classes, spec.l2, spec.width)
+    cfg.training.compression.check_fit(cfg.compressors, size,
+                                       [shape for _, shape in model.shapes],
+                                       f"the {spec.model} model")
 
 
 def validate_mpi(cfg: SGDBenchConfig, comm, read=None):
@@ -151,6 +175,7 @@ def validate_mpi(cfg: SGDBenchConfig, comm, read=None):
         if smallest < mcfg.batch_size:
             raise UsageError(f"--batch-size {mcfg.batch_size} exceeds the {smallest} training "
                              f"samples of a worker's shard in {mode} mode ({workers} workers)")
+    _check_compressors(cfg, dataset, size)
     check_duration(updates * STEP_LOWER_BOUND_S, cfg.run.max_time, "this SGD run")
     return dataset
 
@@ -228,8 +253,9 @@ def _run(cfg: SGDBenchConfig, dataset, comm, argv: list[str]) -> int:
              "f_star_note": problem.f_star_note}
     run = Run(comm, "sgd", _recorded(cfg), argv, backend, cfg.run, extra_env=extra)
     summaries = []
-    for mode in modes_for(cfg, size):
-        mcfg = t.for_mode(mode, size, dataset.n_train)
+    for mode, method in series_for(cfg, size):
+        mcfg = replace(t, compression=t.compression.of(method)).for_mode(mode, size,
+                                                                       dataset.n_train)
         rows: list = []
         try:
             result = _train(run, problem, mcfg, base, rows)
@@ -241,7 +267,8 @@ def _run(cfg: SGDBenchConfig, dataset, comm, argv: list[str]) -> int:
              "compress": mcfg.compression.method}
         summaries.append(s)
         run.writer.append([s])
-        run.table(f"SGD {mode}: {dataset.name}, {spec.model}, {size} ranks", SGD_EVAL_COLUMNS,
+        run.table(f"SGD {sgd_series(s)}: {dataset.name}, {spec.model}, {size} ranks",
+                  SGD_EVAL_COLUMNS,
                   [sgd_eval_row(r) for r in rows])
     run.emit(f"SGD summary: {dataset.name}, {spec.model}, {size} ranks",
              SGD_SUMMARY_COLUMNS, [sgd_summary_row(s) for s in summaries],
@@ -293,7 +320,7 @@ def _caption(cfg, env, writer, problem, dataset) -> str:
             f"{dataset.X_test.shape[0]} test, {problem.model.n_params} parameters, "
             f"f* = {fstar}; batch {t.batch_size}/worker, lr {t.schedule.lr:g} "
             f"({t.schedule.schedule}{', x p in sync/local' if t.scale_lr else ''}), "
-            f"allreduce {t.allreduce}, compress {t.compression.method} (sync, local)\n"
+            f"allreduce {t.allreduce}, compress {','.join(cfg.compressors)} (sync, local)\n"
             f"sent/rank = max over ranks of bytes handed to MPI; wall time excludes "
             f"evaluation; comm % = rank 0's share of it in the exchange (async: the server "
             f"waiting for gradients)\n"
