@@ -140,6 +140,14 @@ class CountingComm(CommProxy):
         self._count("Allgather", coll=sendbuf)
         return self.comm.Allgather(sendbuf, recvbuf)
 
+    def Neighbor_allgather(self, sendbuf, recvbuf):
+        """On a distributed-graph communicator: ``sendbuf`` goes to each out-neighbour, so
+        ``bytes_sent`` grows by outdegree x its bytes."""
+        outdegree = self.comm.Get_dist_neighbors_count()[1]
+        self._count("Neighbor_allgather")
+        self._state["bytes_sent"] += outdegree * _nbytes(sendbuf)
+        return self.comm.Neighbor_allgather(sendbuf, recvbuf)
+
     def Allgatherv(self, sendbuf, recvbuf):
         self._count("Allgatherv", coll=sendbuf)
         return self.comm.Allgatherv(sendbuf, recvbuf)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from launch import mpirun, serial, usage_error_line
 
 from distbench.algorithms.compression import make_compressor
 from distbench.algorithms.compression.dgc import DGC
@@ -16,7 +17,6 @@ from distbench.algorithms.compression.powersgd import (
     orthogonalize,
 )
 from distbench.algorithms.compression.vote import MajorityVote
-from launch import mpirun, serial, usage_error_line
 
 
 def test_dgc_momentum_correction_and_masking_by_hand():

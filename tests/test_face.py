@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
@@ -59,18 +60,23 @@ def _pty_run(argv: list[str], width: int, timeout: float = 180) -> tuple[int, st
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
                             env=env, close_fds=True)
     os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    while True:
-        try:
-            data = os.read(master, 1 << 16)
-        except OSError:  # the terminal closed: every writer has exited
-            break
-        if not data:
-            break
-        chunks.append(data)
-        if time.monotonic() > deadline:
-            proc.kill()
-            break
+    chunks, deadline, done_at = [], time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # the terminal closed: every writer has exited
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:  # exited; a daemon it left may hold the terminal
+            done_at = done_at or time.monotonic()
+            if time.monotonic() - done_at > 2.0:
+                break
+    else:
+        proc.kill()
     os.close(master)
     code = proc.wait(timeout=30)
     text = b"".join(chunks).decode("utf-8", "replace")

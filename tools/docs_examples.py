@@ -31,6 +31,7 @@ import os
 import platform
 import pty
 import re
+import select
 import shlex
 import struct
 import subprocess
@@ -124,15 +125,21 @@ def run_on_terminal(line: str, cwd: Path, columns: int, timeout: float = 900) ->
     proc = subprocess.Popen(line, shell=True, cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave,
                             stderr=slave, env={**environment(columns), "TERM": "xterm"})
     os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
+    chunks, deadline, done_at = [], time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        try:
-            data = os.read(master, 1 << 16)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:  # exited; a daemon it left may hold the terminal
+            done_at = done_at or time.monotonic()
+            if time.monotonic() - done_at > 2.0:
+                break
     os.close(master)
     code = proc.wait(timeout=60)
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r", "")

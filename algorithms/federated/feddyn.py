@@ -32,6 +32,7 @@ class FedDyn(Strategy):
     """
 
     name = "feddyn"
+    peer_to_peer = False  # its server keeps h
     shown = ("feddyn_alpha",)
 
     def __init__(self, feddyn_alpha: float = ALPHA.default):

@@ -50,12 +50,14 @@ from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.federated.client import Client, clip, local_steps
 from distbench.algorithms.federated.server import Uplink
 from distbench.algorithms.sgd.common import Clock, Diverged, finite, gather_sent, warm_up
+from distbench.algorithms.sgd.gossip import TOPOLOGIES
 from distbench.comm import CountingComm
 from distbench.declared import arg, check, group
 from distbench.errors import DistbenchError, UsageError
 from distbench.runtime import mpi
 
 ROUNDS, CLIENTS, PRIVACY = "Federated rounds", "Clients", "Differential privacy"
+DECENTRAL = "Decentralized (no server)"
 
 
 @dataclass(kw_only=True)
@@ -97,6 +99,18 @@ class FedConfig:
                           high=1 << 30, group=ROUNDS)
     seed: int = arg(0, "Seed of every random choice (partition, samples, local batches, "
                     "noise).", low=0, high=2 ** 63 - 1)
+    decentralized: bool = arg(False, "No server: the ranks average their clients' models "
+                              "with their neighbours over --topology (peer-to-peer FL).",
+                              group=DECENTRAL)
+    topology: str = arg("ring", "Decentralized: the graph of the ranks (ring, torus, "
+                        "exponential, one-peer-exponential, complete).", choices=TOPOLOGIES,
+                        group=DECENTRAL)
+    gossip_steps: int = arg(1, "Decentralized: gossip rounds per communication round.",
+                            low=1, high=1 << 16, group=DECENTRAL)
+    torus_shape: str | None = arg(None, "Decentralized: the torus' R x C.", metavar="RxC",
+                                  group=DECENTRAL)
+    topology_file: str | None = arg(None, "Decentralized: a file of edges 'i j' instead of "
+                                    "--topology.", metavar="FILE", group=DECENTRAL)
 
     def check(self, strategy=None, typed: frozenset | None = None) -> None:
         """Raises UsageError for a value that is never valid (one line naming the flag), and
@@ -111,6 +125,13 @@ class FedConfig:
         if why:
             raise UsageError(f"--compress {self.compression.method} is not for federated "
                              f"uploads: {why}")
+        if self.decentralized and (self.compression.active or self.dp_clip is not None):
+            raise UsageError("--decentralized has no uploads: it takes neither --compress nor "
+                             "--dp-clip")
+        if self.decentralized and strategy is not None and not strategy.peer_to_peer:
+            raise UsageError(f"--decentralized runs the algorithms whose server only "
+                             f"averages (fedavg, fedsgd, fedprox): {strategy.name} keeps "
+                             "state on a server")
         if strategy is not None and self.dp_clip is not None and not strategy.private:
             raise UsageError(f"--dp-clip does not cover {strategy.name}'s further uploads; run "
                              f"{strategy.name} without DP")

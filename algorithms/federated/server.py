@@ -89,6 +89,7 @@ class FedAvgM(Strategy):
     """``fedavgm``: server momentum v = beta v + Delta, x += eta_s v (beta in [0, 1))."""
 
     name = "fedavgm"
+    peer_to_peer = False  # its server keeps momentum
 
     def __init__(self, server_lr: float = 1.0, server_momentum: float = 0.9):
         super().__init__(server_lr)
@@ -112,6 +113,7 @@ class FedAdam(Strategy):
     """``fedadam``: Adam at the server on the pseudo-gradient -Delta (Reddi et al. 2021)."""
 
     name = "fedadam"
+    peer_to_peer = False  # its server keeps Adam's moments
 
     def __init__(self, server_lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99,
                  eps: float = 1e-3):
@@ -148,6 +150,7 @@ class Scaffold(Strategy):
     (n_k / n) Delta c_k."""
 
     name = "scaffold"
+    peer_to_peer = False  # its server keeps the global control variate
     down = 2
     up_weights = (ANSWERED, POPULATION)
     private = False  # DP's clipping and noise do not cover the control variates

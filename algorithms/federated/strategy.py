@@ -48,12 +48,15 @@ class Strategy:
         watches: the upload streams :meth:`uploaded` is called with (decompressed on the
             client, as the server sees them).
         shown: the options that name its series in tables and plots (FedProx's mu).
+        peer_to_peer: whether its server only averages, so ``--decentralized`` can run it
+            without one (FedAvg, FedSGD, FedProx; not the server optimizers or SCAFFOLD).
     """
 
     name = "fedavg"
     down = 1
     up_weights: tuple = (ANSWERED,)
     private = True
+    peer_to_peer = True
     watches: tuple = ()
     shown: tuple = ()
 

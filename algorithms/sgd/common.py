@@ -31,15 +31,17 @@ import numpy as np
 
 from distbench.algorithms.compression.spec import Compression
 from distbench.algorithms.sgd.datasets import PARTITIONS, Dataset, shard_indices
+from distbench.algorithms.sgd.gossip import GOSSIP, TOPOLOGIES, topology
 from distbench.algorithms.sgd.models import make_model, optimum
 from distbench.algorithms.sgd.schedules import LRSchedule
 from distbench.declared import arg, check, group
 from distbench.errors import DistbenchError, UsageError
 from distbench.runtime import namespace_of
 
-MODES = ("sync", "local", "async")
+MODES = ("sync", "local", "async", "gossip")
 POLICIES = ("drop", "block")
 PROBLEM, TRAINING, ASYNC, TARGETS = "Problem", "Training", "Asynchronous SGD", "Targets"
+GOSSIP_GROUP = "Decentralized SGD (gossip)"
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -147,6 +149,21 @@ class SGDConfig:
                          "sorted by label.", choices=PARTITIONS, group=TRAINING)
     seed: int = arg(0, "Seed of every random choice (data order, compressors).", low=0,
                     high=2 ** 63 - 1)
+    topology: str = arg("ring", "Gossip: the graph the workers average over: ring, torus, "
+                        "exponential, one-peer-exponential or complete.", choices=TOPOLOGIES,
+                        group=GOSSIP_GROUP)
+    gossip: str = arg("d-psgd", "Gossip: D-PSGD (doubly stochastic W) or SGP (push-sum, "
+                      "column-stochastic; directed and time-varying graphs).", choices=GOSSIP,
+                      group=GOSSIP_GROUP)
+    gossip_steps: int = arg(1, "Gossip: averaging rounds per SGD step.", low=1, high=1 << 16,
+                            group=GOSSIP_GROUP)
+    torus_shape: str | None = arg(None, "Gossip: the torus' R x C [default: the most square "
+                                  "factorization of the ranks].", metavar="RxC",
+                                  group=GOSSIP_GROUP)
+    topology_file: str | None = arg(None, "Gossip: a file of edges, one 'i j' per line ('i "
+                                    "-> j' or a first line 'directed' for a directed graph), "
+                                    "instead of --topology.", metavar="FILE",
+                                    group=GOSSIP_GROUP)
     steps_per_epoch: int = 1  # set by for_mode: parameter updates per pass (DGC's warm-up)
 
     def check_options(self) -> None:
@@ -178,6 +195,14 @@ class SGDConfig:
         for rank in self.straggler:
             if not 0 <= rank < size:
                 raise UsageError(f"--straggler rank {rank} outside 0..{size - 1}")
+        if self.mode == "gossip":
+            self.graph(size)
+
+    def graph(self, size: int):
+        """The gossip topology of this spec on ``size`` ranks
+        (:func:`~distbench.algorithms.sgd.gossip.topology`). Raises UsageError."""
+        return topology(self.topology, size, self.gossip, self.torus_shape,
+                        self.topology_file)
 
     def for_mode(self, mode: str, size: int, n_train: int) -> SGDConfig:
         """This spec for one mode on ``size`` ranks and ``n_train`` samples: T from the
@@ -191,8 +216,9 @@ class SGDConfig:
         sched = replace(self.schedule, decay_every=self.schedule.decay_every or max(1, steps // 3),
                         t0=self.schedule.t0 or float(per_epoch))
         return replace(self, mode=mode, steps=steps, epochs=None, schedule=sched,
+                       compression=Compression() if mode in ("async", "gossip")
+                       else self.compression,
                        steps_per_epoch=per_epoch,
-                       compression=Compression() if mode == "async" else self.compression,
                        eval_every=self.eval_every or max(1, math.ceil(steps / 20)))
 
     def workers(self, size: int) -> int:

@@ -7,6 +7,10 @@
 * ``local``: each rank takes H local steps on its own data, then the model deltas since the
   last average are averaged (compressed if asked): ceil(T / H) communication rounds for T steps
   (Stich 2019, "Local SGD converges fast and communicates little"; Lin et al. 2020).
+* ``gossip``: each rank takes a step on its own model and averages it with its neighbours
+  (``--gossip-steps`` rounds of :class:`~distbench.algorithms.sgd.gossip.Gossip`: D-PSGD or
+  SGP's push-sum); the evaluated model is the average of the ranks' (de-biased) models, and
+  every evaluation records the consensus distance, mean_i ||z_i - z_bar||.
 
 Both start from the same parameters and draw minibatches from the same
 :class:`~distbench.algorithms.sgd.common.Sampler` streams as every other mode.
@@ -15,6 +19,8 @@ Both start from the same parameters and draw minibatches from the same
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 from distbench.algorithms.sgd.common import (
     Clock,
@@ -29,6 +35,7 @@ from distbench.algorithms.sgd.common import (
     warm_up,
 )
 from distbench.algorithms.sgd.exchange import MeanExchange
+from distbench.algorithms.sgd.gossip import Gossip
 
 
 class _Loop:
@@ -45,6 +52,7 @@ class _Loop:
         self.on_eval, self.on_interval = on_eval, on_interval
         self.rank, self.p = comm.Get_rank(), comm.Get_size()
         self.local = cfg.mode == "local"
+        self.gossiping = cfg.mode == "gossip"
         self.H = cfg.local_steps if self.local else 1
         self.lr = cfg.lr(self.p)
         self.fixed = self.lr.peak if self.lr.is_constant else None
@@ -53,10 +61,17 @@ class _Loop:
         self.theta = problem.init_params(cfg.seed)
         self.grad, self.avg = xp.empty_like(self.theta), xp.empty_like(self.theta)
         self.anchor = xp.array(self.theta, copy=True) if self.local else None
-        self.exchange = MeanExchange(
-            comm, problem.model.n_params, self.theta, cfg.allreduce, cfg.compression, cfg.seed,
-            shapes=[shape for _, shape in problem.model.shapes],
-            steps_per_epoch=max(1, cfg.steps_per_epoch // self.H))
+        self.exchange = self.mixer = None
+        if self.gossiping:
+            self.graph = cfg.graph(self.p)
+            self.mixer = Gossip(comm, self.graph, problem.model.n_params, self.theta,
+                                sgp=cfg.gossip == "sgp")
+            self.z = xp.array(self.theta, copy=True)  # the de-biased model x / w (SGP)
+        else:
+            self.exchange = MeanExchange(
+                comm, problem.model.n_params, self.theta, cfg.allreduce, cfg.compression,
+                cfg.seed, shapes=[shape for _, shape in problem.model.shapes],
+                steps_per_epoch=max(1, cfg.steps_per_epoch // self.H))
         self.delay = cfg.straggler.get(self.rank, 0) / 1000.0
         self.records: list = []
         self.times = {"compute": 0.0, "comm": 0.0, "sleep": 0.0}
@@ -67,20 +82,43 @@ class _Loop:
         """Rank 0 evaluates and records; every rank learns whether training is still finite
         (and stops alike if not), then the next interval starts."""
         wall = self.clock.pause()
-        sent = gather_sent(self.comm, self.exchange.bytes_sent)
+        sent = gather_sent(self.comm, self.bytes_sent)
+        model, extra = self.theta, {}
+        if self.gossiping:
+            model, extra = self.consensus()
         rec = None
         if self.rank == 0:
-            rec = make_record(self.problem, self.cfg, self.theta, step, wall, rounds, sent,
-                              self.lr(max(step - 1, 0)))
+            rec = {**make_record(self.problem, self.cfg, model, step, wall, rounds, sent,
+                                 self.lr(max(step - 1, 0))), **extra}
             self.records.append(rec)
             if self.on_eval is not None:
                 self.on_eval(rec)
-        if not self.comm.bcast(finite(rec, self.theta), root=0):  # every rank stops alike
+        if not self.comm.bcast(finite(rec, model), root=0):  # every rank stops alike
             raise Diverged(self.cfg.mode, step)
         if self.on_interval is not None:
             self.on_interval(f"sgd {self.cfg.mode} after step {step}", wall - self.last)
         self.last = wall
         self.clock.resume()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank handed to MPI in its exchange or to its neighbours so far."""
+        return self.mixer.bytes_sent if self.gossiping else self.exchange.bytes_sent
+
+    def consensus(self):
+        """Gossip: (the average of the ranks' de-biased models, the consensus fields: mean
+        and max over ranks of ||z_i - z_bar||); collective, on the uncounted communicator,
+        with the clock stopped."""
+        xp = self.problem.xp
+        avg = xp.empty_like(self.z)
+        self.comm.Allreduce(self.z, avg)
+        avg /= self.p
+        dist = float(xp.linalg.norm(self.z - avg))
+        every = self.comm.allgather(dist)
+        return avg, {"consensus": float(np.mean(every)), "consensus_max": float(max(every)),
+                     "spectral_gap": self.graph.spectral_gap(),
+                     "degree": self.graph.degree(), "topology": self.graph.name,
+                     "gossip": self.cfg.gossip, "gossip_steps": self.cfg.gossip_steps}
 
     def step(self, t: int) -> None:
         """One minibatch gradient and update on this rank's shard. The step size is folded
@@ -90,9 +128,10 @@ class _Loop:
         t0 = pc()
         Xb, yb = self.sampler.next()
         eta = self.fixed or self.lr(t)
-        dense_sync = not self.local and self.exchange.dense
-        scale = -eta / self.p if dense_sync else (-eta if self.local else 1.0)
-        self.problem.model.gradient(self.theta, Xb, yb, self.grad, scale)
+        dense_sync = not self.local and not self.gossiping and self.exchange.dense
+        scale = -eta / self.p if dense_sync else (-eta if self.local or self.gossiping else 1.0)
+        self.problem.model.gradient(self.z if self.gossiping else self.theta, Xb, yb,
+                                    self.grad, scale)
         t1 = pc()
         self.times["compute"] += t1 - t0
         if self.delay:
@@ -101,6 +140,14 @@ class _Loop:
             self.times["sleep"] += t1 - t0
         if self.local:
             self.problem.xp.add(self.theta, self.grad, out=self.theta)
+            return
+        if self.gossiping:  # adapt, then combine with the neighbours
+            xp = self.problem.xp
+            xp.add(self.theta, self.grad, out=self.theta)
+            for _ in range(self.cfg.gossip_steps):
+                self.mixer.mix(self.theta)
+            xp.multiply(self.theta, 1.0 / self.mixer.weight, out=self.z)
+            self.times["comm"] += pc() - t1
             return
         if dense_sync:
             self.exchange.sum(self.grad, self.avg)  # = -lr * mean gradient
@@ -123,7 +170,8 @@ class _Loop:
     def run(self) -> SGDResult:
         cfg, comm = self.cfg, self.comm
         warm_up(self.problem, cfg.batch_size)
-        self.exchange.warm_up(self.theta)
+        if self.exchange is not None:
+            self.exchange.warm_up(self.theta)
         comm.Barrier()
         self.clock = Clock()
         self.evaluate(0, 0)
@@ -134,7 +182,7 @@ class _Loop:
                 t += 1
             if self.local:
                 self.average()
-            rounds += 1
+            rounds += cfg.gossip_steps if self.gossiping else 1
             if t >= next_eval or t == T:
                 self.evaluate(t, rounds)
                 while next_eval <= t:
@@ -142,7 +190,9 @@ class _Loop:
         mine = self.clock.pause()
         times = {**self.times, "other": mine - sum(self.times.values())}
         wall = float(comm.bcast(mine if self.rank == 0 else None, root=0))
-        sent = gather_sent(comm, self.exchange.bytes_sent)
+        sent = gather_sent(comm, self.bytes_sent)
+        if self.mixer is not None:
+            self.mixer.free()
         return SGDResult(self.theta, self.records, T, rounds, sent, wall, times)
 
 

@@ -254,9 +254,11 @@ def sgd_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     first = doc["records"][0] if doc["records"] else {}
     title = (f"SGD: {first.get('dataset', env.get('dataset', ''))}, {first.get('model', '')}, "
              f"{env.get('ranks', '?')} ranks")
+    ys = [("train_loss", "training loss", True), ("test_acc", "test accuracy", False)]
+    if any(r.get("consensus") for r in evals):  # gossip: how far the models are apart
+        ys.append(("consensus", "consensus distance mean ||x_i - x_bar||", True))
     lines, pngs = _training_section(
-        label, doc, out / f"sgd_convergence_{tag}.png", title, evals,
-        [("train_loss", "training loss", True), ("test_acc", "test accuracy", False)],
+        label, doc, out / f"sgd_convergence_{tag}.png", title, evals, ys,
         [("step", "step", False), ("bytes_sent_max", "bytes sent per rank", False),
          ("wall_s", "wall time (s)", False)])
     rows = [sgd_summary_row(s) for s in sums]

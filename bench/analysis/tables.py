@@ -165,7 +165,8 @@ SGD_EVAL_COLUMNS = [C("mode", "left"), C("step"), C("epoch", priority=2),
                     C("wall s", priority=1), C("train loss"), C("f - f*", priority=1, key="gap"),
                     C("test acc"), C("rounds", priority=3), C("sent/rank", priority=1,
                                                                key="sent"),
-                    C("tau mean", priority=2), C("tau max", priority=3)]
+                    C("tau mean", priority=2), C("tau max", priority=3),
+                    C("consensus", priority=2)]
 
 SGD_SUMMARY_COLUMNS = [C("mode", "left"), C("steps"), C("final loss", priority=1),
                        C("f - f*", priority=2, key="gap"), C("test acc"),
@@ -182,6 +183,10 @@ def _fmt(x, digits: int = 4) -> str:
 def sgd_series(rec: dict) -> str:
     """``sync``, ``sync topk``, ``local H=4``: a mode with its compressor and local steps."""
     name = str(rec.get("mode"))
+    if name == "gossip":
+        name += f" {rec.get('topology')}" + (" sgp" if rec.get("gossip") == "sgp" else "")
+        if (rec.get("gossip_steps") or 1) > 1:
+            name += f" K={rec['gossip_steps']}"
     if rec.get("compress") not in (None, "none"):
         name += f" {rec['compress']}"
     if rec.get("local_steps") and rec.get("mode") == "local":
@@ -194,7 +199,8 @@ def sgd_eval_row(rec: dict) -> list[str]:
     return [rec["mode"], str(rec["step"]), f"{rec['epoch']:.2f}", f"{rec['wall_s']:.3f}",
             _fmt(rec["train_loss"]), _fmt(rec["gap"], 3), f"{rec['test_acc']:.4f}",
             str(rec["rounds"]), fmt_bytes(rec["bytes_sent_max"]),
-            _fmt(rec["staleness_mean"], 3), _fmt(rec["staleness_max"])]
+            _fmt(rec["staleness_mean"], 3), _fmt(rec["staleness_max"]),
+            _fmt(rec.get("consensus"), 3)]
 
 
 def sgd_summary_row(s: dict) -> list[str]:
@@ -235,6 +241,8 @@ def fed_series(rec: dict, shown: tuple = ()) -> str:
         name += f" {rec['compress']}"
     if rec.get("dp_clip") is not None:
         name += f" dp z={rec.get('dp_noise') or 0:g}"
+    if rec.get("decentralized"):
+        name += f" p2p {rec.get('topology')}"
     return name
 
 

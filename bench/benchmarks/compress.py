@@ -37,8 +37,8 @@ import numpy as np
 from distbench import watchdog
 from distbench.algorithms.compression import COMPRESSORS
 from distbench.algorithms.compression.exchange import compressed_exchange, link_bytes
-from distbench.algorithms.compression.powersgd import matrix_shape
 from distbench.algorithms.compression.gradient_sequence import GradientSequence
+from distbench.algorithms.compression.powersgd import matrix_shape
 from distbench.algorithms.compression.spec import COMPRESSION, Compression
 from distbench.analysis.answers import compress_answer
 from distbench.analysis.tables import (

@@ -27,8 +27,10 @@ from distbench.algorithms.federated import (
     make_partition,
     run_federated,
 )
+from distbench.algorithms.federated.decentralized import run_decentralized
 from distbench.algorithms.sgd import Problem, ProblemSpec, Targets
 from distbench.algorithms.sgd.datasets import BUILTIN, load_dataset
+from distbench.algorithms.sgd.gossip import topology
 from distbench.analysis.answers import fed_answer
 from distbench.analysis.tables import (
     FED_ROUND_COLUMNS,
@@ -81,6 +83,13 @@ def validate(cfg: FedBenchConfig) -> None:
         cfg.federation.check(ALGORITHMS[name], given_names())
     _check_idle(ALGORITHMS, cfg.algorithms, cfg.strategy_options, "--algorithm")
     _check_idle(PARTITIONS, [cfg.partition], cfg.partition_options, "--partition")
+    idle = [flag for flag, name in (("--topology", "topology"),
+                                    ("--gossip-steps", "gossip_steps"),
+                                    ("--torus-shape", "torus_shape"),
+                                    ("--topology-file", "topology_file"))
+            if name in given_names() and not cfg.federation.decentralized]
+    if idle:
+        raise UsageError(f"{', '.join(idle)} do(es) nothing without --decentralized")
     check_duration(_local_steps(cfg, 1) * STEP_LOWER_BOUND_S, cfg.run.max_time,
                    "this federated run")
 
@@ -112,6 +121,8 @@ def validate_mpi(cfg: FedBenchConfig, comm, read=None):
     """Checks that need the data or the communicator; returns (dataset, partition), made here
     on every rank alike and kept for the run."""
     f = cfg.federation
+    if f.decentralized:  # the graph fits the job (one line, exit 2, before any data)
+        topology(f.topology, comm.Get_size(), "d-psgd", f.torus_shape, f.topology_file)
     dataset = shared_dataset(cfg.problem.dataset, f.seed, comm, read)
     tag_ub = comm.Get_attr(mpi().TAG_UB)
     if tag_ub is not None and f.clients - 1 > tag_ub:
@@ -173,7 +184,9 @@ def _base(cfg: FedBenchConfig, dataset, problem, size: int) -> dict:
             "local_batch": f.local_batch, "lr": f.lr, "partition": cfg.partition,
             "compress": f.compression.method, "dp_clip": f.dp_clip, "dp_noise": f.dp_noise,
             "dropout": f.dropout, "slow_fraction": f.slow_fraction,
-            "dtype": cfg.problem.dtype}
+            "dtype": cfg.problem.dtype, "decentralized": f.decentralized,
+            **({"topology": f.topology_file or f.topology, "gossip_steps": f.gossip_steps}
+               if f.decentralized else {})}
 
 
 def _run(cfg: FedBenchConfig, dataset, parts, comm, argv: list[str]) -> int:
@@ -233,8 +246,9 @@ def _train(run: Run, problem, parts, strategy, cfg: FedBenchConfig, clients, tag
                 pending.clear()
 
         try:
-            return run_federated(run.comm, problem, parts, strategy, cfg.federation, on_eval,
-                                 clients, watchdog.enter)
+            go = run_decentralized if cfg.federation.decentralized else run_federated
+            return go(run.comm, problem, parts, strategy, cfg.federation, on_eval, clients,
+                      watchdog.enter)
         finally:
             if pending:
                 run.writer.append(pending)
@@ -265,9 +279,13 @@ def _caption(cfg: FedBenchConfig, env, writer, problem, dataset, parts, counts) 
             f"{sizes.max()} samples (min-median-max), {labels.mean():.1f} labels per client\n"
             f"{f.sampled()} of {f.clients} clients per round (ceil(C M)), E = "
             f"{f.local_epochs}, B = {f.local_batch}, lr {f.lr:g}, uploads "
-            f"{f.compression.method}{dp}; up/down: cumulative bytes through MPI (down: the "
-            f"model to every sampled client, up: every answering client's update); wall time "
-            f"excludes evaluation\n"
+            + (f"none: decentralized over a {f.topology} of the {env['ranks']} ranks "
+               f"({f.gossip_steps} gossip round(s) per round), no server; up: the gossip's "
+               "bytes, all ranks, cumulative; the model evaluated is the ranks' mean"
+               if f.decentralized else
+               f"{f.compression.method}{dp}; up/down: cumulative bytes through MPI (down: the "
+               "model to every sampled client, up: every answering client's update)")
+            + "; wall time excludes evaluation\n"
             f"target: {cfg.targets.text() or 'none (--target-loss/--target-acc)'}; "
             f"results: {writer.path}")
 

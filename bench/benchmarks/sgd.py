@@ -120,8 +120,14 @@ def _check_idle(cfg: SGDBenchConfig, modes: list[str]) -> None:
         idle += [f"{flag} (async mode)" for flag, name in (
             ("--max-staleness", "max_staleness"), ("--staleness-policy", "policy"),
             ("--staleness-lr", "staleness_lr")) if name in typed]
-    if modes == ["async"] and ("compressors" in typed or cfg.compressors != ["none"]):
+    if not {"sync", "local"} & set(modes) and ("compressors" in typed
+                                                or cfg.compressors != ["none"]):
         idle.append("--compress (sync and local modes)")
+    if "gossip" not in modes:
+        idle += [f"{flag} (gossip mode)" for flag, name in (
+            ("--topology", "topology"), ("--gossip", "gossip"),
+            ("--gossip-steps", "gossip_steps"), ("--torus-shape", "torus_shape"),
+            ("--topology-file", "topology_file")) if name in typed]
     if idle:
         raise UsageError(f"{', '.join(idle)} given, but --mode {','.join(modes)} does not run "
                          "it")
@@ -131,7 +137,7 @@ def series_for(cfg: SGDBenchConfig, size: int) -> list[tuple[str, str]]:
     """(mode, compressor) of every series, in order: each mode with every compressor of
     ``--compress`` (async, whose parameter server takes gradients whole, dense only)."""
     return [(mode, method) for mode in modes_for(cfg, size)
-            for method in (["none"] if mode == "async" else cfg.compressors)]
+            for method in (["none"] if mode in ("async", "gossip") else cfg.compressors)]
 
 
 def modes_for(cfg: SGDBenchConfig, size: int) -> list[str]:
@@ -220,6 +226,11 @@ def summary(records: list[dict], result, targets: Targets, mode_config) -> dict:
         "step_to_target": hit["step"] if hit else None,
         "dropped": result.dropped if last["mode"] == "async" else None,
         "local_steps": mode_config.local_steps if last["mode"] == "local" else None,
+        **{k: last.get(k) for k in ("consensus", "consensus_max", "spectral_gap", "degree",
+                                    "topology", "gossip", "gossip_steps") if k in last},
+        "bytes_per_step_max": max(result.bytes_per_rank) / max(result.steps, 1),
+        "bytes_per_step_mean": (sum(result.bytes_per_rank) / len(result.bytes_per_rank)
+                                / max(result.steps, 1)),
         "eval_every": mode_config.eval_every,
     }
 
