@@ -15,6 +15,7 @@ import subprocess
 import sys
 import termios
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,27 +88,34 @@ def _table_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith(("│", "┃", "┏", "└", "├", "┡"))]
 
 
-@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("command", list(LIVE))
-def test_live_table_fits_the_terminal_without_cutting_a_cell(command, width, tmp_path):
+def test_live_table_fits_the_terminal_without_cutting_a_cell(command, tmp_path):
+    """The command under pseudo-terminals 80, 100, 120 and 200 columns wide (the four runs at
+    once: each its own terminal and results folder)."""
     args, headers = LIVE[command]
-    code, text = _pty_run([MPIRUN, "-n", "2", "--oversubscribe", *DISTBENCH, command, *args,
-                           "--output", str(tmp_path)], width)
-    assert code == 0, text[-3000:]
-    lines = _table_lines(text)
-    assert lines, text[-3000:]
-    assert "…" not in text, "a cell was cut"
-    assert max(len(ln) for ln in lines) <= width, "the table is wider than the terminal"
-    last = max(i for i, ln in enumerate(lines) if ln.startswith("┏"))
-    head = "\n".join(lines[last:last + 4])  # the last table: the summary
-    for h in headers:
-        assert all(w in head for w in h.split()), (h, head)
-    if command == "allreduce" and width >= 100:
-        assert "% bound" in head, "at 100 columns the collectives keep % of bound"
-    if width == 200 and command == "allreduce":
-        assert "hidden to fit" not in text, "200 columns show every column"
-    elif width == 80:
-        assert "hidden to fit 80 columns" in text, "the caption says what it hid"
+
+    def one(width):
+        return _pty_run([MPIRUN, "-n", "2", "--oversubscribe", *DISTBENCH, command, *args,
+                         "--output", str(tmp_path / str(width))], width)
+
+    with ThreadPoolExecutor(len(WIDTHS)) as pool:
+        runs = dict(zip(WIDTHS, pool.map(one, WIDTHS), strict=True))
+    for width, (code, text) in runs.items():
+        assert code == 0, (width, text[-3000:])
+        lines = _table_lines(text)
+        assert lines, text[-3000:]
+        assert "…" not in text, f"a cell was cut at {width} columns"
+        assert max(len(ln) for ln in lines) <= width, f"wider than {width} columns"
+        last = max(i for i, ln in enumerate(lines) if ln.startswith("┏"))
+        head = "\n".join(lines[last:last + 4])  # the last table: the summary
+        for h in headers:
+            assert all(w in head for w in h.split()), (width, h, head)
+        if command == "allreduce" and width >= 100:
+            assert "% bound" in head, "from 100 columns the collectives keep % of bound"
+        if width == 200 and command == "allreduce":
+            assert "hidden to fit" not in text, "200 columns show every column"
+        elif width == 80:
+            assert "hidden to fit 80 columns" in text, "the caption says what it hid"
 
 
 @pytest.mark.parametrize("width", (80, 120))

@@ -149,7 +149,7 @@ def test_command_parses_into_a_job():
     cfg = job.config
     assert cfg["modes"] == ["sync", "async"] and cfg["steps"] == 9
     assert cfg["straggler"] == {"1": 5.0, "2": 0.5, "3": 1.0}
-    assert cfg["method"] == "topk" and cfg["error_feedback"] is False
+    assert cfg["compressors"] == ["topk"] and cfg["error_feedback"] is False
     for bad, needle in ((["--straggler", "x:1"], "RANK:MS"), (["--epochs", "2", "--steps", "3"],
                         "not both"), (["--compress", "zip"], "unknown compression"),
                         (["--density", "0.5"], "--density do(es) nothing with --compress none")):
