@@ -32,6 +32,14 @@ def is_communication(name: str) -> bool:
     return COMMUNICATION.fullmatch(name) is not None
 
 
+def _v_bytes(comm, spec) -> np.ndarray:
+    """What a rank's ``[array, (counts, displs)]`` all-to-all-v spec sends to the other ranks
+    (a byte array of that length, for the counters)."""
+    arr, (counts, _displs) = spec[0], spec[1]
+    own = counts[comm.Get_rank()]
+    return np.empty((sum(counts) - own) * arr.dtype.itemsize, dtype=np.uint8)
+
+
 def _nbytes(buf) -> int:
     """Bytes in an mpi4py buffer argument (an array, or ``[array, datatype]``)."""
     if isinstance(buf, (list, tuple)):
@@ -169,6 +177,15 @@ class CountingComm(CommProxy):
         self._count("Alltoall", coll=sendbuf)
         return self.comm.Alltoall(sendbuf, recvbuf)
 
+    def Alltoallv(self, sendbuf, recvbuf):
+        """``sendbuf`` is ``[array, (counts, displs)]``: counted is what goes to the others."""
+        self._count("Alltoallv", coll=_v_bytes(self.comm, sendbuf))
+        return self.comm.Alltoallv(sendbuf, recvbuf)
+
+    def Ialltoallv(self, sendbuf, recvbuf):
+        self._count("Ialltoallv", coll=_v_bytes(self.comm, sendbuf))
+        return self.comm.Ialltoallv(sendbuf, recvbuf)
+
     # the nonblocking forms of the library's collectives, counted as the blocking ones
     def Iallreduce(self, sendbuf, recvbuf, op=None):
         self._count("Iallreduce", coll=sendbuf)
@@ -305,6 +322,13 @@ class HostStagingComm(CommProxy):
 
     def Alltoall(self, sendbuf, recvbuf):
         self._collective("Alltoall", sendbuf, recvbuf)
+
+    def Alltoallv(self, sendbuf, recvbuf):
+        """Both are ``[array, (counts, displs)]`` specs: their arrays are staged."""
+        host = self._in("recv", recvbuf[0])
+        self.comm.Alltoallv([self._out("send", sendbuf[0]), *sendbuf[1:]],
+                            [host, *recvbuf[1:]])
+        self._back(host, recvbuf[0])
 
     def Allgatherv(self, sendbuf, recvbuf):
         """``recvbuf`` is ``[array, counts]`` or ``[array, counts, displs, datatype]`` (or a

@@ -135,6 +135,16 @@ class WordComm(CommProxy):
     def Alltoall(self, sendbuf, recvbuf):
         return self.comm.Alltoall(self._w(sendbuf), self._w(recvbuf))
 
+    def _wv(self, spec):
+        """An ``[array, (counts, displs)]`` spec with the array as words of its MPI type."""
+        return [spec[0].view(self._word), spec[1], self._type]
+
+    def Alltoallv(self, sendbuf, recvbuf):
+        return self.comm.Alltoallv(self._wv(sendbuf), self._wv(recvbuf))
+
+    def Ialltoallv(self, sendbuf, recvbuf):
+        return self.comm.Ialltoallv(self._wv(sendbuf), self._wv(recvbuf))
+
     def Ialltoall(self, sendbuf, recvbuf):
         return self.comm.Ialltoall(self._w(sendbuf), self._w(recvbuf))
 

@@ -67,7 +67,8 @@ def test_every_collective_sweeps_every_algorithm(suite, name):
     assert all(a in proc.stderr for a in decl.algorithms())  # the table, on stderr
     assert decl.size_meaning.split(" (")[0] in " ".join(proc.stderr.split())
     if decl.count_multiple(P) > 1:
-        assert "rounded down to a multiple of 3" in " ".join(proc.stderr.split())
+        assert f"rounded down to a multiple of {decl.count_multiple(P)}" in " ".join(
+            proc.stderr.split())
 
 
 def test_bfloat16_says_how_the_library_reduces(suite):

@@ -12,7 +12,8 @@ a page under docs/::
     *Output of a run on 2026-12-08 (...).*
 
 Its ``$`` lines run in order in an empty folder through a shell (``mpirun`` is the venv's, with
-``--oversubscribe``; ``distbench`` is ``python -m distbench``); the marker may append options
+``--oversubscribe``; ``distbench`` is ``python -m distbench``; ``tests/...``, ``examples/...``
+and ``docs/...`` paths are the repository's); the marker may append options
 for the test run, ``<!-- runnable: -e 64K -->`` (click takes the last value of an option, so a
 test can shrink sizes). The tests (tests/test_docs.py) run every example, check its exit code
 and that the columns its shown output has are in what it prints. ``--write`` reruns each one on
@@ -95,6 +96,9 @@ def shell_line(command: str, extra: str = "", mpirun: str | None = None,
     mpirun = mpirun or str(Path(sys.executable).parent / "mpirun")
     python = python or sys.executable
     line = re.sub(r"^mpirun\b", lambda _: f"{shlex.quote(mpirun)} --oversubscribe", command)
+    # the repository's files by their place in it (the example runs in an empty folder)
+    line = re.sub(r"(?<=\s)((?:tests|examples|docs)/\S+)",
+                  lambda m: shlex.quote(str(ROOT / m.group(1))), line)
     line, found = re.subn(r"(^|\s)distbench\b",
                           lambda m: f"{m.group(1)}{shlex.quote(python)} -m distbench", line,
                           count=1)

@@ -218,6 +218,7 @@ class Step:
         self.full = np.zeros(max(lay_counts, default=1), dtype=self.word)
         self.part = np.zeros(max(lay_counts, default=1) // self.D or 1, dtype=self.word)
         self.lay_counts = lay_counts
+        self.trace: list | None = None  # set to a list to record the step's ops (a trace)
         self._bind(cfg)
 
     def _bind(self, cfg: StepConfig) -> None:
@@ -275,6 +276,7 @@ class Step:
         if plan.zero in (1, 2) and self.D > 1:
             t0 = time.perf_counter()
             for shard, view in zip(self.shards, self.views, strict=True):
+                self._log("allgather", "dp", shard.shape[0], view.shape[0])
                 self.allgather(self.data, shard, view)
             out.dp += self._span(t0)
         mpi().Request.Waitall([r for r in sends if r is not None])
@@ -317,9 +319,18 @@ class Step:
             compute.run(flops / 2)
             self._tp_allreduce(out)
 
+    def _log(self, collective: str, group: str, count: int, out_count: int | None = None,
+             peer: int = 0) -> None:
+        """One op of the step in :attr:`trace` (when recording): its collective, group
+        (``dp``, ``tp``, ``pp``), element counts of the parameter word and the peer."""
+        if self.trace is not None:
+            self.trace.append((collective, group, int(count),
+                               int(count if out_count is None else out_count), int(peer)))
+
     def _tp_allreduce(self, out: StepTimes) -> None:
         """An AllReduce of the b S H activation in the tensor group (T > 1)."""
         if self.T > 1:
+            self._log("allreduce", "tp", self.act.shape[0])
             t0 = time.perf_counter()
             self.tp_allreduce(self.tensor, self.act, self.act_out)
             out.tp += self._span(t0)
@@ -330,6 +341,7 @@ class Step:
             return
         t0 = time.perf_counter()
         n = self.lay_counts[j]
+        self._log("allgather", "dp", n // self.D, n)
         self.allgather(self.data, self.part[: n // self.D], self.full[:n])
         out.gather += self._span(t0)
 
@@ -343,12 +355,15 @@ class Step:
             if self.D == 1:
                 continue
             recv = self.sums[k] if self.plan.zero == 0 else self.shards[k]
+            self._log("allreduce" if self.plan.zero == 0 else "reduce-scatter", "dp",
+                      self.views[k].shape[0], recv.shape[0])
             progress.add(lambda v=self.views[k], r=recv: self.dp_start(self.buckets_comm, v, r))
 
     def _recv(self, mb: int, peer: int, tag: int, out: StepTimes) -> None:
         if not 0 <= peer < self.P:
             return
         t0 = time.perf_counter()
+        self._log("recv", "pp", self.pp_in.shape[0], peer=peer)
         self.pipe.Recv(self.pp_in, peer, 2 * mb + tag)
         out.pp_wait += self._span(t0)
         if self.pp_in.size and int(self.pp_in[0]) != (mb % 100) + 1:
@@ -360,6 +375,7 @@ class Step:
         buf = self.pp_out[tag, mb]
         if buf.size:
             buf[0] = (mb % 100) + 1  # the receiver checks which micro-batch arrived
+        self._log("send", "pp", buf.shape[0], peer=peer)
         return self.pipe.Isend(buf, peer, 2 * mb + tag)
 
 

@@ -310,6 +310,37 @@ def per_link_rate(runs: Sequence[tuple[float, Sequence[dict]]]) -> tuple[list, l
     return names, rows, lines
 
 
+def replay_answer(records: Sequence[dict]) -> list[str]:
+    """The answer under a replay: the whole trace's fastest choice per iteration (paired
+    intervals against the first choice), and per collective the choice with the least time
+    (sums of the ops' medians: no interval, so only a ranking)."""
+    its = [r for r in records if r.get("kind") == "iteration"]
+    if not its:
+        return []
+    first = its[0]["choice"]
+    lines = [f"Communication per iteration ({first}): {fmt_num(its[0]['t_max_us'])} us."]
+    if len(its) > 1:
+        points = {r["choice"]: (1.0, 1.0, 1.0) if r["choice"] == first else
+                  estimate(r.get("vs_first") or 0.0, r.get("vs_first_ci")) for r in its}
+        who = leaders(points, True)
+        if len(who) == 1:
+            x = points[who[0]]
+            lines.append(f"Fastest: {who[0]}" + ("" if who[0] == first else
+                                                 f" ({_interval_text([x])} x {first})") + ".")
+        else:
+            lines.append(f"Fastest: {_tie(who, len(points))}.")
+        colls = {}
+        for r in records:
+            if r.get("kind") == "collective":
+                colls.setdefault(r["collective"], []).append(r)
+        best = [f"{c}: {min(rs, key=lambda r: r['time_us'])['algorithm']}"
+                for c, rs in colls.items() if len({r["algorithm"] for r in rs}) > 1]
+        if best:
+            lines.append("Least time per collective (sums of medians, a ranking): "
+                         + _joined(best))
+    return lines
+
+
 # ----------------------------------------------------------------------------- parallel
 
 def parallel_answer(records: Sequence[dict]) -> list[str]:
@@ -351,5 +382,6 @@ def parallel_answer(records: Sequence[dict]) -> list[str]:
 
 
 __all__ = ["collective_answer", "compress_answer", "estimate", "fed_answer", "leaders",
-           "parallel_answer", "per_link_rate", "rate_text", "sgd_answer", "size_ranges",
+           "parallel_answer", "per_link_rate", "rate_text", "replay_answer", "sgd_answer",
+           "size_ranges",
            "span", "target_answer"]

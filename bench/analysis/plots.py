@@ -317,3 +317,43 @@ def link_rate_plot(names: Sequence[str], rows: Sequence[Sequence], path: Path, t
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, fontsize=8)
     return save(fig, path)
+
+
+def replay_plots(records: Sequence[dict], path: Path, title: str) -> Path:
+    """A replay: the per-op timeline (each op's median time in trace order, one bar each,
+    coloured by collective, one row per choice) and the per-collective breakdown (time per
+    collective type and choice)."""
+    ops = [r for r in records if r.get("kind") == "op"]
+    colls = [r for r in records if r.get("kind") == "collective"]
+    choices = list(dict.fromkeys(r["choice"] for r in ops))
+    kinds = list(dict.fromkeys(r["collective"] for r in ops))
+    fig = Figure(figsize=(12, 3.2 + 1.6 * len(choices)))
+    fig.subplots_adjust(left=0.2, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
+    ax = fig.add_subplot(1, 2, 1)
+    for row, choice in enumerate(choices):
+        mine = [r for r in ops if r["choice"] == choice]
+        start = 0.0
+        for r in mine:
+            width = (r.get("p50_us") or 0) / 1e3
+            ax.barh(row, width, left=start, color=f"C{kinds.index(r['collective']) % 10}",
+                    edgecolor="white", linewidth=0.3)
+            start += width
+    ax.set_yticks(range(len(choices)), choices, fontsize=7)
+    ax.set_xlabel("time in trace order (ms, each op's median)")
+    ax.set_title("per-op timeline", fontsize=9)
+    for k in kinds:
+        ax.barh(0, 0, color=f"C{kinds.index(k) % 10}", label=k)
+    _legend(ax, fontsize=7)
+    ax2 = fig.add_subplot(1, 2, 2)
+    x = np.arange(len(kinds))
+    w = 0.8 / max(1, len(choices))
+    for j, choice in enumerate(choices):
+        ys = [next((r["time_us"] / 1e3 for r in colls if r["choice"] == choice
+                    and r["collective"] == k), 0.0) for k in kinds]
+        ax2.bar(x + j * w, ys, w, label=choice, color=f"C{j % 10}")
+    ax2.set_xticks(x + w * (len(choices) - 1) / 2, kinds, fontsize=8)
+    ax2.set_ylabel("time per iteration (ms)")
+    ax2.set_title("per collective", fontsize=9)
+    _legend(ax2, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)

@@ -36,6 +36,7 @@ from distbench.analysis.answers import (
     parallel_answer,
     per_link_rate,
     rate_text,
+    replay_answer,
     sgd_answer,
 )
 from distbench.analysis.fit import hockney_fits, model_check
@@ -45,6 +46,7 @@ from distbench.analysis.plots import (
     link_rate_plot,
     model_check_plot,
     panels,
+    replay_plots,
     step_plots,
 )
 from distbench.analysis.tables import (
@@ -54,6 +56,7 @@ from distbench.analysis.tables import (
     FED_SUMMARY_COLUMNS,
     FIT_COLUMNS,
     PARALLEL_COLUMNS,
+    REPLAY_COLUMNS,
     SGD_SUMMARY_COLUMNS,
     algorithm_label,
     check_table,
@@ -66,6 +69,7 @@ from distbench.analysis.tables import (
     known_benchmarks,
     md_table,
     parallel_row,
+    replay_rows,
     seconds_per_sequence,
     sgd_series,
     sgd_summary_row,
@@ -328,6 +332,21 @@ def link_rate_md(found, out: Path) -> tuple[str, list[Path]]:
                       "step rate:", "", table]), [png]
 
 
+def replay_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    """The section of a ``distbench replay`` run: its answer, the timeline and breakdown
+    plot, and the per-collective table."""
+    recs = doc["records"]
+    env = doc.get("environment", {})
+    title = (f"Replay of {str(env.get('trace', '?')).split('/')[-1]}, "
+             f"{env.get('ranks', '?')} ranks")
+    png = replay_plots(recs, out / f"replay_{tag}.png", title)
+    rows, _ = replay_rows(recs)
+    lines = [f"## {title}" + ("" if label == "." else f" ({label})"),
+             f"`{env.get('command', '')}`", "", *answer_md(replay_answer(recs)),
+             f"![replay]({png.name})", "", md_table(REPLAY_COLUMNS, rows)]
+    return "\n".join(lines), [png]
+
+
 def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     """The section of a ``distbench parallel`` run: step time vs bucket cap, compute and
     exposed communication per layout, and the ranked table."""
@@ -369,9 +388,10 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     # the collectives in their order, each followed by its model check; then the others
     collectives = collective_names()
     order = {c: 2 * i for i, c in enumerate(collectives)}
-    order.update(compress=100, sgd=101, fedavg=102, parallel=103)
+    order.update(compress=100, sgd=101, fedavg=102, parallel=103, replay=104)
     makers = {**dict.fromkeys(collectives, collective_md), "sgd": sgd_md,
-              "compress": compress_md, "fedavg": fedavg_md, "parallel": parallel_md}
+              "compress": compress_md, "fedavg": fedavg_md, "parallel": parallel_md,
+              "replay": replay_md}
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []

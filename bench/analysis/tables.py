@@ -15,7 +15,7 @@ from distbench.console import Column as C
 from distbench.console import column, fmt_bytes, fmt_num, fmt_params
 
 # the benchmarks besides the collectives (each has its table here)
-BENCHMARKS = ("compress", "sgd", "fedavg", "parallel")
+BENCHMARKS = ("compress", "sgd", "fedavg", "parallel", "replay")
 
 
 def known_benchmarks() -> tuple:
@@ -405,6 +405,49 @@ STEP_COLUMNS = [C("#", priority=2, key="place"), C("layout DxTxP", "left", key="
 STEP_CHECK_COLUMNS = [C("layout DxTxP", "left", key="layout"), C("ZeRO", key="zero"),
                       C("bucket MiB"), C("measured ms"), C("predicted ms"), C("error")]
 
+# ----------------------------------------------------------------------------- replay
+
+REPLAY_OP_COLUMNS = [C("#", key="index"), C("collective", "left"), C("dtype", "left",
+                                                                       priority=2),
+                     C("size"), C("group", priority=2), C("choice", "left", priority=1),
+                     C("t_max us"), C("#wrong")]
+
+REPLAY_COLUMNS = [C("choice", "left"), C("collective", "left"), C("ops"), C("bytes"),
+                  C("time us", key="time"), C("share"), C("sent/rank", priority=1,
+                                                          key="sent"),
+                  C("x first", priority=1, key="x_first")]
+
+
+def replay_op_rows(records: list[dict]) -> list[list[str]]:
+    """The per-op rows of a replay (``~`` marks an op completed at its wait)."""
+    return [[str(r["index"]) + ("~" if r.get("nonblocking") else ""), r["collective"],
+             r["dtype"], fmt_bytes(r["bytes"]), str(r["group_size"]), r["choice"],
+             with_ci(r["t_max_us"], r.get("t_max_us_ci")),
+             "-" if r.get("wrong") is None else str(r["wrong"])]
+            for r in records if r.get("kind") == "op"]
+
+
+def replay_rows(records: list[dict]) -> tuple[list[list[str]], list[int]]:
+    """Per choice: a row per collective type, then the whole iteration's; a separator after
+    each choice."""
+    rows, sections = [], []
+    for rec in records:
+        if rec.get("kind") == "collective":
+            rows.append([rec["choice"], rec["collective"], str(rec["ops"]),
+                         fmt_bytes(rec["bytes"]), fmt_num(rec["time_us"]),
+                         "-" if rec.get("share") is None else f"{100 * rec['share']:.0f} %",
+                         "", ""])
+        elif rec.get("kind") == "iteration":
+            sent = rec.get("bytes_sent_per_rank") or [0]
+            rows.append([rec["choice"], "iteration", str(sum(1 for r in records if r.get(
+                "kind") == "op" and r["choice"] == rec["choice"])),
+                fmt_bytes(rec["trace_bytes"]), with_ci(rec["t_max_us"], rec.get("t_max_us_ci")),
+                "100 %", fmt_bytes(int(max(sent))),
+                with_ci(rec.get("vs_first"), rec.get("vs_first_ci"), lambda x: f"{x:.2f}")])
+            sections.append(len(rows) - 1)
+    return rows, sections
+
+
 # ----------------------------------------------------------------------------- compare, info
 
 COMPARE_COLUMNS = [C("benchmark / series", "left", key="series", wrap=True), C("size"),
@@ -422,6 +465,7 @@ def table_columns(command: str) -> list[str]:
     tables = {"compress": [COMPRESS_COLUMNS], "sgd": [SGD_EVAL_COLUMNS, SGD_SUMMARY_COLUMNS],
               "fedavg": [FED_ROUND_COLUMNS, FED_SUMMARY_COLUMNS],
               "parallel": [PARALLEL_COLUMNS, PARALLEL_MEMORY_COLUMNS],
+              "replay": [REPLAY_OP_COLUMNS, REPLAY_COLUMNS],
               "compare": [COMPARE_COLUMNS], "info": [INFO_COLUMNS],
               "model": [FIT_COLUMNS, COST_COLUMNS, CHECK_SUMMARY_COLUMNS, STEP_COLUMNS,
                         STEP_CHECK_COLUMNS, prediction_columns(_algorithm_names())]}

@@ -21,6 +21,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -47,8 +48,9 @@ from distbench.declared import arg, check, flatten, group
 from distbench.errors import UsageError, eprint
 from distbench.metrics import interval
 from distbench.options import declared_command
-from distbench.results import env_line
+from distbench.results import atomic_write, env_line
 from distbench.runtime import get_backend, local_rank_and_size, mpi
+from distbench.traces import TraceOp, to_chakra, to_distbench
 
 STEP = "Step"
 
@@ -85,6 +87,12 @@ class ParallelConfig:
                             "MPI).", group=STEP)
     ranks: int | None = arg(None, "With --memory-only: the rank count [default: D x T x P].",
                             type=int, low=1, high=1 << 40, group=STEP)
+    export_trace: str | None = arg(None, "Write the communication of one step (the last "
+                                   "timed) of the one configuration run as a trace for "
+                                   "distbench replay.", metavar="FILE", group=STEP)
+    trace_format: str = arg("distbench", "--export-trace's format: distbench's (one file, "
+                            "every rank) or chakra (PyTorch execution traces, FILE_<rank>.json "
+                            "per rank).", choices=("distbench", "chakra"), group=STEP)
     run: RunOptions = group(RunOptions)
 
     def transformer(self, lay: Layout | None = None) -> Transformer:
@@ -144,6 +152,12 @@ def validate(cfg: ParallelConfig) -> None:
                 allow_all=False)
     if cfg.ranks is not None and not cfg.memory_only:
         raise UsageError("--ranks goes with --memory-only (a run's ranks are the job's)")
+    if cfg.export_trace is not None:
+        many = (cfg.step.layouts == ["all"] or len(cfg.step.layouts or [None]) > 1
+                or len(cfg.step.zero) > 1 or len(cfg.step.bucket_mb) > 1 or cfg.sweep_overlap)
+        if many or cfg.memory_only:
+            raise UsageError("--export-trace writes one step of one configuration: give one "
+                             "layout, ZeRO stage and bucket size (and no --memory-only)")
     if cfg.memory_only:
         ranks = cfg.ranks or math.prod((cfg.step.dp or 1, cfg.step.tp, cfg.step.pp))
         for lay in cfg.layout_list(ranks, cfg.ranks_per_node):
@@ -300,14 +314,44 @@ def _measure(comm, cfg: ParallelConfig, plan: RankPlan, step_cfg: StepConfig):
     for k in range(cfg.warmup + cfg.iters):
         watchdog.enter(f"{label} {k + 1}", estimate)
         comm.Barrier()
+        if cfg.export_trace is not None and k == cfg.warmup + cfg.iters - 1:
+            step.trace = []  # the last step, recorded
         t = step.run()
         if k >= cfg.warmup:
             times.append(t)
     watchdog.idle()
+    if step.trace is not None:
+        export_trace(comm, step, plan, cfg)
     step.free()
     rows = np.array([[t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.comm]
                      for t in times])
     return rows, times[-1].bytes, sum(t.pp_wrong for t in times)
+
+
+def export_trace(comm, step: Step, plan: RankPlan, cfg: ParallelConfig) -> None:
+    """Write the step's recorded ops as a trace (rank 0 writes; collective): each op on the
+    global ranks of its group, in the dtype of the parameter word."""
+    world = comm.Get_group()
+    groups = {}
+    for name, raw in zip(("dp", "tp", "pp"), step._raw, strict=True):
+        groups[name] = [int(r) for r in mpi().Group.Translate_ranks(
+            raw.Get_group(), list(range(raw.Get_size())), world)]
+    # the step's own words (it sums them as integers: NumPy's float16 is ten times slower)
+    dtype = {2: "int16", 4: "int32", 8: "int64"}.get(plan.model.param_bytes, "int32")
+    ops = [TraceOp(i, coll, dtype, count, out, [], [], groups[g], peer, f"parallel:{g}")
+           for i, (coll, g, count, out, peer) in enumerate(step.trace)]
+    every = comm.gather(ops, root=0)
+    if comm.Get_rank() != 0:
+        return
+    path = Path(cfg.export_trace)
+    source = f"distbench parallel {plan.layout} ZeRO {plan.zero}"
+    if cfg.trace_format == "chakra":
+        stem = path.name[:-5] if path.name.endswith(".json") else path.name
+        for r, mine in enumerate(every):
+            atomic_write(path.with_name(f"{stem}_{r}.json"),
+                         json.dumps(to_chakra(mine, comm.Get_size())))
+    else:
+        atomic_write(path, json.dumps(to_distbench(comm.Get_size(), every, source)))
 
 
 def _gathered(comm, plan: RankPlan, step_cfg: StepConfig, rounds: list) -> dict | None:
