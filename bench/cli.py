@@ -46,6 +46,8 @@ COMMANDS = {
                "Federated learning: many clients, sampling, non-IID data, FedProx, SCAFFOLD."),
     "parallel": ("distbench.benchmarks.parallel", "parallel_command",
                  "A training step under data, ZeRO, tensor and pipeline parallelism."),
+    "tune": ("distbench.benchmarks.tune", "tune_command",
+             "The library's algorithms and distbench's: a decision, as tuning files."),
     "replay": ("distbench.benchmarks.replay", "replay_command",
                "A real job's trace through the library or any algorithm, per op."),
     "info": ("distbench.benchmarks.info", "info_command",

@@ -323,6 +323,10 @@ class HostStagingComm(CommProxy):
     def Alltoall(self, sendbuf, recvbuf):
         self._collective("Alltoall", sendbuf, recvbuf)
 
+    def Ialltoallv(self, sendbuf, recvbuf):
+        self._unstaged("Ialltoallv", sendbuf[0], recvbuf[0])
+        return self.comm.Ialltoallv(sendbuf, recvbuf)
+
     def Alltoallv(self, sendbuf, recvbuf):
         """Both are ``[array, (counts, displs)]`` specs: their arrays are staged."""
         host = self._in("recv", recvbuf[0])

@@ -15,7 +15,7 @@ from distbench.console import Column as C
 from distbench.console import column, fmt_bytes, fmt_num, fmt_params
 
 # the benchmarks besides the collectives (each has its table here)
-BENCHMARKS = ("compress", "sgd", "fedavg", "parallel", "replay")
+BENCHMARKS = ("compress", "sgd", "fedavg", "parallel", "replay", "tune")
 
 
 def known_benchmarks() -> tuple:
@@ -448,6 +448,16 @@ def replay_rows(records: list[dict]) -> tuple[list[list[str]], list[int]]:
     return rows, sections
 
 
+# ----------------------------------------------------------------------------- tune
+
+TUNE_COLUMNS = [C("collective", "left"), C("p", key="ranks"), C("sizes", "left"),
+                C("choice", "left"), C("default us", priority=1), C("choice us", priority=1),
+                C("default / choice", key="gain")]
+
+VERIFY_COLUMNS = [C("collective", "left"), C("size"), C("default us"), C("tuned us"),
+                  C("default / tuned", key="ratio"), C("file picks", "left", priority=1),
+                  C("forced us", priority=1)]
+
 # ----------------------------------------------------------------------------- compare, info
 
 COMPARE_COLUMNS = [C("benchmark / series", "left", key="series", wrap=True), C("size"),
@@ -466,6 +476,7 @@ def table_columns(command: str) -> list[str]:
               "fedavg": [FED_ROUND_COLUMNS, FED_SUMMARY_COLUMNS],
               "parallel": [PARALLEL_COLUMNS, PARALLEL_MEMORY_COLUMNS],
               "replay": [REPLAY_OP_COLUMNS, REPLAY_COLUMNS],
+              "tune": [TUNE_COLUMNS, VERIFY_COLUMNS],
               "compare": [COMPARE_COLUMNS], "info": [INFO_COLUMNS],
               "model": [FIT_COLUMNS, COST_COLUMNS, CHECK_SUMMARY_COLUMNS, STEP_COLUMNS,
                         STEP_CHECK_COLUMNS, prediction_columns(_algorithm_names())]}

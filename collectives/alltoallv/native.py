@@ -34,4 +34,5 @@ def start(comm, sendbuf, recvbuf, sendcounts=None, recvcounts=None):
     return comm.Ialltoallv(*_specs(comm, sendbuf, recvbuf, sendcounts, recvcounts))
 
 
+alltoallv.mpi_calls = start.mpi_calls = ("Alltoallv",)  # the proxies must define them
 cost = _pairwise_cost
