@@ -135,6 +135,7 @@ COMPRESS_ARGS  ?= -b 1K -e 1M -f 32 --gradients 3
 SGD_ARGS       ?= --steps 60 --eval-every 20
 FEDAVG_ARGS    ?= --rounds 10 --algorithm fedsgd,fedavg
 PARALLEL_ARGS  ?= --layers 4 --hidden 128 --heads 4 --seq 64 --vocab 1000 --layouts all --zero 0,3 --iters 2 --tflops 10
+TUNE_ARGS      ?= --collective allreduce,bcast -b 8 -e 64K -f 8 -n 10
 else
 ALLREDUCE_ARGS ?= -b 8 -e 64M -f 2
 COLLECTIVE_ARGS ?= -b 8 -e 16M -f 8
@@ -142,6 +143,7 @@ COMPRESS_ARGS  ?=
 SGD_ARGS       ?=
 FEDAVG_ARGS    ?= --rounds 30 --algorithm fedsgd,fedavg,fedprox,scaffold --partition dirichlet --alpha 0.1
 PARALLEL_ARGS  ?= --layers 8 --hidden 512 --heads 8 --seq 256 --vocab 8192 --layouts all --zero 0,1,3 --bucket-mb 1,25 --tflops 10
+TUNE_ARGS      ?= -b 8 -e 1M -f 4
 endif
 HOSTFLAG = $(if $(HOSTFILE),$(if $(findstring srun,$(MPIRUN)),,$(if $(IS_OMPI),--hostfile,-f) $(HOSTFILE)),)
 # $(call LAUNCH,N): the launcher for N ranks (oversubscribe only on this host, not with a hostfile)
@@ -175,4 +177,5 @@ bench-run:
 	$(call LAUNCH,$(NP)) $(BIN)/distbench sgd $(SGD_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench fedavg $(FEDAVG_ARGS) --output $(SUITE)
 	$(call LAUNCH,$(NP)) $(BIN)/distbench parallel $(PARALLEL_ARGS) --output $(SUITE)
+	$(call LAUNCH,$(NP)) $(BIN)/distbench tune $(TUNE_ARGS) --quiet --output $(SUITE)
 	$(BIN)/distbench report $(SUITE)

@@ -87,6 +87,7 @@ class Collective:
         ``op=`` (an ``mpi4py.MPI.Op``; left out for SUM, None) and ``root=`` where the
         collective takes them."""
         library = getattr(fn, "library_call", None)
+        comm = getattr(fn, "on_comm", comm)  # a library call forced on a communicator of its own
         if library is not None:  # the library's own call, bound in C (collectives.library)
             return bind_library_call(comm, library, send, recv, root, op)
         kwargs = {}

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from distbench.analysis.tables import sgd_series
 from distbench.console import fmt_bytes, fmt_num
+from distbench.tuning import DEFAULT as TUNE_DEFAULT
 
 NO_INTERVAL = (-math.inf, math.inf)
 
@@ -341,6 +342,62 @@ def replay_answer(records: Sequence[dict]) -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------- tune
+
+def tune_answer(records: list[dict], outputs: dict) -> list[str]:
+    """The decision's switches, the library's inconsistencies and monotonicity, the held-out
+    penalty, and the files written."""
+    lines = []
+    switched = [r for r in outputs.get("ranges", []) if r.choice != TUNE_DEFAULT]
+    if switched:
+        lines.append("Switch from the default: " + "; ".join(
+            f"{r.collective} p={r.ranks} {fmt_bytes(r.lo)}-{fmt_bytes(r.hi)}: {r.choice} "
+            f"({r.gain:.2f}x)" for r in switched) + ".")
+    else:
+        lines.append("The library's default is never significantly beaten: the decision "
+                     "keeps it everywhere.")
+    bad = []
+    for r in records:
+        if r["kind"] == "composition" and (r.get("x_default_ci") or [0])[0] is not None \
+                and r["x_default_ci"][0] > 1.0:
+            bad.append(f"{r['collective']} at {fmt_bytes(r['bytes'])} p={r['ranks']} "
+                       f"slower than {r['candidate'].removeprefix('compose:')} "
+                       f"({r['x_default']:.2f}x)")
+    lines.append("Self-consistency (PGMPI): " + ("; ".join(bad) + "." if bad else
+                                                 "the library's calls are never "
+                                                 "significantly slower than a composition "
+                                                 "of its own."))
+    mono = _not_monotone(records)
+    if mono:
+        lines.append("Not monotone in size: " + "; ".join(mono) + ".")
+    if outputs.get("holdout"):
+        mean, ci = outputs["holdout"]
+        lines.append(f"Held out (decided on every other size): mean penalty "
+                     f"{100 * mean:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] against the "
+                     "per-size best.")
+    if outputs.get("ompi_rules"):
+        lines.append(f"Files: {outputs['ompi_rules']}, {outputs['mpich_selection']}, "
+                     f"{outputs['distbench_tuning']}.")
+    return lines
+
+
+def _not_monotone(records: list[dict]) -> list[str]:
+    """Sizes where the default took significantly longer than at the next larger size."""
+    out = []
+    by: dict = {}
+    for r in records:
+        if r["kind"] == "candidate" and r["candidate"] == TUNE_DEFAULT:
+            by.setdefault((r["collective"], r["ranks"]), []).append(r)
+    for (coll, k), rs in by.items():
+        rs.sort(key=lambda r: r["bytes"])
+        for a, b in zip(rs, rs[1:], strict=False):
+            if a["t_max_us_ci"] and b["t_max_us_ci"] and a["t_max_us_ci"][0] > \
+                    b["t_max_us_ci"][1]:
+                out.append(f"{coll} p={k}: {fmt_bytes(a['bytes'])} slower than "
+                           f"{fmt_bytes(b['bytes'])}")
+    return out
+
+
 # ----------------------------------------------------------------------------- parallel
 
 def parallel_answer(records: Sequence[dict]) -> list[str]:
@@ -383,5 +440,4 @@ def parallel_answer(records: Sequence[dict]) -> list[str]:
 
 __all__ = ["collective_answer", "compress_answer", "estimate", "fed_answer", "leaders",
            "parallel_answer", "per_link_rate", "rate_text", "replay_answer", "sgd_answer",
-           "size_ranges",
-           "span", "target_answer"]
+           "size_ranges", "span", "target_answer", "tune_answer"]

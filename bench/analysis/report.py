@@ -347,6 +347,29 @@ def replay_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     return "\n".join(lines), [png]
 
 
+def tune_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
+    """The section of a ``distbench tune`` run: its answer and the decision per range."""
+    from distbench.analysis.answers import tune_answer
+    from distbench.tuning import Range
+
+    recs = doc["records"]
+    env = doc.get("environment", {})
+    ranges = [Range(**{k: r[k] for k in ("collective", "ranks", "lo", "hi", "choice",
+                                         "library_id", "gain")})
+              for r in recs if r.get("kind") == "decision"]
+    files = next((r for r in recs if r.get("kind") == "files"), {})
+    answer = tune_answer(recs, {"ranges": ranges, **{k: v for k, v in files.items()
+                                                     if k not in ("benchmark", "kind")}})
+    rows = [[r.collective, str(r.ranks), f"{fmt_bytes(r.lo)}-{fmt_bytes(r.hi)}", r.choice,
+             f"{r.gain:.2f}"] for r in ranges]
+    lines = [f"## Tuning decision, {env.get('ranks', '?')} ranks"
+             + ("" if label == "." else f" ({label})"), f"`{env.get('command', '')}`", "",
+             *answer_md(answer),
+             md_table([("collective", "left"), ("p", "right"), ("sizes", "left"),
+                       ("choice", "left"), ("default / choice", "right")], rows)]
+    return "\n".join(lines), []
+
+
 def parallel_md(label, doc, out: Path, tag: str) -> tuple[str, list[Path]]:
     """The section of a ``distbench parallel`` run: step time vs bucket cap, compute and
     exposed communication per layout, and the ranked table."""
@@ -388,10 +411,10 @@ def write_report(path, out=None) -> tuple[Path, list[Path]]:
     # the collectives in their order, each followed by its model check; then the others
     collectives = collective_names()
     order = {c: 2 * i for i, c in enumerate(collectives)}
-    order.update(compress=100, sgd=101, fedavg=102, parallel=103, replay=104)
+    order.update(compress=100, sgd=101, fedavg=102, parallel=103, replay=104, tune=105)
     makers = {**dict.fromkeys(collectives, collective_md), "sgd": sgd_md,
               "compress": compress_md, "fedavg": fedavg_md, "parallel": parallel_md,
-              "replay": replay_md}
+              "replay": replay_md, "tune": tune_md}
     found = sorted(found, key=lambda ld: (order.get(ld[1].get("benchmark"), 200), ld[0] != ".",
                                           -(ld[1].get("environment", {}).get("ranks") or 0)))
     sections, pngs = [], []

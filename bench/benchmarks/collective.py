@@ -97,6 +97,9 @@ class SweepConfig:
     check: bool = arg(True, "Compare every algorithm's result with the exact result, which the "
                       "library's call must match too (untimed).", negatable=True)
     overlap: Overlap = group(Overlap)
+    tuning: str | None = arg(None, "With --algo auto: distbench tune's table "
+                             "(distbench_tuning.json); auto runs, at each size and rank count, "
+                             "the choice it names.", metavar="FILE")
     options: dict = field(default_factory=dict)
     run: RunOptions = group(RunOptions)
 
@@ -134,7 +137,7 @@ def validate_sweep(cfg: SweepConfig, decl=None) -> None:
     if cfg.in_place and not decl.in_place:
         raise UsageError(f"{decl.name} has no in-place form")
     if cfg.overlap.nonblocking:
-        lacking = [a for a in cfg.algos if decl.registry.spec(a).start is None]
+        lacking = [a for a in cfg.algos if a != "auto" and decl.registry.spec(a).start is None]
         if lacking:
             raise UsageError(f"--nonblocking: {', '.join(lacking)} declare(s) no nonblocking "
                              "form (start)")
@@ -374,8 +377,9 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str], memory: int | None 
     registry = decl.registry
     names = [decl.baseline] + [a for a in cfg.algos if a != decl.baseline]
     bind = registry.bind_start if cfg.overlap.nonblocking else registry.bind
-    forms = {n: bind(n, **cfg.options) for n in names}
-    opts = {n: registry.bound_options(n, cfg.options) for n in names}
+    auto = AutoChoice(decl, cfg, run, wcomm, bind) if "auto" in names else None
+    forms = {n: bind(n, **cfg.options) for n in names if n != "auto"}
+    opts = {n: registry.bound_options(n, cfg.options) if n != "auto" else {} for n in names}
     itemsize = cfg.np_dtype.itemsize
     any_wrong = 0
     records_all = []
@@ -389,6 +393,9 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str], memory: int | None 
                 return f"{decl.name} {n} at {size}"
 
             watchdog.enter(f"{decl.name} at {size} (set-up)", 4 * outline.call_lower_bound(nbytes))
+            if auto is not None:
+                forms["auto"] = auto.form(count * itemsize)
+                opts["auto"] = {"picked": auto.picked}
             case = _case(decl, cfg, run, wcomm, forms, count)
             wrong = _check_all(decl, cfg, comm, case, run.sync, label, nbytes)
             timed, warm, extra, params = _measure(cfg, run, comm, case, nbytes, label, deadline,
@@ -415,6 +422,64 @@ def run_sweep(decl, cfg: SweepConfig, comm, argv: list[str], memory: int | None 
     return 0
 
 
+class AutoChoice:
+    """``--algo auto``: at each size, what distbench tune's table names for this collective
+    and rank count (:func:`distbench.tuning.lookup`): a hand-written algorithm, the library's
+    default, or a library algorithm forced on a communicator of its own (MPI_T, made once
+    per algorithm). ``picked`` names the last choice (recorded as the record's option)."""
+
+    def __init__(self, decl, cfg, run, comm, bind):
+        from distbench.mpit import ControlVariables
+        from distbench.tuning import read_table
+
+        self.decl, self.cfg, self.run, self.comm, self.bind = decl, cfg, run, comm, bind
+        self.ranges = read_table(cfg.tuning)
+        self.cv = None
+        self.forced: dict = {}
+        self.picked = decl.baseline
+        self._mpit = ControlVariables
+
+    def form(self, nbytes: int):
+        from distbench.tuning import lookup
+
+        rg = lookup(self.ranges, self.decl.name, self.run.size, nbytes)
+        choice = "default" if rg is None else rg.choice
+        self.picked = choice
+        if choice == "default":
+            return self.bind(self.decl.baseline, **self.cfg.options)
+        if not choice.startswith("lib:"):
+            spec = self.decl.registry.spec(choice)
+            if spec.steps is None:
+                return self.bind(choice, **self.cfg.options)
+            # a kernel of its own: the schedules keep one plan per kernel, and the same
+            # algorithm measured beside auto would otherwise rebuild it at every call
+            from distbench.collectives.schedule import kernels
+            from distbench.registry import accepted
+
+            blocking, start = kernels(spec.steps)
+            fn = start if self.cfg.overlap.nonblocking else blocking
+            bound = accepted(fn, self.cfg.options)
+            return functools.partial(fn, **bound) if bound else fn
+        if self.cv is None:
+            self.cv = self._mpit(self.run.env.get("mpi_library", ""))
+        if not self.cv.available:
+            raise UsageError(f"--algo auto: the table picks {choice}, which cannot be forced "
+                             f"here ({self.cv.why})")
+        if choice not in self.forced:
+            forced = self.cv.forced(self.run.wcomm, self.decl.name, rg.library_id)
+            self.forced[choice] = typed_comm(forced, self.cfg.np_dtype)
+        native, comm = self.decl.registry.spec(self.decl.baseline).fn, self.forced[choice]
+
+        def on_forced(_comm, *args, **kwargs):  # the library's call, on its communicator
+            return native(comm, *args, **kwargs)
+
+        # Collective.invoke binds the library's call in C on this communicator, as for native
+        on_forced.on_comm = comm
+        if hasattr(native, "library_call"):
+            on_forced.library_call = native.library_call
+        return on_forced
+
+
 def _rows(records: list[dict]):
     """Table rows of the records, a separator after each size, slow-state sizes marked."""
     rows, sections = [], []
@@ -434,6 +499,12 @@ def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
     bw = algbw(nbytes, st["t_max_us"] * 1e-6)
     t_ci = [x * 1e-6 for x in st["t_max_us_ci"]]
     base = timed.stats[decl.baseline]["t_max_us"]
+    # --algo auto: the algorithm it picked at this size carries the formulas (the library's
+    # own for a library choice)
+    spec_name = name
+    if name == "auto":
+        picked = options.get("picked", decl.baseline)
+        spec_name = picked if picked in decl.registry else decl.baseline
     rec = {
         "benchmark": decl.name, "algorithm": name, "bytes": nbytes, "count": count,
         "dtype": cfg.dtype, "ranks": run.size, "iters": timed.iters[name], "warmup": warm,
@@ -444,10 +515,11 @@ def _record(decl, cfg, run, name, count, timed, warm, wrong, options, canary_us,
         "vs_native_ci": timed.ratio_ci(decl.baseline, name),
         "canary_us": canary_us, "wrong": wrong, "device": run.env["device"],
         "ranks_per_node": cfg.options.get("ranks_per_node"), "options": options,
-        "source": decl.registry.source(name),
+        "source": decl.registry.source(spec_name),
         "op": cfg.op if decl.reduction else None, "root": cfg.root if decl.rooted else None,
         "in_place": cfg.in_place, "nonblocking": cfg.overlap.nonblocking, **extra,
-        **bound.bound_fields(decl.registry.spec(name), options, params, nbytes, run.size,
+        **bound.bound_fields(decl.registry.spec(spec_name),
+                             {} if name == "auto" else options, params, nbytes, run.size,
                              st["p50_us"]),
         **bound.reference_fields(params),
     }

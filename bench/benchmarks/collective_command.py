@@ -12,7 +12,9 @@ import dataclasses
 
 from distbench.benchmarks.collective import SweepConfig, run_sweep, validate_mpi, validate_sweep
 from distbench.command import Job
+from distbench.errors import UsageError
 from distbench.options import click_option, declared_command
+from distbench.tuning import read_table
 
 ALGORITHM_OPTIONS = "Algorithm options"
 
@@ -28,7 +30,16 @@ def build(decl):
     declared = decl.registry.options()
 
     def make(cfg: SweepConfig, **options) -> Job:
-        algos = decl.registry.require(cfg.algos, "--algo")
+        auto = "auto" in cfg.algos
+        algos = decl.registry.require([a for a in cfg.algos if a != "auto"] or
+                                      [decl.baseline], "--algo") + (["auto"] if auto else [])
+        if auto and cfg.tuning is None:
+            raise UsageError("--algo auto needs --tuning FILE (distbench tune's "
+                             "distbench_tuning.json)")
+        if cfg.tuning is not None:
+            if not auto:
+                raise UsageError("--tuning goes with --algo auto")
+            read_table(cfg.tuning)  # a file of another tool: one line, exit 2
         decl.registry.check(options)
         cfg = dataclasses.replace(cfg, algos=algos, options={
             k: v for k, v in options.items() if v is not None})

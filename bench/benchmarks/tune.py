@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from distbench import watchdog
+from distbench.analysis.answers import tune_answer
 from distbench.analysis.tables import TUNE_COLUMNS, VERIFY_COLUMNS
 from distbench.benchmarks import outline
 from distbench.check import fill_segments, mismatches
@@ -110,7 +111,8 @@ def _compositions(decl, comm, send, recv, count: int, k: int) -> dict:
             comm.Allgather(tmp, recv)
         out["compose:scatter+allgather"] = scatter_ag
     elif decl.name == "reduce":
-        full = xp.empty_like(send)
+        # the root's result in recv; the others need a receive buffer of their own
+        full = recv if recv.shape == send.shape else xp.empty_like(send)
         out["compose:allreduce"] = lambda: comm.Allreduce(send, full)
     return out
 
@@ -266,60 +268,6 @@ def _ci_text(x, ci) -> str:
     if ci and None not in ci:
         return f"{x:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
     return f"{x:.2f}"
-
-
-def tune_answer(records: list[dict], outputs: dict) -> list[str]:
-    """The decision's switches, the library's inconsistencies and monotonicity, the held-out
-    penalty, and the files written."""
-    lines = []
-    switched = [r for r in outputs.get("ranges", []) if r.choice != DEFAULT]
-    if switched:
-        lines.append("Switch from the default: " + "; ".join(
-            f"{r.collective} p={r.ranks} {fmt_bytes(r.lo)}-{fmt_bytes(r.hi)}: {r.choice} "
-            f"({r.gain:.2f}x)" for r in switched) + ".")
-    else:
-        lines.append("The library's default is never significantly beaten: the decision "
-                     "keeps it everywhere.")
-    bad = []
-    for r in records:
-        if r["kind"] == "composition" and (r.get("x_default_ci") or [0])[0] is not None \
-                and r["x_default_ci"][0] > 1.0:
-            bad.append(f"{r['collective']} at {fmt_bytes(r['bytes'])} p={r['ranks']} "
-                       f"slower than {r['candidate'].removeprefix('compose:')} "
-                       f"({r['x_default']:.2f}x)")
-    lines.append("Self-consistency (PGMPI): " + ("; ".join(bad) + "." if bad else
-                                                 "the library's calls are never "
-                                                 "significantly slower than a composition "
-                                                 "of its own."))
-    mono = _not_monotone(records)
-    if mono:
-        lines.append("Not monotone in size: " + "; ".join(mono) + ".")
-    if outputs.get("holdout"):
-        mean, ci = outputs["holdout"]
-        lines.append(f"Held out (decided on every other size): mean penalty "
-                     f"{100 * mean:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] against the "
-                     "per-size best.")
-    if outputs.get("ompi_rules"):
-        lines.append(f"Files: {outputs['ompi_rules']}, {outputs['mpich_selection']}, "
-                     f"{outputs['distbench_tuning']}.")
-    return lines
-
-
-def _not_monotone(records: list[dict]) -> list[str]:
-    """Sizes where the default took significantly longer than at the next larger size."""
-    out = []
-    by: dict = {}
-    for r in records:
-        if r["kind"] == "candidate" and r["candidate"] == DEFAULT:
-            by.setdefault((r["collective"], r["ranks"]), []).append(r)
-    for (coll, k), rs in by.items():
-        rs.sort(key=lambda r: r["bytes"])
-        for a, b in zip(rs, rs[1:], strict=False):
-            if a["t_max_us_ci"] and b["t_max_us_ci"] and a["t_max_us_ci"][0] > \
-                    b["t_max_us_ci"][1]:
-                out.append(f"{coll} p={k}: {fmt_bytes(a['bytes'])} slower than "
-                           f"{fmt_bytes(b['bytes'])}")
-    return out
 
 
 def _caption(run, cv, outputs) -> str:
