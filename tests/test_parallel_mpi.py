@@ -104,7 +104,9 @@ def test_measured_bubble_is_the_schedules_idle_time():
     """A balanced pipeline of all the ranks whose compute dominates (the stand-in accelerator
     at 2e-3 TFLOP/s: milliseconds per micro-batch, sleeping, so the cores stay free): the
     measured bubble, each stage's time blocked in the pipeline plus its time done before the
-    slowest rank, is Narayanan's (P-1)/(m+P-1). (Counting the receives alone read 2/3 of it.)"""
+    slowest rank, is Narayanan's (P-1)/(m+P-1). (Counting the receives alone read 2/3 of it.)
+    Scheduling noise on an oversubscribed host only adds idle time, so the least of five
+    steps is the estimate."""
     from mpi4py import MPI
 
     from distbench.algorithms.parallel.pipeline import bubble_fraction
@@ -115,14 +117,15 @@ def test_measured_bubble_is_the_schedules_idle_time():
     _, step = _step(comm, Layout(1, 1, P), 0, m=m, tflops=2e-3)
     step.run()  # warm-up
     rows = []
-    for _ in range(2):
+    for _ in range(5):
         comm.Barrier()
         t = step.run()
         rows.append([t.step, t.compute, t.pp_wait, t.tp, t.dp, t.gather, t.comm])
     step.free()
     allrows = comm.gather(np.array(rows), root=0)
     if comm.Get_rank() == 0:
-        measured = idle_fraction(np.stack(allrows))
+        per_step = np.stack(allrows)
+        measured = min(idle_fraction(per_step[:, i:i + 1]) for i in range(per_step.shape[1]))
         assert measured == pytest.approx(bubble_fraction(P, m), abs=0.05), measured
 
 

@@ -132,16 +132,18 @@ def test_make_bench_end_to_end(tmp_path):
            f"VENV={Path(sys.executable).parent.parent}", f"SUITE={suite}",
            "ALLREDUCE_ARGS=-b 8 -e 64 -f 8 -n 3 -w 1 --algo ring",
            "COLLECTIVE_ARGS=-b 64 -e 512 -f 8 -n 3 -w 1 --algo naive",
-           "COMPRESS_ARGS=-b 4K -e 4K --steps 2 -n 3 --method none,topk",
+           "COMPRESS_ARGS=-b 4K -e 4K --gradients 2 -n 3 --method none,topk",
            "SGD_ARGS=--steps 6 --eval-every 3 --mode sync,local",
            "FEDAVG_ARGS=--rounds 3 --clients 8 --fraction 0.5 --algorithm fedsgd,fedavg",
            "PARALLEL_ARGS=--layers 2 --hidden 32 --heads 2 --seq 8 --vocab 50 --layouts all "
-           "--steps 1"]
+           "--iters 1",
+           "TUNE_ARGS=--collective allreduce -b 8 -e 64 -f 8 -n 3 --no-hand-written"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpi_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benches = sorted(d["benchmark"] for _, d in find_docs(suite))
     collectives = collective_names()
-    assert benches == sorted([*collectives, "compress", "fedavg", "parallel", "sgd"])
+    assert benches == sorted([*collectives, "compress", "fedavg", "parallel", "sgd",
+                              "tune"])
     assert all((suite / f"{c}.json").exists() for c in collectives)
     md = (suite / "REPORT.md").read_text()
     pngs = {p.name for p in suite.glob("*.png")}

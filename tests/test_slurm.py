@@ -301,11 +301,12 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
     if launcher == "mpirun":
         extra.update(MPIRUN=str(Path(PY).parent / "mpirun"), MODEL_NP="2",
                      ALLREDUCE_ARGS="-b 8 -e 64K -f 64 -n 5",
-                     COMPRESS_ARGS="-b 1K -e 64K -f 64 --steps 2",
+                     COMPRESS_ARGS="-b 1K -e 64K -f 64 --gradients 2",
                      SGD_ARGS="--steps 20 --eval-every 10",
                      FEDAVG_ARGS="--rounds 3 --algorithm fedavg",
                      PARALLEL_ARGS="--layers 2 --hidden 64 --heads 2 --seq 16 --vocab 100 "
-                                   "--layouts all --steps 1")
+                                   "--layouts all --iters 1",
+                     TUNE_ARGS="--collective allreduce -b 8 -e 4K -f 8 -n 5")
     proc = _distbench("emulate", "--scheduler", "slurm", "--nodes", "2", "--ranks-per-node",
                       "2", "--link", "1gbit", "--time-limit", "300", "--batch",
                       str(BATCH_SCRIPT), timeout=400, **extra)
@@ -320,7 +321,7 @@ def test_batch_script_runs_make_bench(tmp_path, launcher):
     assert env["scheduler"]["launcher"] == ("mpirun" if launcher == "mpirun"
                                             else "srun --mpi=pmix")
     assert sorted(p.name.split("-")[-1] for p in suite.glob("*Z-*")) == [
-        "compress", "fedavg", "parallel", "sgd"]
+        "compress", "fedavg", "parallel", "sgd", "tune"]
     (par,) = suite.glob("*Z-parallel")
     layouts = {r["layout"] for r in json.loads((par / "results.json").read_text())["records"]}
     # every D x T x P of 4 ranks but 1x4x1 (a tensor group stays inside a node of 2 ranks),
